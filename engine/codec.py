@@ -1,0 +1,310 @@
+"""Streaming event codec: timed MIDI messages <-> tokens, one item at a time.
+
+``EventEncoder.feed(time_s, msg)`` takes one timestamped mido message (as it arrives from a port or a file) and
+returns the tokens it produces. ``EventDecoder.feed(token)`` takes one token and returns the timed messages it
+produces. The file path (engine/midifile.py) drives the very same objects, so training data and live sessions
+are tokenized by one piece of code.
+
+Rules (documented in docs/architecture.md):
+- Times are absolute seconds from the start of the stream, quantized to GRID_S. A message earlier than the
+  encoder's current time (live jitter) is encoded at the current time.
+- Note-on with velocity 0 is a note-off. A note-off without a sounding note is dropped. Overlapping notes of the
+  same pitch on one channel are paired first-in, first-out.
+- CC64 >= 64 is pedal down, < 64 pedal up; only changes produce tokens. CC120/CC123 end every note on the channel.
+- Program changes set the channel's instrument class (channel 10 is always drums); they produce no token.
+- ``finish()`` ends the notes still sounding at the end time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from typing import NamedTuple
+
+import mido
+
+from . import vocab as V
+from .errors import CodecError
+from .instruments import DRUM_CHANNEL, DRUMS, INSTRUMENTS, instrument_class
+
+ALL_NOTES_OFF_CCS = (120, 123)  # all sound off, all notes off
+SUSTAIN_CC = 64
+
+
+class Timed(NamedTuple):
+    """A MIDI message at an absolute time in seconds."""
+
+    time: float
+    msg: mido.Message
+
+
+def _grid_step(time_s: float) -> int:
+    if not isinstance(time_s, (int, float)) or not math.isfinite(time_s) or time_s < 0:
+        raise CodecError(f"event time must be a finite number of seconds >= 0, got {time_s!r}")
+    return int(round(time_s / V.GRID_S))
+
+
+class EventEncoder:
+    """Turns timestamped MIDI messages into event tokens (no conditioning prefix: see vocab.conditioning)."""
+
+    def __init__(self) -> None:
+        self._step = 0  # grid step of the last emitted token
+        self._velocity_bin: int | None = None
+        self._programs = [0] * 16
+        self._held: dict[tuple[int, int], deque[int]] = defaultdict(deque)  # (channel, pitch) -> classes
+        self._pedal = [False] * 16
+        self.instruments: set[int] = set()  # classes that played at least one note
+        self.notes = 0  # note-ons encoded
+        self._handlers = {
+            "note_on": self._note_on,
+            "note_off": self._note_off,
+            "control_change": self._control,
+            "program_change": self._program,
+        }
+
+    @property
+    def time(self) -> float:
+        """Time of the last encoded event, in seconds (on the grid)."""
+        return self._step * V.GRID_S
+
+    def feed(self, time_s: float, msg: mido.Message) -> list[int]:
+        """Encode one message at absolute time `time_s` (seconds). Messages other than notes, CC and program
+        changes produce no tokens."""
+        if not isinstance(msg, mido.Message):
+            raise CodecError(f"expected a mido.Message, got {type(msg).__name__}")
+        step = max(_grid_step(time_s), self._step)
+        handler = self._handlers.get(msg.type)
+        if handler is None:
+            return []
+        events = handler(msg)
+        if not events:
+            return []
+        return self._advance(step) + events
+
+    def finish(self, time_s: float | None = None) -> list[int]:
+        """End all sounding notes, then release pedals, at `time_s` (default: the current time); return the
+        tokens."""
+        step = self._step if time_s is None else max(_grid_step(time_s), self._step)
+        events = []
+        for (channel, pitch), classes in sorted(self._held.items()):
+            events += [V.note_off_token(c, pitch) for c in classes]
+        self._held.clear()
+        for channel, down in enumerate(self._pedal):
+            if down:
+                self._pedal[channel] = False
+                events.append(V.pedal_token(instrument_class(self._programs[channel], channel), False))
+        return (self._advance(step) + events) if events else []
+
+    def _advance(self, step: int) -> list[int]:
+        delta = step - self._step
+        self._step = step
+        tokens = [V.time_token(V.MAX_SHIFT_STEPS)] * (delta // V.MAX_SHIFT_STEPS)
+        if delta % V.MAX_SHIFT_STEPS:
+            tokens.append(V.time_token(delta % V.MAX_SHIFT_STEPS))
+        return tokens
+
+    def _note_on(self, msg: mido.Message) -> list[int]:
+        if msg.velocity == 0:
+            return self._note_off(msg)
+        cls = instrument_class(self._programs[msg.channel], msg.channel)
+        self._held[(msg.channel, msg.note)].append(cls)
+        self.instruments.add(cls)
+        self.notes += 1
+        tokens = []
+        vbin = V.velocity_bin(msg.velocity)
+        if vbin != self._velocity_bin:
+            self._velocity_bin = vbin
+            tokens.append(V.velocity_token(vbin))
+        tokens.append(V.note_on_token(cls, msg.note))
+        return tokens
+
+    def _note_off(self, msg: mido.Message) -> list[int]:
+        held = self._held.get((msg.channel, msg.note))
+        if not held:
+            return []
+        cls = held.popleft()
+        if not held:
+            del self._held[(msg.channel, msg.note)]
+        return [V.note_off_token(cls, msg.note)]
+
+    def _control(self, msg: mido.Message) -> list[int]:
+        if msg.control == SUSTAIN_CC:
+            down = msg.value >= 64
+            if down == self._pedal[msg.channel]:
+                return []
+            self._pedal[msg.channel] = down
+            return [V.pedal_token(instrument_class(self._programs[msg.channel], msg.channel), down)]
+        if msg.control in ALL_NOTES_OFF_CCS:
+            tokens = []
+            for key in sorted(k for k in self._held if k[0] == msg.channel):
+                tokens += [V.note_off_token(c, key[1]) for c in self._held.pop(key)]
+            return tokens
+        return []
+
+    def _program(self, msg: mido.Message) -> list[int]:
+        self._programs[msg.channel] = msg.program
+        return []
+
+
+class EventDecoder:
+    """Turns tokens into timed MIDI messages.
+
+    Each instrument class plays on its own channel (`channels`, default from the instrument table) and gets a
+    General MIDI program change (`programs`) just before its first note. Conditioning tokens are recorded
+    (`style`, `instrument_set`), PAD is ignored, EOS ends every sounding note. Tokens that make no sense in
+    context (a note-off for a silent note, a repeated pedal state) produce nothing.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, ...] | None = None,
+        programs: tuple[int, ...] | None = None,
+        program_changes: bool = True,
+    ) -> None:
+        self.channels = channels or tuple(i.channel for i in INSTRUMENTS)
+        self.programs = programs or tuple(i.program for i in INSTRUMENTS)
+        if len(self.channels) != len(INSTRUMENTS) or len(self.programs) != len(INSTRUMENTS):
+            raise CodecError(f"channels and programs need one entry per instrument class ({len(INSTRUMENTS)})")
+        self._program_changes = program_changes
+        self._step = 0
+        self._velocity = V.bin_velocity(V.VELOCITY_BINS * 5 // 8)  # mezzo-forte until a VEL token says otherwise
+        self._held: dict[tuple[int, int], int] = {}  # (class, pitch) -> sounding count
+        self._pedal = [False] * len(INSTRUMENTS)
+        self._announced: set[int] = set()
+        self.style: str | None = None
+        self.instrument_set: list[int] = []
+        self.ended = False
+
+    @property
+    def time(self) -> float:
+        """Current decoding time in seconds."""
+        return self._step * V.GRID_S
+
+    @property
+    def held(self) -> dict[tuple[int, int], int]:
+        """Sounding notes: (instrument class, pitch) -> count."""
+        return dict(self._held)
+
+    def feed(self, token: int) -> list[Timed]:
+        """Decode one token id (0..VOCAB_SIZE-1); raises CodecError for anything else."""
+        if isinstance(token, bool) or not isinstance(token, int):
+            try:
+                token = int(token)  # numpy integers
+            except (TypeError, ValueError):
+                raise CodecError(f"token must be an integer, got {token!r}") from None
+        if not 0 <= token < V.VOCAB_SIZE:
+            raise CodecError(f"token {token} outside the vocabulary 0..{V.VOCAB_SIZE - 1}")
+        kind, arg = V.token_kind(token)
+        return _DECODE[kind](self, arg)
+
+    def finish(self) -> list[Timed]:
+        """End every sounding note (and release pedals) at the current time."""
+        out = []
+        for (cls, pitch), count in sorted(self._held.items()):
+            out += [self._msg("note_off", cls, note=pitch, velocity=0)] * count
+        self._held.clear()
+        for cls, down in enumerate(self._pedal):
+            if down:
+                out += self._pedal_msg(cls, False)
+        return out
+
+    def _msg(self, type_: str, cls: int, **kw) -> Timed:
+        return Timed(self.time, mido.Message(type_, channel=self.channels[cls], **kw))
+
+    def _pedal_msg(self, cls: int, down: bool) -> list[Timed]:
+        if self._pedal[cls] == down:
+            return []
+        self._pedal[cls] = down
+        return [self._msg("control_change", cls, control=SUSTAIN_CC, value=127 if down else 0)]
+
+    def _nothing(self, arg: int) -> list[Timed]:
+        return []
+
+    def _bos(self, arg: int) -> list[Timed]:
+        self.ended = False
+        self.instrument_set = []
+        return []
+
+    def _eos(self, arg: int) -> list[Timed]:
+        self.ended = True
+        return self.finish()
+
+    def _style(self, arg: int) -> list[Timed]:
+        self.style = V.STYLES[arg]
+        return []
+
+    def _set(self, arg: int) -> list[Timed]:
+        if arg not in self.instrument_set:
+            self.instrument_set.append(arg)
+        return []
+
+    def _time(self, arg: int) -> list[Timed]:
+        self._step += arg + 1
+        return []
+
+    def _vel(self, arg: int) -> list[Timed]:
+        self._velocity = V.bin_velocity(arg)
+        return []
+
+    def _pedal_on(self, arg: int) -> list[Timed]:
+        return self._pedal_msg(arg, True)
+
+    def _pedal_off(self, arg: int) -> list[Timed]:
+        return self._pedal_msg(arg, False)
+
+    def _note_on(self, arg: int) -> list[Timed]:
+        cls, pitch = divmod(arg, V.N_PITCHES)
+        out = []
+        if cls not in self._announced:
+            self._announced.add(cls)
+            if self._program_changes and cls != DRUMS and self.channels[cls] != DRUM_CHANNEL:
+                out.append(self._msg("program_change", cls, program=self.programs[cls]))
+        self._held[(cls, pitch)] = self._held.get((cls, pitch), 0) + 1
+        out.append(self._msg("note_on", cls, note=pitch, velocity=self._velocity))
+        return out
+
+    def _note_off(self, arg: int) -> list[Timed]:
+        cls, pitch = divmod(arg, V.N_PITCHES)
+        count = self._held.get((cls, pitch), 0)
+        if count == 0:
+            return []
+        if count == 1:
+            del self._held[(cls, pitch)]
+        else:
+            self._held[(cls, pitch)] = count - 1
+        return [self._msg("note_off", cls, note=pitch, velocity=0)]
+
+
+# Segment name -> decoder method: a table instead of branching.
+_DECODE = {
+    "pad": EventDecoder._nothing,
+    "bos": EventDecoder._bos,
+    "eos": EventDecoder._eos,
+    "style": EventDecoder._style,
+    "set": EventDecoder._set,
+    "time": EventDecoder._time,
+    "velocity": EventDecoder._vel,
+    "pedal_on": EventDecoder._pedal_on,
+    "pedal_off": EventDecoder._pedal_off,
+    "note_on": EventDecoder._note_on,
+    "note_off": EventDecoder._note_off,
+}
+assert set(_DECODE) == {name for name, _, _ in V.SEGMENTS}
+
+
+def encode_events(events: list[Timed] | tuple[Timed, ...], end_time: float | None = None) -> list[int]:
+    """Encode a whole list of timed messages (sorted by time) and close open notes at `end_time`."""
+    encoder = EventEncoder()
+    tokens: list[int] = []
+    for time_s, msg in events:
+        tokens += encoder.feed(time_s, msg)
+    return tokens + encoder.finish(end_time)
+
+
+def decode_tokens(tokens, **decoder_kw) -> list[Timed]:
+    """Decode a whole token sequence; notes still sounding at the end are ended at the last time."""
+    decoder = EventDecoder(**decoder_kw)
+    out: list[Timed] = []
+    for token in tokens:
+        out += decoder.feed(token)
+    return out + decoder.finish()

@@ -1,0 +1,1 @@
+"""The torch side: corpus, dataset, model, training, evaluation, ONNX export. Nothing imports this package."""

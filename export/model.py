@@ -1,0 +1,182 @@
+"""The MuseBridge transformer: a GPT-style decoder with rotary positions (RoPE), in one readable file.
+
+Positions are rotary, applied to queries and keys inside attention. The engine keeps the rotated keys in its
+KV cache; when the context fills it drops old entries (keeping the conditioning prefix) and rotates the kept
+recent keys back by the number of dropped positions (a rotation composes: R(p - d) = R(-d) R(p)), so the cache
+stays compact at positions 0..n-1 without recomputing a single projection. See docs/architecture.md.
+
+Shapes: B batch, T new tokens, P past (cached) tokens, L layers, H heads, D head size, C = H * D embedding size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from musebridge.engine import vocab as V
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = V.VOCAB_SIZE
+    block_size: int = 1024  # longest context (tokens) the model is trained on and the engine keeps
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    rope_base: float = 10000.0
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rope_tables(config: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables, each (block_size, D/2): angle[p, i] = p * base^(-2i/D)."""
+    d = config.head_size
+    inv_freq = config.rope_base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (D/2,)
+    angles = torch.arange(config.block_size, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[..., :D/2], x[..., D/2:]) of x (B, H, T, D) by the angles in cos/sin (T, D/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, x, cos, sin, past_k=None, past_v=None):
+        """x (B, T, C); cos/sin (T, D/2) for the new positions; past_k/past_v (B, H, P, D) rotated keys and
+        values. Returns y (B, T, C) and the full keys/values (B, H, P+T, D)."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if past_k is not None:
+            k = torch.cat((past_k, k), dim=2)  # (B, H, P+T, D)
+            v = torch.cat((past_v, v), dim=2)
+        if past_k is None or past_k.shape[2] == 0:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:
+            P = k.shape[2] - T
+            # new token t may see every past token and new tokens up to itself
+            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.proj(y), k, v
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(4 * config.n_embd, config.n_embd),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x, cos, sin, past_k=None, past_v=None):
+        a, k, v = self.attn(self.ln_1(x), cos, sin, past_k, past_v)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, k, v
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0 and config.head_size % 2 == 0
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        cos, sin = rope_tables(config)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, ignore_index: int = V.PAD):
+        """Training / scoring: idx (B, T) at positions 0..T-1. Returns logits (B, T, vocab) and the mean
+        cross-entropy over targets (B, T) that are not `ignore_index` (None without targets)."""
+        T = idx.shape[1]
+        assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size"
+        x = self.drop(self.wte(idx))
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        for block in self.blocks:
+            x, _, _ = block(x, cos, sin)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index
+            )
+        return logits, loss
+
+    def forward_cached(self, idx: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor):
+        """Incremental decoding: idx (B, T) new tokens at positions P..P+T-1 after a cache of P tokens.
+        past_k/past_v (L, B, H, P, D). Returns logits (B, T, vocab), present_k/present_v (L, B, H, P+T, D)."""
+        P, T = past_k.shape[3], idx.shape[1]
+        x = self.wte(idx)
+        cos, sin = self.rope_cos[P : P + T], self.rope_sin[P : P + T]
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block(x, cos, sin, past_k[i], past_v[i])
+            keys.append(k)
+            values.append(v)
+        logits = self.lm_head(self.ln_f(x))
+        return logits, torch.stack(keys), torch.stack(values)
+
+    def empty_cache(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """A cache of zero tokens: two (L, B, H, 0, D) tensors."""
+        c = self.config
+        shape = (c.n_layer, batch, c.n_head, 0, c.head_size)
+        return torch.zeros(shape), torch.zeros(shape)
+
+
+def rotate_keys(keys: torch.Tensor, shift: int, config: GPTConfig) -> torch.Tensor:
+    """Move rotated keys (..., P, D) back by `shift` positions: what the engine does when its window slides."""
+    d = config.head_size
+    inv_freq = config.rope_base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
+    angle = -shift * inv_freq
+    return apply_rope(keys, torch.cos(angle), torch.sin(angle))

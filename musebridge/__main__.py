@@ -1,0 +1,5 @@
+import sys
+
+from musebridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The `musebridge` command: a table of subcommands, each a module with add_arguments(parser) and run(args).
+
+Subcommand modules are imported only when chosen, so `musebridge --help` is fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from musebridge import __version__
+
+# name -> (module, one-line help). Only subcommands that work are listed here.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "tokens": ("musebridge.engine.tokens_cli", "tokenize a MIDI file: statistics, tokens, round trip"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and one (still empty) parser per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="musebridge", description="Real-time AI accompaniment over MIDI ports."
+    )
+    parser.add_argument("--version", action="version", version=f"musebridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = {
+        name: sub.add_parser(name, help=help_, description=help_)
+        for name, (_, help_) in SUBCOMMANDS.items()
+    }
+    return parser, subparsers
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, subparsers = build_parser()
+    # Parse once to find the subcommand, then let its module add its own arguments.
+    known, _ = parser.parse_known_args(argv)
+    if known.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[known.command][0])
+    module.add_arguments(subparsers[known.command])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return module.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
