@@ -1,0 +1,259 @@
+"""The control protocol's wire format, in one place (documented in docs/protocol.md).
+
+Requests and replies are single-frame UTF-8 JSON objects on a request/reply endpoint:
+
+    request  {"v": 1, "id": "42", "cmd": "session.create", "args": {"style": "bach"}}
+    reply    {"v": 1, "id": "42", "ok": true, "result": {...}}
+    error    {"v": 1, "id": "42", "ok": false, "error": {"code": "bad_argument", "message": "..."}}
+
+Events go out on a publish endpoint as two frames: the topic (ASCII) and a JSON object
+
+    [b"note", {"v": 1, "seq": 7, "t": 1700000000.123, "session": "s1", "data": {...}}]
+
+Commands and their arguments are a data table (COMMANDS); `parse_request` validates a raw frame against it and
+raises ProtocolError with a typed code; `encode_*`/`decode_*` are inverses (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024  # requests larger than this are refused with "too_large"
+MAX_ID_CHARS = 64
+
+# Error codes: code -> when it is sent. The server only ever replies with these.
+ERRORS: dict[str, str] = {
+    "bad_json": "the frame is not a UTF-8 JSON object",
+    "bad_request": "the envelope is wrong: missing or mistyped v/id/cmd/args, or more than one frame",
+    "version_mismatch": "the request's protocol version is not the server's",
+    "too_large": f"the request is larger than {MAX_MESSAGE_BYTES} bytes",
+    "unknown_command": "no such command",
+    "bad_argument": "an argument is missing, unknown, of the wrong type or out of range",
+    "session_not_found": "no session with that id (closed, reclaimed after its timeout, or never created)",
+    "overloaded": "the server has too many sessions or too much queued work; retry later",
+    "unauthorized": "the peer is not allowed to connect (CURVE keys)",
+    "internal": "the server failed on a valid request; it keeps running (a bug: please report)",
+}
+
+
+class ProtocolError(Exception):
+    """A request the server refuses. `code` is a key of ERRORS; `request_id` is echoed when known."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None):
+        assert code in ERRORS, code
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+# --- argument specs: a table instead of branching ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One command argument: JSON type(s), required or not, numeric bounds (inclusive), allowed values."""
+
+    types: tuple[type, ...]
+    required: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    item_types: tuple[type, ...] | None = None  # for lists
+    max_items: int = 4096
+
+
+STR, INT, NUM, BOOL, LIST, OBJ = (str,), (int,), (int, float), (bool,), (list,), (dict,)
+SESSION = Arg(STR, required=True)
+MODES = ("respond", "accompany", "harmonize", "generate", "thru")
+
+# Parameters a session accepts (session.create and set). Values are checked again by the engine.
+PARAMS: dict[str, Arg] = {
+    "style": Arg(STR),
+    "instruments": Arg(LIST, item_types=STR, max_items=16),
+    "player_instrument": Arg(STR),
+    "temperature": Arg(NUM, low=0.05, high=5.0),
+    "top_k": Arg(INT, low=0, high=100_000),
+    "top_p": Arg(NUM, low=0.0, high=1.0),
+    "min_p": Arg(NUM, low=0.0, high=1.0),
+    "seed": Arg(INT, low=0, high=2**63 - 1),
+    "pitch_low": Arg(INT, low=0, high=127),
+    "pitch_high": Arg(INT, low=0, high=127),
+    "key": Arg(STR),
+    "polyphony": Arg(INT, low=1, high=64),
+    "best_of": Arg(INT, low=1, high=16),
+    "mode": Arg(STR, choices=MODES),
+}
+
+# A fed or generated note event: {"t": seconds, "type": "note_on"|"note_off"|..., "note": 0-127, ...}
+EVENTS_ARG = Arg(LIST, required=True, item_types=OBJ, max_items=4096)
+
+COMMANDS: dict[str, dict[str, Arg]] = {
+    "status": {},
+    "session.create": dict(PARAMS),
+    "session.close": {"session": SESSION},
+    "session.list": {},
+    "feed": {"session": SESSION, "events": EVENTS_ARG},
+    "generate": {
+        "session": SESSION,
+        "until": Arg(NUM, low=0.0, high=1e7),  # seconds of session time
+        "notes": Arg(INT, low=1, high=10_000),
+        "max_tokens": Arg(INT, low=1, high=100_000),
+    },
+    "set": {"session": SESSION, **PARAMS},
+    "reset": {"session": SESSION},
+}
+
+
+def check_args(cmd: str, args: dict, request_id: str | None = None) -> dict:
+    """Validate `args` against COMMANDS[cmd]; returns them unchanged or raises ProtocolError(bad_argument)."""
+    spec = COMMANDS[cmd]
+    unknown = sorted(set(args) - set(spec))
+    if unknown:
+        raise ProtocolError(
+            "bad_argument", f"{cmd}: unknown argument {unknown[0]!r}; expected: {', '.join(spec) or 'none'}",
+            request_id)
+    for name, arg in spec.items():
+        if name not in args:
+            if arg.required:
+                raise ProtocolError("bad_argument", f"{cmd}: missing argument {name!r}", request_id)
+            continue
+        problem = _check_value(args[name], arg)
+        if problem:
+            raise ProtocolError("bad_argument", f"{cmd}: argument {name!r} {problem}", request_id)
+    return args
+
+
+def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False  # JSON true is not a number here
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return isinstance(value, types)
+
+
+def _check_value(value: Any, arg: Arg) -> str | None:
+    if not _type_ok(value, arg.types):
+        return f"must be {'/'.join(t.__name__ for t in arg.types)}, got {type(value).__name__}"
+    if arg.low is not None and value < arg.low or arg.high is not None and value > arg.high:
+        return f"must be within {arg.low}..{arg.high}, got {value}"
+    if arg.choices is not None and value not in arg.choices:
+        return f"must be one of {', '.join(arg.choices)}, got {value!r}"
+    if isinstance(value, list):
+        if len(value) > arg.max_items:
+            return f"has {len(value)} items, at most {arg.max_items}"
+        if arg.item_types and not all(_type_ok(v, arg.item_types) for v in value):
+            return f"items must be {'/'.join(t.__name__ for t in arg.item_types)}"
+    return None
+
+
+# --- envelopes --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    cmd: str
+    args: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: str | None
+    ok: bool
+    result: dict | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def encode_request(req: Request) -> bytes:
+    return _dumps({"v": PROTOCOL_VERSION, "id": req.id, "cmd": req.cmd, "args": req.args})
+
+
+def parse_request(frames: list[bytes]) -> Request:
+    """Decode and validate one request (the frames after the ZeroMQ routing envelope)."""
+    if len(frames) != 1:
+        raise ProtocolError("bad_request", f"a request is exactly one frame, got {len(frames)}")
+    if len(frames[0]) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"request of {len(frames[0])} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    obj = _loads(frames[0])
+    rid = obj.get("id")
+    rid = rid if isinstance(rid, str) and 0 < len(rid) <= MAX_ID_CHARS else None
+    if rid is None:
+        raise ProtocolError("bad_request", f"'id' must be a non-empty string of at most {MAX_ID_CHARS} chars")
+    if obj.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "version_mismatch", f"protocol version {obj.get('v')!r}; this server speaks {PROTOCOL_VERSION}", rid)
+    cmd, args = obj.get("cmd"), obj.get("args", {})
+    if not isinstance(cmd, str) or not isinstance(args, dict):
+        raise ProtocolError("bad_request", "'cmd' must be a string and 'args' an object", rid)
+    if cmd not in COMMANDS:
+        raise ProtocolError("unknown_command", f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", rid)
+    return Request(rid, cmd, check_args(cmd, args, rid))
+
+
+def encode_reply(reply: Reply) -> bytes:
+    obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": reply.id, "ok": reply.ok}
+    if reply.ok:
+        obj["result"] = reply.result or {}
+    else:
+        obj["error"] = {"code": reply.error_code, "message": reply.error_message}
+    return _dumps(obj)
+
+
+def error_reply(exc: ProtocolError) -> Reply:
+    return Reply(exc.request_id, False, error_code=exc.code, error_message=str(exc))
+
+
+def decode_reply(frame: bytes) -> Reply:
+    """Client side: decode a reply frame; raises ProtocolError(bad_json/bad_request) if it is not one."""
+    obj = _loads(frame)
+    if not isinstance(obj.get("ok"), bool):
+        raise ProtocolError("bad_request", "reply without a boolean 'ok'")
+    if obj["ok"]:
+        return Reply(obj.get("id"), True, result=obj.get("result") or {})
+    err = obj.get("error") or {}
+    code = err.get("code") if err.get("code") in ERRORS else "internal"
+    return Reply(obj.get("id"), False, error_code=code, error_message=str(err.get("message", "")))
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    seq: int
+    t: float  # wall-clock seconds (time.time()) when published
+    session: str | None
+    data: dict
+
+
+def encode_event(event: Event) -> list[bytes]:
+    body = {"v": PROTOCOL_VERSION, "seq": event.seq, "t": event.t, "session": event.session, "data": event.data}
+    return [event.topic.encode("ascii"), _dumps(body)]
+
+
+def decode_event(frames: list[bytes]) -> Event:
+    if len(frames) != 2:
+        raise ProtocolError("bad_request", f"an event is two frames, got {len(frames)}")
+    try:
+        topic = frames[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_request", "event topic is not ASCII") from None
+    obj = _loads(frames[1])
+    return Event(topic, int(obj.get("seq", 0)), float(obj.get("t", 0.0)), obj.get("session"), obj.get("data", {}))
+
+
+def _dumps(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _loads(frame: bytes) -> dict:
+    try:
+        obj = json.loads(frame.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"not a UTF-8 JSON object ({type(exc).__name__})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_json", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
