@@ -1,0 +1,144 @@
+"""Python client for the engine server: requests with timeouts (never blocks forever) and the event stream.
+
+    with Client() as c:                      # tcp://127.0.0.1:5555 and :5556 by default
+        print(c.call("status"))
+        sid = c.call("session.create", style="bach", instruments=["strings"])["session"]
+        for event in c.events(timeout=1.0): ...
+
+A DEALER socket carries requests, so a timed-out request never wedges the socket (as a REQ socket would); replies
+are matched to requests by id and stale ones are discarded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from . import protocol as P
+from .errors import EngineError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5555  # request/reply
+DEFAULT_PUB_PORT = 5556  # events
+
+
+class ClientError(EngineError):
+    """The server could not be reached in time, or replied with an error (`code` is a protocol error code)."""
+
+    def __init__(self, message: str, code: str = "timeout"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the server is and how long to wait. timeout: seconds per request.
+    keys: a folder made by `musebridge keys` (client.key_secret and server.key) for CURVE, or None."""
+
+    endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
+    events_endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PUB_PORT}"
+    timeout: float = 2.0
+    keys: str | None = None
+
+
+class Client:
+    def __init__(self, config: ClientConfig | None = None, context: zmq.Context | None = None):
+        self.config = config or ClientConfig()
+        self._ctx = context or zmq.Context.instance()
+        self._ids = itertools.count(1)
+        self._prefix = f"{os.getpid()}-{id(self) & 0xFFFF:x}-"
+        self._sock: zmq.Socket | None = None
+        self._sub: zmq.Socket | None = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for sock in (self._sock, self._sub):
+            if sock is not None:
+                sock.close(linger=0)
+        self._sock = self._sub = None
+
+    def _secure(self, sock: zmq.Socket) -> None:
+        if not self.config.keys:
+            return
+        import zmq.auth  # noqa: PLC0415 - only needed with keys
+
+        folder = Path(self.config.keys)
+        try:
+            sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(folder / "client.key_secret")
+            sock.curve_serverkey, _ = zmq.auth.load_certificate(folder / "server.key")
+        except (OSError, ValueError) as exc:
+            raise ClientError(f"keys in {folder}: {exc}; create them with `musebridge keys {folder}`",
+                              "unauthorized") from None
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            self._secure(sock)
+            sock.connect(self.config.endpoint)
+            self._sock = sock
+        return self._sock
+
+    def call(self, cmd: str, timeout: float | None = None, **args) -> dict:
+        """Send one command and wait at most `timeout` seconds (default: config.timeout) for its reply.
+        Returns the result object; raises ClientError on timeout or on an error reply."""
+        rid = f"{self._prefix}{next(self._ids)}"
+        sock = self._socket()
+        sock.send_multipart([b"", P.encode_request(P.Request(rid, cmd, args))])
+        wait = self.config.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(max(1, int(left * 1000))):
+                self.close()  # drop whatever may still arrive for this request
+                raise ClientError(f"no reply to {cmd!r} from {self.config.endpoint} within {wait:g} s; "
+                                  "is `musebridge serve` running?")
+            frames = sock.recv_multipart()
+            try:
+                reply = P.decode_reply(frames[-1])
+            except P.ProtocolError as exc:
+                raise ClientError(f"{cmd}: unreadable reply from {self.config.endpoint} ({exc})", exc.code) from None
+            if reply.id != rid:
+                continue  # a late reply to an earlier, timed-out request
+            if not reply.ok:
+                raise ClientError(f"{cmd}: {reply.error_message}", reply.error_code or "internal")
+            return reply.result or {}
+
+    def ping(self, timeout: float = 0.5) -> bool:
+        """True when a server answers `status` within `timeout` seconds."""
+        try:
+            self.call("status", timeout=timeout)
+        except ClientError:
+            return False
+        return True
+
+    def events(self, topics: tuple[str, ...] = ("",), timeout: float | None = None) -> Iterator[P.Event]:
+        """Yield published events (all topics by default). Stops after `timeout` seconds without an event
+        (None: wait forever)."""
+        if self._sub is None:
+            sub = self._ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            self._secure(sub)
+            sub.connect(self.config.events_endpoint)
+            self._sub = sub
+        for topic in topics:
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+        while True:
+            if not self._sub.poll(None if timeout is None else int(timeout * 1000)):
+                return
+            frames = self._sub.recv_multipart()
+            try:
+                yield P.decode_event(frames)
+            except P.ProtocolError:
+                continue
