@@ -21,11 +21,10 @@ import torch
 
 from musebridge.engine import vocab as V
 
+from .errors import CheckpointError
 from .model import GPT, GPTConfig
 
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be read, or that belongs to another vocabulary."""
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | os.PathLike, model: GPT, train: dict | None = None, data: dict | None = None,

@@ -1,0 +1,159 @@
+"""Token corpus on disk, and packed training windows that always start with a conditioning prefix.
+
+On-disk format (written by `musebridge corpus build`, or by write_split for any list of token sequences):
+    <root>/tokens/<split>.npy          uint16, the pieces of the split concatenated; each piece is its
+                                       conditioning prefix ``BOS STYLE SET...``, its events, then EOS
+    <root>/tokens/<split>.offsets.npy  int64, pieces + 1 entries: piece i is tokens[offsets[i]:offsets[i+1]]
+    <root>/tokens/<split>.json         {"ids": [...], "styles": [...]}, one entry per piece
+
+Windows (`WindowSampler`): a window of n tokens starts at a position drawn uniformly over the split's tokens
+(so long pieces are seen in proportion to their length). When that position is inside a piece, the piece's
+prefix is re-inserted in front, so the model always knows the style and instrument set of what it continues.
+Pieces follow one another inside a window (packing, no padding except at the very end of the split); each
+one is augmented on its own. The re-inserted prefix tokens are context only: they are never loss targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from musebridge.engine import vocab as V
+
+from .augment import AugmentConfig, augment, prefix_length
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """One split: tokens (uint16, memory-mapped), offsets (int64, pieces + 1), piece ids and style names."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    ids: tuple[str, ...]
+    styles: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def piece(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def prefix_lengths(self) -> np.ndarray:
+        """Conditioning prefix length of every piece (tokens)."""
+        return np.array([prefix_length(self.tokens[a : a + 32]) for a in self.offsets[:-1]], dtype=np.int64)
+
+    def notes(self) -> np.ndarray:
+        """Number of note-ons in every piece."""
+        is_on = (self.tokens >= V.OFFSETS["note_on"]) & (self.tokens < V.OFFSETS["note_off"])
+        cum = np.concatenate(([0], np.cumsum(is_on, dtype=np.int64)))
+        return cum[self.offsets[1:]] - cum[self.offsets[:-1]]
+
+
+def split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path, Path]:
+    base = Path(root) / "tokens"
+    return base / f"{split}.npy", base / f"{split}.offsets.npy", base / f"{split}.json"
+
+
+def load_split(root: str | os.PathLike, split: str) -> TokenData:
+    """Read one split of a corpus; raises DataError naming what is missing and how to make it."""
+    tok_path, off_path, meta_path = split_paths(root, split)
+    missing = [str(p) for p in (tok_path, off_path, meta_path) if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"corpus split {split!r} not found in {root} (missing {', '.join(missing)}); "
+            "build it with `musebridge corpus build` or pass --data DIR"
+        )
+    try:
+        tokens = np.load(tok_path, mmap_mode="r")
+        offsets = np.load(off_path).astype(np.int64)
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"corpus split {split!r} in {root} is unreadable ({exc}); rebuild it") from None
+    ids, styles = tuple(meta.get("ids", ())), tuple(meta.get("styles", ()))
+    if len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != len(tokens) or len(styles) != len(offsets) - 1:
+        raise DataError(f"corpus split {split!r} in {root} is inconsistent (offsets/tokens/styles); rebuild it")
+    return TokenData(tokens, offsets, ids, styles)
+
+
+def write_split(root: str | os.PathLike, split: str, pieces, ids=None, styles=None) -> None:
+    """Write token sequences (each: prefix, events, EOS) as one split in the on-disk format above."""
+    pieces = [np.asarray(p, dtype=np.uint16) for p in pieces]
+    ids = list(ids) if ids is not None else [f"{split}-{i}" for i in range(len(pieces))]
+    styles = list(styles) if styles is not None else ["unknown"] * len(pieces)
+    tok_path, off_path, meta_path = split_paths(root, split)
+    tok_path.parent.mkdir(parents=True, exist_ok=True)
+    offsets = np.concatenate(([0], np.cumsum([len(p) for p in pieces]))).astype(np.int64)
+    tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.uint16)
+    np.save(tok_path, tokens)
+    np.save(off_path, offsets)
+    meta_path.write_text(json.dumps({"ids": ids, "styles": styles}))
+
+
+@dataclass(frozen=True)
+class Window:
+    """length tokens, and for each whether it counts as a prediction target (False: re-inserted prefix, PAD)."""
+
+    tokens: np.ndarray
+    target: np.ndarray
+
+
+class WindowSampler:
+    """Packed windows from a TokenData split. Batches are a pure function of (seed, rank, step)."""
+
+    def __init__(self, data: TokenData, block_size: int, augment_config: AugmentConfig | None = None,
+                 seed: int = 0):
+        if len(data) == 0 or len(data.tokens) == 0:
+            raise DataError("the corpus split is empty; build a corpus with pieces in it")
+        self.data = data
+        self.block_size = block_size
+        self.augment_config = augment_config
+        self.seed = seed
+        self.prefix_len = data.prefix_lengths()
+
+    def window(self, start: int, length: int, rng: np.random.Generator | None = None) -> Window:
+        """`length` tokens starting at token position `start` of the split (with its piece's prefix in front
+        when `start` is inside a piece); augmented when the sampler has a config and `rng` is given."""
+        offsets, out, target = self.data.offsets, [], []
+        piece = int(np.searchsorted(offsets, start, side="right")) - 1
+        pos = start
+        while len(out) < length and piece < len(self.data):
+            a, b = int(offsets[piece]), int(offsets[piece + 1])
+            plen = int(self.prefix_len[piece])
+            pos = a if pos - a < plen else pos
+            head = self.data.tokens[a : a + plen] if pos > a else self.data.tokens[a:a]
+            need = length - len(out)
+            body = self.data.tokens[pos : min(b, pos + need + need // 4 + 32)]
+            seg = np.concatenate((head, body)).astype(np.int64)
+            if self.augment_config is not None and rng is not None:
+                seg = np.asarray(augment(seg, self.augment_config, rng), dtype=np.int64)
+            kept = prefix_length(seg) if pos > a else 0
+            out.extend(seg.tolist())
+            target.extend([False] * kept + [True] * (len(seg) - kept))
+            piece, pos = piece + 1, b
+        out, target = out[:length], target[:length]
+        pad = length - len(out)
+        return Window(np.array(out + [V.PAD] * pad, dtype=np.int64), np.array(target + [False] * pad))
+
+    def batch(self, batch_size: int, step: int, rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs x and targets y, each (batch_size, block_size) int64; y is PAD where nothing is predicted."""
+        rng = np.random.default_rng([self.seed, rank, step])
+        starts = rng.integers(0, len(self.data.tokens), size=batch_size)
+        return self._stack([self.window(int(s), self.block_size + 1, rng) for s in starts])
+
+    def fixed_batches(self, n_windows: int, batch_size: int, rank: int = 0, world: int = 1):
+        """Evenly spaced, unaugmented windows (the validation set of training): this rank's share, batched."""
+        starts = np.linspace(0, len(self.data.tokens) - 1, n_windows).astype(np.int64)[rank::world]
+        for i in range(0, len(starts), batch_size):
+            yield self._stack([self.window(int(s), self.block_size + 1) for s in starts[i : i + batch_size]])
+
+    @staticmethod
+    def _stack(windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+        tokens = np.stack([w.tokens for w in windows])
+        target = np.stack([w.target for w in windows])
+        y = np.where(target[:, 1:], tokens[:, 1:], V.PAD)
+        return tokens[:, :-1], y

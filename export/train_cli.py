@@ -1,0 +1,102 @@
+"""`musebridge train`: train a model on a token corpus (one device, or many processes through torchrun).
+
+    musebridge train --config default --data data/corpus --out runs/default --minutes 70
+    torchrun --nproc-per-node 4 -m musebridge train --config large --out runs/large
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from .augment import AugmentConfig
+from .errors import ExportError
+
+log = logging.getLogger(__name__)
+
+_MODEL_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .train import PRESETS, TrainConfig
+
+    d = TrainConfig()
+    parser.add_argument("--config", default="default", choices=sorted(PRESETS),
+                        help="model size preset (default: the shipped real-time model)")
+    model = parser.add_argument_group("model (override the preset)")
+    for name in _MODEL_FLAGS:
+        model.add_argument(f"--{name.replace('_', '-')}", type=float if name == "dropout" else int, default=None)
+    parser.add_argument("--data", default=d.data, help="corpus folder holding tokens/train.npy, valid.npy")
+    parser.add_argument("--out", default=d.out, help="folder for latest.pt, best.pt, loss.png, history.json")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt (model and optimizer)")
+    opt = parser.add_argument_group("optimisation (per process)")
+    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per micro-batch")
+    opt.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    opt.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps (cosine schedule length)")
+    opt.add_argument("--minutes", type=float, default=None,
+                     help="time budget in minutes (total, resumes included); the schedule decays within it")
+    opt.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    opt.add_argument("--min-lr", type=float, default=d.min_lr, help="final learning rate")
+    opt.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    opt.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")
+    opt.add_argument("--eval-interval", type=int, default=d.eval_interval, help="steps between validations")
+    opt.add_argument("--eval-windows", type=int, default=d.eval_windows, help="validation windows")
+    opt.add_argument("--seed", type=int, default=d.seed)
+    opt.add_argument("--no-augment", action="store_true", help="train on the corpus as it is")
+    opt.add_argument("--transpose", type=int, default=AugmentConfig.transpose, help="max transposition, semitones")
+    opt.add_argument("--revoice-prob", type=float, default=AugmentConfig.revoice_prob)
+    hw = parser.add_argument_group("hardware")
+    hw.add_argument("--device", default=d.device, help="auto, cpu, cuda (torchrun: one GPU per process)")
+    hw.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16", "float16"),
+                    help="autocast dtype (auto: bfloat16/float16 on CUDA, float32 on CPU)")
+    hw.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def configs_from_args(args: argparse.Namespace):
+    """(GPTConfig, TrainConfig) from parsed arguments."""
+    from .train import PRESETS, TrainConfig
+
+    overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
+    model_cfg = dataclasses.replace(PRESETS[args.config], **overrides)
+    augment = None if args.no_augment else AugmentConfig(transpose=args.transpose, revoice_prob=args.revoice_prob)
+    cfg = TrainConfig(
+        data=args.data, out=args.out, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        max_steps=args.max_steps, minutes=args.minutes, lr=args.lr, min_lr=args.min_lr,
+        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+        eval_interval=args.eval_interval, eval_windows=args.eval_windows, seed=args.seed, augment=augment,
+        device=args.device, dtype=args.dtype, threads=args.threads, progress=not args.no_progress,
+    )
+    return model_cfg, cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from .train import train
+
+    model_cfg, cfg = configs_from_args(args)
+    try:
+        state = train(model_cfg, cfg, resume=args.resume)
+    except (ExportError, ValueError) as exc:
+        print(f"musebridge train: {exc}", file=sys.stderr)
+        return 1
+    if state["history"]:
+        last = state["history"][-1]
+        log.info("done: %d steps, %.1f min, validation loss %.4f (best %.4f); checkpoints in %s",
+                 state["step"], state["elapsed_s"] / 60, last["val_loss"], state["best_val"], cfg.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m musebridge.export.train_cli ...` (what torchrun can launch directly)."""
+    parser = argparse.ArgumentParser(prog="musebridge train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
