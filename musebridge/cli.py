@@ -15,6 +15,7 @@ from musebridge import __version__
 # name -> (module, one-line help). Only subcommands that work are listed here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tokens": ("musebridge.engine.tokens_cli", "tokenize a MIDI file: statistics, tokens, round trip"),
+    "corpus": ("musebridge.export.corpus_cli", "build the training corpus (music21 corpus, MIDI folders); stats"),
 }
 
 

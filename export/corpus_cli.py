@@ -1,0 +1,101 @@
+"""`musebridge corpus build|stats`: build the training corpus from the music21 corpus (and MIDI folders), and
+summarize it. See docs/corpus.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from musebridge.engine import vocab as V
+
+from .corpus import CorpusError, build, default_root, stats
+from .corpus_build import BuildConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="convert the music21 corpus (and --midi folders) into MIDI + token files")
+    _root(b)
+    b.add_argument("--styles", nargs="+", metavar="STYLE", help="only these styles (default: all)")
+    b.add_argument("--midi", action="append", default=[], metavar="DIR",
+                   help="add a folder of MIDI files; style from each file's sub-folder (repeatable)")
+    b.add_argument("--no-music21", action="store_true", help="leave the music21 corpus out (only --midi)")
+    b.add_argument("--limit", type=int, metavar="N", help="at most N pieces per style (quick builds, tests)")
+    b.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="worker processes (default: %(default)s, the number of CPUs)")
+    b.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="seconds of work allowed per piece (default: %(default)s)")
+    b.add_argument("--max-minutes", type=float, default=20.0, metavar="M",
+                   help="skip pieces longer than M minutes of music (default: %(default)s)")
+    b.add_argument("--retry-failed", action="store_true", help="try pieces that failed before again")
+    b.add_argument("--force", action="store_true", help="convert every piece again, even if its .mid exists")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    s = sub.add_parser("stats", help="pieces, notes, hours and tokens per style and split")
+    _root(s)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=None, metavar="DIR",
+                        help="corpus folder (default: $MUSEBRIDGE_DATA/corpus, else data/corpus)")
+
+
+def _config(args: argparse.Namespace) -> BuildConfig:
+    styles = tuple(args.styles or ())
+    bad = [s for s in styles if s not in V.STYLES]
+    if bad:
+        raise CorpusError(f"unknown style {bad[0]!r}; choose from: {', '.join(V.STYLES)}")
+    if args.limit is not None and args.limit < 1:
+        raise CorpusError("--limit must be at least 1")
+    return BuildConfig(
+        root=str(args.root or default_root()),
+        styles=styles,
+        midi_dirs=tuple(args.midi),
+        limit=args.limit,
+        jobs=max(1, args.jobs),
+        timeout_s=args.timeout,
+        max_seconds=args.max_minutes * 60.0,
+        retry_failed=args.retry_failed,
+        force=args.force,
+        music21=not args.no_music21,
+        quiet=args.quiet,
+    )
+
+
+def format_stats(info: dict) -> str:
+    """The stats as a text table."""
+    head = f"{'':<14}{'pieces':>8}{'notes':>11}{'hours':>9}{'tokens':>12}"
+    row = lambda name, t: f"{name:<14}{t['pieces']:>8}{t['notes']:>11}{t['hours']:>9.2f}{t['tokens']:>12}"  # noqa: E731
+    lines = [f"corpus {info['root']}", head]
+    for style, t in info["styles"].items():
+        lines.append(row(style, t))
+        lines += [row(f"  {sp}", st) for sp, st in t["splits"].items()]
+    lines.append(row("total", info["total"]))
+    lines += [row(f"  {sp}", st) for sp, st in info["splits"].items()]
+    if info["skipped"]:
+        lines.append("skipped: " + "; ".join(
+            f"{style} " + ", ".join(f"{n} {reason}" for reason, n in sorted(r.items()))
+            for style, r in info["skipped"].items()
+        ))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.corpus_command == "build":
+            config = _config(args)
+            report = build(config)
+            skipped = ", ".join(f"{n} {r}" for r, n in sorted(report.skipped.items())) or "none"
+            print(f"corpus {config.root}: {report.pieces} pieces ({report.converted} converted now), "
+                  f"skipped: {skipped}; {report.seconds:.0f} s")
+            return 0
+        info = stats(args.root or default_root())
+        print(json.dumps(info) if args.json else format_stats(info))
+        return 0
+    except (CorpusError, FileNotFoundError) as exc:
+        logging.getLogger(__name__).debug("corpus failed", exc_info=True)
+        print(f"musebridge corpus: {exc}", file=sys.stderr)
+        return 2
