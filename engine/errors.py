@@ -11,3 +11,7 @@ class CodecError(EngineError):
 
 class MidiFileError(EngineError):
     """A MIDI file that cannot be read or written. The message names the file and the problem."""
+
+
+class ModelError(EngineError):
+    """A model file that is missing, unreadable, or made for another vocabulary or graph format."""

@@ -1,0 +1,171 @@
+"""The model runtime: an onnxruntime session and KV caches that live across calls.
+
+A `KVCache` owns preallocated key/value buffers of `capacity` (= block_size) tokens per layer, shaped
+(1, H, capacity, D). They are bound once to the session's IO binding as both the `past_*` inputs and the
+`present_*` outputs, so GroupQueryAttention writes each new token's keys/values in place: a decoding step copies
+nothing but one token's logits. Rollback is `truncate(n)` (the next step simply overwrites from n); an unbounded
+session uses `slide(keep, drop)`: entries keep..keep+drop-1 are dropped, the later ones move down and their keys
+are rotated back by `drop` positions (RoPE composes), so no projection is ever recomputed.
+
+Only numpy and onnxruntime are used here, never torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EngineError, ModelError
+from .model_file import ModelInfo, choose_providers, open_session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How the engine runs the model.
+
+    threads: onnxruntime intra-op threads (1 or 2 on a small CPU; see docs/benchmarks.md).
+    provider: "auto" (CUDA when onnxruntime-gpu and a GPU are present, else CPU), "cpu" or "cuda".
+    optimization: onnxruntime graph optimization level ("disable", "basic", "extended", "all").
+    profile: write an onnxruntime profile (JSON) when the model is closed.
+    """
+
+    threads: int = 1
+    provider: str = "auto"
+    optimization: str = "all"
+    profile: bool = False
+
+
+class Model:
+    """A loaded model: the onnxruntime session and its metadata. Create caches with `new_cache()`."""
+
+    def __init__(self, session, info: ModelInfo, options: RuntimeOptions):
+        self.session = session
+        self.info = info
+        self.options = options
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, options: RuntimeOptions | None = None) -> Model:
+        """Open a model file (None: the bundled default). Raises ModelError with a one-line message."""
+        options = options or RuntimeOptions()
+        if options.threads < 1:
+            raise ModelError(f"threads must be >= 1, got {options.threads}")
+        session, info = open_session(path, choose_providers(options.provider), options.threads,
+                                     options.optimization, options.profile)
+        return cls(session, info, options)
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self)
+
+    def end_profiling(self) -> str:
+        """Stop profiling; returns the profile file name ('' when profiling is off)."""
+        return self.session.end_profiling() if self.options.profile else ""
+
+
+class KVCache:
+    """One sequence's keys and values, kept between calls. `length` tokens are cached (positions 0..length-1)."""
+
+    def __init__(self, model: Model):
+        import onnxruntime as ort
+
+        self.model = model
+        info = model.info
+        self.capacity = info.block_size
+        self.length = 0
+        shape = (1, info.n_head, info.block_size, info.head_size)
+        self.keys = [np.zeros(shape, np.float32) for _ in range(info.n_layer)]
+        self.values = [np.zeros(shape, np.float32) for _ in range(info.n_layer)]
+        self._binding = model.session.io_binding()
+        for i in range(info.n_layer):
+            for kind, buf in (("key", self.keys[i]), ("value", self.values[i])):
+                value = ort.OrtValue.ortvalue_from_numpy(buf)  # shares the numpy memory
+                self._binding.bind_ortvalue_input(f"past_{kind}_{i}", value)
+                self._binding.bind_ortvalue_output(f"present_{kind}_{i}", value)
+        self._seqlens = np.zeros(1, np.int32)  # P + T - 1
+        self._total = np.zeros((), np.int32)  # P + T
+        self._binding.bind_cpu_input("seqlens_k", self._seqlens)
+        self._binding.bind_cpu_input("total_sequence_length", self._total)
+        self._ids1 = np.zeros((1, 1), np.int64)  # one-token steps reuse these buffers: no allocation per step
+        self._logits1 = np.zeros((1, 1, info.vocab_size), np.float32)
+        self._bound_t = 0
+        d = info.head_size
+        self._inv_freq = np.float32(info.rope_base) ** (-np.arange(0, d, 2, dtype=np.float32) / np.float32(d))
+
+    def _bind_tokens(self, tokens: Sequence[int]) -> np.ndarray:
+        t = len(tokens)
+        if t == 1:
+            self._ids1[0, 0] = tokens[0]
+            if self._bound_t != 1:
+                self._binding.bind_cpu_input("input_ids", self._ids1)
+                self._bind_logits(self._logits1)
+            self._bound_t = 1
+            return self._logits1
+        ids = np.asarray(tokens, dtype=np.int64).reshape(1, t)
+        logits = np.empty((1, t, self.model.info.vocab_size), np.float32)
+        self._binding.bind_cpu_input("input_ids", ids)
+        self._bind_logits(logits)
+        self._bound_t = t
+        self._ids_keepalive = ids  # the binding points at this memory until the next call
+        return logits
+
+    def _bind_logits(self, logits: np.ndarray) -> None:
+        self._binding.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+        self._logits_keepalive = logits
+
+    def forward(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens (ids) at positions length..length+T-1; returns their logits, (T, vocab) float32.
+
+        The one-token result is a view of a reused buffer: valid until the next forward()."""
+        t = len(tokens)
+        if t == 0:
+            raise EngineError("forward() needs at least one token")
+        if self.length + t > self.capacity:
+            raise EngineError(f"cache overflow: {self.length} + {t} tokens > capacity {self.capacity}; slide first")
+        logits = self._bind_tokens(tokens)
+        self._seqlens[0] = self.length + t - 1
+        self._total[...] = self.length + t
+        self.model.session.run_with_iobinding(self._binding)
+        self.length += t
+        return logits[0]
+
+    def truncate(self, n: int) -> None:
+        """Forget every token from position n on (rollback). O(1): nothing is copied or recomputed."""
+        if not 0 <= n <= self.length:
+            raise EngineError(f"cannot truncate a cache of {self.length} tokens to {n}")
+        self.length = n
+
+    def slide(self, keep: int, drop: int) -> None:
+        """Drop entries keep..keep+drop-1 (keeping the first `keep`, the conditioning prefix); the later entries
+        move down by `drop` and their keys are rotated back by `drop` positions. Cost: one pass over the kept
+        entries (no projection recomputed)."""
+        n = self.length
+        if not (0 <= keep and 0 < drop and keep + drop <= n):
+            raise EngineError(f"cannot drop {drop} tokens after {keep} from a cache of {n}")
+        m = n - keep - drop
+        angle = -drop * self._inv_freq
+        cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+        h = self._inv_freq.shape[0]
+        for k, v in zip(self.keys, self.values):
+            src = k[0, :, keep + drop : n]
+            x1, x2 = src[..., :h], src[..., h:]
+            r1 = x1 * cos - x2 * sin
+            r2 = x1 * sin + x2 * cos
+            k[0, :, keep : keep + m, :h] = r1
+            k[0, :, keep : keep + m, h:] = r2
+            v[0, :, keep : keep + m] = v[0, :, keep + drop : n]
+        self.length = keep + m
+
+    def copy_from(self, other: KVCache) -> None:
+        """Make this cache a copy of another one of the same model (for best-of-N candidates)."""
+        for dst, src in zip(self.keys + self.values, other.keys + other.values):
+            dst[:, :, : other.length] = src[:, :, : other.length]
+        self.length = other.length

@@ -1,0 +1,183 @@
+"""ONNX export of the GPT for the engine: one graph for prefill and one-token steps over a KV cache.
+
+The graph is written node by node (onnx.helper), not traced, so that it has as few nodes as the engine needs:
+per layer LayerNorm, one packed QKV MatMul, one com.microsoft GroupQueryAttention (rotary inside, the new keys
+and values written into the cache in place when past and present share one buffer), the output projection, the
+MLP with FastGelu and the residual adds (onnxruntime fuses Add + LayerNorm into SkipLayerNormalization).
+
+Graph interface (B = 1 batch, T new tokens, W cache capacity = block_size, H heads, D head size):
+    inputs   input_ids (1, T) int64; seqlens_k (1,) int32 = P + T - 1 (P tokens already cached);
+             total_sequence_length () int32 = P + T; past_key_i / past_value_i (1, H, W, D) float32 per layer
+    outputs  logits (1, T, vocab) float32; present_key_i / present_value_i (1, H, W, D)
+Keys are cached rotated at their cache index (rotary position = index), exactly as export/model.py does, so the
+engine's rollback (truncation) and window slide (drop, rotate kept keys back) match model.forward_cached.
+The engine binds each present_* output to the same buffer as past_* (IO binding): no copy of the cache per step.
+
+Metadata (model.metadata_props, JSON strings): musebridge.format, musebridge.config, musebridge.vocab,
+musebridge.train, musebridge.data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from .model import GPT, GPTConfig, rope_tables
+
+log = logging.getLogger(__name__)
+
+FORMAT = "musebridge-kv-gqa-1"  # bump when the graph interface changes; the engine checks it
+OPSET = 17
+LN_EPS = 1e-5
+
+
+class _Builder:
+    """Collects nodes and initializers; names are derived from a prefix."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], outputs: list[str] | str, domain: str = "", **attrs) -> str:
+        outs = [outputs] if isinstance(outputs, str) else outputs
+        self.nodes.append(helper.make_node(op, inputs, outs, name=f"{op}_{len(self.nodes)}", domain=domain, **attrs))
+        return outs[0]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float32).cpu().numpy()
+
+
+def _linear(b: _Builder, x: str, sd: dict, name: str, out: str) -> str:
+    """x @ W^T + bias for an nn.Linear `name` in the state dict."""
+    w = b.init(f"{name}.weight_t", _np(sd[f"{name}.weight"]).T)
+    h = b.node("MatMul", [x, w], f"{out}_mm")
+    return b.node("Add", [h, b.init(f"{name}.bias", _np(sd[f"{name}.bias"]))], out)
+
+
+def _layernorm(b: _Builder, x: str, sd: dict, name: str, out: str) -> str:
+    g, beta = b.init(f"{name}.weight", _np(sd[f"{name}.weight"])), b.init(f"{name}.bias", _np(sd[f"{name}.bias"]))
+    return b.node("LayerNormalization", [x, g, beta], out, axis=-1, epsilon=LN_EPS)
+
+
+def _block(b: _Builder, x: str, sd: dict, i: int, c: GPTConfig) -> str:
+    p = f"blocks.{i}"
+    h = _layernorm(b, x, sd, f"{p}.ln_1", f"l{i}_ln1")
+    qkv = _linear(b, h, sd, f"{p}.attn.qkv", f"l{i}_qkv")  # (1, T, 3C): q, k, v, each heads x D
+    attn = b.node(
+        "GroupQueryAttention",
+        [qkv, "", "", f"past_key_{i}", f"past_value_{i}", "seqlens_k", "total_sequence_length",
+         "rope_cos", "rope_sin"],
+        [f"l{i}_attn", f"present_key_{i}", f"present_value_{i}"],
+        domain="com.microsoft", num_heads=c.n_head, kv_num_heads=c.n_head, do_rotary=1, rotary_interleaved=0,
+    )
+    a = _linear(b, attn, sd, f"{p}.attn.proj", f"l{i}_proj")
+    x = b.node("Add", [x, a], f"l{i}_res1")
+    h = _layernorm(b, x, sd, f"{p}.ln_2", f"l{i}_ln2")
+    w1 = b.init(f"{p}.mlp.0.weight_t", _np(sd[f"{p}.mlp.0.weight"]).T)
+    h = b.node("MatMul", [h, w1], f"l{i}_fc_mm")
+    h = b.node("FastGelu", [h, b.init(f"{p}.mlp.0.bias", _np(sd[f"{p}.mlp.0.bias"]))], f"l{i}_gelu",
+               domain="com.microsoft")
+    h = _linear(b, h, sd, f"{p}.mlp.2", f"l{i}_fc2")
+    return b.node("Add", [x, h], f"l{i}_res2")
+
+
+def build_graph(model: GPT) -> onnx.ModelProto:
+    """The decode graph for `model` (weights copied as float32 initializers), without metadata."""
+    c = model.config
+    sd = {k: v for k, v in model.state_dict().items()}
+    b = _Builder()
+    cos, sin = rope_tables(c)  # (block_size, D/2), the tables the torch model uses
+    b.init("rope_cos", _np(cos))
+    b.init("rope_sin", _np(sin))
+    x = b.node("Gather", [b.init("wte", _np(sd["wte.weight"])), "input_ids"], "x0", axis=0)
+    for i in range(c.n_layer):
+        x = _block(b, x, sd, i, c)
+    x = _layernorm(b, x, sd, "ln_f", "ln_f_out")
+    b.node("MatMul", [x, b.init("lm_head_t", _np(sd["lm_head.weight"]).T)], "logits")
+
+    H, D = c.n_head, c.head_size
+    cache = ["batch", H, "max_seq", D]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
+        helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", c.vocab_size])]
+    for i in range(c.n_layer):
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_{kind}_{i}", TensorProto.FLOAT, cache))
+            outputs.append(helper.make_tensor_value_info(f"present_{kind}_{i}", TensorProto.FLOAT, cache))
+    graph = helper.make_graph(b.nodes, "musebridge_gpt", inputs, outputs, b.inits)
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="musebridge")
+    onnx_model.ir_version = 8
+    return onnx_model
+
+
+def set_metadata(onnx_model: onnx.ModelProto, state: dict) -> None:
+    """Store the model config, vocabulary fingerprint and training summaries (JSON) in the file."""
+    meta = {
+        "musebridge.format": FORMAT,
+        "musebridge.config": json.dumps(state["config"], sort_keys=True),
+        "musebridge.vocab": json.dumps(state["vocab"], sort_keys=True),
+        "musebridge.train": json.dumps(state.get("train") or {}, sort_keys=True, default=str),
+        "musebridge.data": json.dumps(state.get("data") or {}, sort_keys=True, default=str),
+    }
+    del onnx_model.metadata_props[:]
+    for key, value in meta.items():
+        onnx_model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+
+
+def save_atomic(onnx_model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Write the model to a temporary file in the target folder, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(onnx_model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_model(model: GPT, state: dict, path: str | os.PathLike) -> onnx.ModelProto:
+    """Build, check and write the fp32 decode graph with its metadata."""
+    onnx_model = build_graph(model)
+    set_metadata(onnx_model, state)
+    onnx.checker.check_model(onnx_model)
+    save_atomic(onnx_model, path)
+    log.info("wrote %s (%d nodes, %.1f MB)", path, len(onnx_model.graph.node), Path(path).stat().st_size / 1e6)
+    return onnx_model
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Dynamic int8 quantization of the MatMul weights (activations stay float); metadata is kept."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.onnx", dir=dst.parent)
+    os.close(fd)
+    try:
+        quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        q = onnx.load(tmp)
+        q.metadata_props.extend(onnx.load(str(src), load_external_data=False).metadata_props)
+        save_atomic(q, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
