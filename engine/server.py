@@ -1,0 +1,182 @@
+"""`musebridge serve`: the engine as its own process, a ZeroMQ ROUTER for commands and a PUB for events.
+
+One thread runs the loop: poll the ROUTER, parse (engine/protocol.py), dispatch to the service
+(engine/service.py, which owns the sessions and the model), reply, publish. ROUTER replies to a client that stopped
+reading are dropped at the high-water mark, and PUB drops for slow subscribers, so one slow or vanished client
+never stalls another. Sessions unused for `session_timeout` seconds are reclaimed.
+
+Security: loopback by default. Binding any other address requires CURVE keys (`musebridge keys DIR`); then only
+clients whose public key is in DIR/authorized/ may connect.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from . import protocol as P
+from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
+from .errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+class ServerError(EngineError):
+    """The server cannot start (address in use, insecure bind, missing keys)."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """host: interface to bind (loopback by default); port/pub_port: TCP ports; ipc: folder for ipc:// endpoints
+    instead of TCP; keys: folder from `musebridge keys` (required for non-loopback hosts); session_timeout:
+    seconds before an unused session is reclaimed; hwm: messages queued per peer before dropping."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    pub_port: int = DEFAULT_PUB_PORT
+    ipc: str | None = None
+    keys: str | None = None
+    session_timeout: float = 300.0
+    hwm: int = 1000
+
+    def endpoints(self) -> tuple[str, str]:
+        if self.ipc:
+            return f"ipc://{self.ipc}/musebridge-rep", f"ipc://{self.ipc}/musebridge-pub"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}", f"tcp://{host}:{self.pub_port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    """The transport loop. `service` answers commands: handle(cmd, args) -> (result, events)."""
+
+    def __init__(self, config: ServerConfig, service, context: zmq.Context | None = None):
+        if not config.ipc and not is_loopback(config.host) and not config.keys:
+            raise ServerError(
+                f"refusing to listen on {config.host} without CURVE keys; run `musebridge keys DIR` and pass "
+                "--keys DIR (or bind 127.0.0.1)")
+        self.config = config
+        self.service = service
+        self._ctx = context or zmq.Context()
+        self._auth = None
+        self._seq = 0
+        self._stop = False
+        self.rep = self._ctx.socket(zmq.ROUTER)
+        self.pub = self._ctx.socket(zmq.PUB)
+        for sock in (self.rep, self.pub):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, config.hwm)
+            sock.setsockopt(zmq.RCVHWM, config.hwm)
+        self.rep.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES * 4)  # larger frames: the peer is cut off
+        if config.keys:
+            self._secure(Path(config.keys))
+        rep_ep, pub_ep = config.endpoints()
+        try:
+            self.rep.bind(rep_ep)
+            self.pub.bind(pub_ep)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ServerError(f"cannot listen on {rep_ep} / {pub_ep}: {exc}; is another server running? "
+                              "choose other ports with --port/--pub-port") from None
+        self.endpoints = (rep_ep, pub_ep)
+
+    def _secure(self, folder: Path) -> None:
+        import zmq.auth  # noqa: PLC0415
+        from zmq.auth.thread import ThreadAuthenticator  # noqa: PLC0415
+
+        secret, authorized = folder / "server.key_secret", folder / "authorized"
+        if not secret.is_file() or not authorized.is_dir():
+            raise ServerError(f"no server keys in {folder}; create them with `musebridge keys {folder}`")
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(authorized))
+        public, private = zmq.auth.load_certificate(secret)
+        for sock in (self.rep, self.pub):
+            sock.curve_secretkey, sock.curve_publickey, sock.curve_server = private, public, True
+
+    def publish(self, topic: str, data: dict, session: str | None = None) -> None:
+        self._seq += 1
+        event = P.Event(topic, self._seq, time.time(), session, data)
+        try:
+            self.pub.send_multipart(P.encode_event(event), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("event %s dropped: subscribers are not reading", topic)
+
+    def handle_frames(self, frames: list[bytes]) -> bytes | None:
+        """One request's frames (after the routing id) -> reply frame; None when nothing can be answered."""
+        if frames and frames[0] == b"":
+            frames = frames[1:]  # DEALER/REQ delimiter
+        try:
+            req = P.parse_request(frames)
+        except P.ProtocolError as exc:
+            return P.encode_reply(P.error_reply(exc))
+        try:
+            result, events = self.service.handle(req.cmd, req.args)
+        except P.ProtocolError as exc:
+            exc.request_id = req.id
+            return P.encode_reply(P.error_reply(exc))
+        except EngineError as exc:
+            return P.encode_reply(P.Reply(req.id, False, error_code="bad_argument", error_message=str(exc)))
+        except Exception as exc:  # noqa: BLE001 - the live server must survive a bug in one command
+            log.exception("internal error in %s", req.cmd)
+            return P.encode_reply(P.Reply(req.id, False, error_code="internal",
+                                          error_message=f"{req.cmd} failed: {type(exc).__name__}: {exc}"))
+        for topic, session, data in events:
+            self.publish(topic, data, session)
+        return P.encode_reply(P.Reply(req.id, True, result=result))
+
+    def serve_forever(self, poll_ms: int = 100) -> None:
+        """Run until stop() (or SIGINT/SIGTERM via install_signal_handlers)."""
+        rep_ep, pub_ep = self.endpoints
+        log.info("serving on %s, events on %s", rep_ep, pub_ep)
+        self.publish("server", {"state": "started", "endpoint": rep_ep})
+        last_reap = time.monotonic()
+        while not self._stop:
+            if self.rep.poll(poll_ms):
+                self._serve_one()
+            if time.monotonic() - last_reap > 1.0:
+                last_reap = time.monotonic()
+                for sid in self.service.reap(self.config.session_timeout):
+                    self.publish("session", {"state": "reclaimed", "timeout_s": self.config.session_timeout}, sid)
+        self.publish("server", {"state": "stopping", "action": "silence all notes"})
+        time.sleep(0.05)  # let the last event leave
+
+    def _serve_one(self) -> None:
+        try:
+            frames = self.rep.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        reply = self.handle_frames(frames[1:])
+        try:
+            self.rep.send_multipart([frames[0], b"", reply], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("reply dropped: client is not reading")
+        except zmq.ZMQError as exc:
+            log.debug("reply dropped: %s", exc)
+
+    def stop(self, *_signal_args) -> None:
+        self._stop = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, self.stop)
+
+    def close(self) -> None:
+        for sock in (self.rep, self.pub):
+            sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
