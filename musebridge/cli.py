@@ -16,6 +16,8 @@ from musebridge import __version__
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tokens": ("musebridge.engine.tokens_cli", "tokenize a MIDI file: statistics, tokens, round trip"),
     "corpus": ("musebridge.export.corpus_cli", "build the training corpus (music21 corpus, MIDI folders); stats"),
+    "train": ("musebridge.export.train_cli", "train a model on a token corpus (one device or torchrun DDP)"),
+    "eval": ("musebridge.export.evaluate", "NLL per token and per note of a model vs an n-gram baseline"),
 }
 
 

@@ -1,0 +1,148 @@
+"""An interpolated Kneser-Ney n-gram model of token sequences: the baseline the transformer must beat.
+
+numpy only. An n-gram of k tokens is packed into one int64 key, 12 bits per token (so k <= 5 and token ids
+< 4096), and every table is a sorted key array looked up with searchsorted, so fitting on tens of millions of
+tokens takes seconds.
+
+    P_k(w | h) = max(c_k(h w) - D_k, 0) / c_k(h .)  +  D_k * N1+(h .) / c_k(h .) * P_{k-1}(w | h')
+
+h' is h without its oldest token; c_n are raw counts at the highest order n and continuation counts
+N1+(. g) below it (Kneser-Ney); P_0 is uniform over the vocabulary, so no token has probability zero. A context
+never seen at order k passes P_{k-1} through. D_k = n1 / (n1 + 2 n2) from the count-of-counts of order k.
+Before the first token of a piece the context is filled with EOS (what precedes BOS in the training stream).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from musebridge.engine import vocab as V
+
+log = logging.getLogger(__name__)
+
+BITS = 12
+BASE = 1 << BITS
+MAX_ORDER = 63 // BITS  # 5
+
+
+@dataclass(frozen=True)
+class _Order:
+    """Tables of one order: sorted n-gram keys and their counts; sorted context keys, totals and types."""
+
+    keys: np.ndarray
+    counts: np.ndarray
+    ctx_keys: np.ndarray
+    ctx_total: np.ndarray
+    ctx_types: np.ndarray
+    discount: float
+
+
+@dataclass(frozen=True)
+class NgramModel:
+    """An order-n interpolated Kneser-Ney model over `vocab_size` token ids. orders[k-1] holds order k."""
+
+    order: int
+    vocab_size: int
+    orders: tuple[_Order, ...]
+
+
+def _keys(tokens: np.ndarray, k: int) -> np.ndarray:
+    """Packed keys of every k-gram of `tokens` (length len - k + 1), oldest token in the high bits."""
+    t = tokens.astype(np.int64)
+    key = t[: len(t) - k + 1].copy()
+    for j in range(1, k):
+        key = key * BASE + t[j : len(t) - k + 1 + j]
+    return key
+
+
+def _discount(counts: np.ndarray) -> float:
+    n1, n2 = int(np.sum(counts == 1)), int(np.sum(counts == 2))
+    if n1 == 0:
+        return 0.5
+    return float(min(0.95, max(0.05, n1 / (n1 + 2 * n2))))
+
+
+def _order_table(keys: np.ndarray, counts: np.ndarray) -> _Order:
+    ctx = keys >> BITS
+    ctx_keys, start = np.unique(ctx, return_index=True)  # keys are sorted, so contexts are contiguous
+    ctx_total = np.add.reduceat(counts, start).astype(np.float64)
+    ctx_types = np.diff(np.append(start, len(keys))).astype(np.float64)
+    return _Order(keys, counts.astype(np.float64), ctx_keys, ctx_total, ctx_types, _discount(counts))
+
+
+def fit(tokens: np.ndarray, order: int, vocab_size: int = V.VOCAB_SIZE) -> NgramModel:
+    """Fit an order-`order` model (1..5) on one token stream (pieces concatenated)."""
+    if not 1 <= order <= MAX_ORDER:
+        raise ValueError(f"n-gram order must be 1..{MAX_ORDER}, got {order}")
+    if vocab_size > BASE:
+        raise ValueError(f"vocabulary of {vocab_size} tokens does not fit {BITS}-bit keys")
+    tokens = np.asarray(tokens)
+    keys, counts = np.unique(_keys(tokens, order), return_counts=True)
+    tables = [_order_table(keys, counts)]
+    for k in range(order - 1, 0, -1):  # continuation counts: distinct left neighbours of each k-gram
+        keys, counts = np.unique(keys % (BASE**k), return_counts=True)
+        tables.append(_order_table(keys, counts))
+    return NgramModel(order, vocab_size, tuple(reversed(tables)))
+
+
+def _lookup(sorted_keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(found mask, index) of each query key in a sorted key array."""
+    idx = np.searchsorted(sorted_keys, query)
+    idx = np.minimum(idx, len(sorted_keys) - 1)
+    found = sorted_keys[idx] == query if len(sorted_keys) else np.zeros(len(query), bool)
+    return found, idx
+
+
+def _prob(model: NgramModel, grams: np.ndarray) -> np.ndarray:
+    """P(last token | the others) for rows of `grams` (m, order) int64."""
+    p = np.full(len(grams), 1.0 / model.vocab_size)
+    key = np.zeros(len(grams), dtype=np.int64)
+    for k in range(1, model.order + 1):
+        key = grams[:, -k] * BASE**(k - 1) + key  # the last k tokens: context of k-1 tokens and the target
+        table = model.orders[k - 1]
+        has_ctx, ci = _lookup(table.ctx_keys, key >> BITS)
+        found, gi = _lookup(table.keys, key)
+        count = np.where(found, table.counts[gi], 0.0)
+        total, types = table.ctx_total[ci], table.ctx_types[ci]
+        d = table.discount
+        interp = np.maximum(count - d, 0.0) / total + d * types / total * p
+        p = np.where(has_ctx, interp, p)
+    return p
+
+
+def piece_grams(piece: np.ndarray, order: int) -> np.ndarray:
+    """Rows (len - 1, order): for each target token 1..len-1 of a piece, its order-1 predecessors and itself,
+    with EOS filling the context before the piece's first token."""
+    padded = np.concatenate((np.full(order - 1, V.EOS, np.int64), np.asarray(piece, np.int64)))
+    idx = np.arange(1, len(piece))[:, None] + np.arange(order)[None, :]
+    return padded[idx]
+
+
+def nll(model: NgramModel, pieces) -> np.ndarray:
+    """Total negative log-likelihood (nats) of each piece's tokens 1..len-1 (BOS is given, not predicted)."""
+    out = np.zeros(len(pieces))
+    batch, owners = [], []
+    for i, piece in enumerate(pieces):
+        if len(piece) > 1:
+            batch.append(piece_grams(piece, model.order))
+            owners.append(np.full(len(piece) - 1, i))
+    if batch:
+        logp = np.log(_prob(model, np.concatenate(batch)))
+        np.add.at(out, np.concatenate(owners), -logp)
+    return out
+
+
+def choose_order(train_tokens: np.ndarray, valid_pieces, orders=(2, 3, 4, 5)) -> tuple[NgramModel, dict]:
+    """Fit one model per order on the training stream; keep the one with the lowest validation NLL per token.
+    Returns the model and {order: validation nats per token}."""
+    n_targets = sum(max(len(p) - 1, 0) for p in valid_pieces)
+    scores, best = {}, None
+    for order in orders:
+        model = fit(train_tokens, order)
+        scores[order] = float(nll(model, valid_pieces).sum() / max(n_targets, 1))
+        log.info("n-gram order %d: validation %.4f nats/token", order, scores[order])
+        if best is None or scores[order] < scores[best.order]:
+            best = model
+    return best, scores
