@@ -1,0 +1,326 @@
+"""Sessions: a timeline of tokens over one KV cache, with a committed past and a speculative future.
+
+    engine = Engine.load()                                   # bundled model, or Engine.load("model.onnx")
+    s = engine.new_session(SessionConfig(style="bach", instruments=(0, 5), player_instrument=0))
+    planned = s.plan(until_time=2.0)                         # engine notes (Timed, seconds) up to t = 2 s
+    s.insert(0.73, mido.Message("note_on", note=60, velocity=90))  # the player, at its true time
+    s.commit(until_time=0.9)                                 # what has sounded can no longer be rolled back
+
+Token bookkeeping: `tokens` mirrors the cache (the conditioning prefix, then the window). Tokens before `_commit`
+are committed; later ones are speculative. The grid step after each token is kept, so a player event at time t
+cuts the speculative tokens planned after t (cache truncation, nothing recomputed), its own tokens are appended
+at t, and everything up to it is committed. When the cache is full, the oldest committed tokens after the prefix
+are dropped (`KVCache.slide`): memory stays bounded by the model's block size.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import logging
+import os
+from dataclasses import dataclass, field
+
+import mido
+
+from . import vocab as V
+from .codec import EventDecoder, Timed
+from .errors import EngineError
+from .runtime import KVCache, Model, RuntimeOptions
+from .sampler import Constraints, Sampler, SamplingConfig, additive, dynamic_mask, log_prob
+
+log = logging.getLogger(__name__)
+
+_PLAYER_KINDS = ("note_on", "note_off", "pedal_on", "pedal_off")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """One session's conditioning, constraints and sampling.
+
+    style: style name (vocab.STYLES). instruments: classes of the piece (conditioning SET tokens); the engine
+    plays those other than player_instrument. scale/pitch_ranges/max_polyphony: see sampler.Constraints.
+    slide_tokens: tokens dropped per window slide (default: a quarter of the cache).
+    """
+
+    style: str = "unknown"
+    instruments: tuple[int, ...] = (0,)
+    player_instrument: int | None = None
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    scale: tuple[int, ...] | None = None
+    pitch_ranges: tuple[tuple[int, int, int], ...] = ()
+    max_polyphony: int | None = None
+    allow_eos: bool = False
+    slide_tokens: int | None = None
+
+    def constraints(self) -> Constraints:
+        return Constraints(instruments=self.instruments, player_instrument=self.player_instrument,
+                           pitch_ranges=self.pitch_ranges, scale=self.scale,
+                           max_polyphony=self.max_polyphony, allow_eos=self.allow_eos)
+
+    def prefix(self) -> list[int]:
+        """The conditioning tokens BOS STYLE SET... (the player's class is part of the instrument set)."""
+        extra = () if self.player_instrument is None else (self.player_instrument,)
+        return V.conditioning(self.style, tuple(self.instruments) + extra)
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """Result of inserting a player event: `rolled_back` speculative tokens were dropped; engine events planned
+    after `time` (seconds) must be cancelled by whoever scheduled them."""
+
+    rolled_back: int
+    time: float
+
+
+class _State:
+    """Stream state after some tokens: grid step, velocity bin, engine notes (in the decoder), player notes."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.vel_bin: int | None = None
+        self.decoder = EventDecoder()
+        self.player_held: dict[int, int] = {}
+        self.player_pedal = False
+
+    def apply(self, token: int, player: bool) -> list[Timed]:
+        """Advance by one token; returns the engine's output events (none for the player's tokens)."""
+        kind, arg = V.token_kind(token)
+        if kind == "time":
+            self.step += arg + 1
+        elif kind == "velocity":
+            self.vel_bin = arg
+        if player and kind in _PLAYER_KINDS:
+            pitch = arg % V.N_PITCHES
+            if kind == "note_on":
+                self.player_held[pitch] = self.player_held.get(pitch, 0) + 1
+            elif kind == "note_off":
+                self.player_held[pitch] -= 1
+                if not self.player_held[pitch]:
+                    del self.player_held[pitch]
+            else:
+                self.player_pedal = kind == "pedal_on"
+            return []
+        return self.decoder.feed(token)
+
+    def copy(self) -> _State:
+        return copy.deepcopy(self)
+
+
+def _time_tokens(steps: int) -> list[int]:
+    full, rest = divmod(steps, V.MAX_SHIFT_STEPS)
+    return [V.time_token(V.MAX_SHIFT_STEPS)] * full + ([V.time_token(rest)] if rest else [])
+
+
+def encode_player(state: _State, step: int, msg: mido.Message, instrument: int) -> list[int]:
+    """Tokens for a player message at grid `step` (>= state.step) after `state`, played as class `instrument`.
+    Notes and the sustain pedal produce tokens; a note-off for a note the player is not holding produces none."""
+    body: list[int] = []
+    if msg.type == "note_on" and msg.velocity > 0:
+        vbin = V.velocity_bin(msg.velocity)
+        body = ([V.velocity_token(vbin)] if vbin != state.vel_bin else []) + [V.note_on_token(instrument, msg.note)]
+    elif msg.type in ("note_on", "note_off"):
+        if state.player_held.get(msg.note):
+            body = [V.note_off_token(instrument, msg.note)]
+    elif msg.type == "control_change" and msg.control == 64:
+        down = msg.value >= 64
+        if down != state.player_pedal:
+            body = [V.pedal_token(instrument, down)]
+    return (_time_tokens(step - state.step) + body) if body else []
+
+
+class Session:
+    """A live timeline over one KV cache. Not thread-safe: one caller (the server's session loop) at a time."""
+
+    def __init__(self, model: Model, config: SessionConfig):
+        self.config = config
+        self.cache: KVCache = model.new_cache()
+        self.sampler = Sampler(config.sampling)
+        self._constraints = config.constraints()
+        self._static = additive(self._constraints.static_mask())
+        prefix = config.prefix()
+        self._prefix_len = len(prefix)
+        self._slide = config.slide_tokens or max(1, (self.cache.capacity - self._prefix_len) // 4)
+        if self._prefix_len + self._slide >= self.cache.capacity:
+            raise EngineError(f"slide_tokens {self._slide} leaves no room in a {self.cache.capacity}-token cache")
+        self.tokens: list[int] = []  # mirrors the cache
+        self._player: list[bool] = []
+        self._steps: list[int] = []  # grid step after each token
+        self._live = _State()
+        self._committed = _State()
+        self._commit = 0
+        self._logits = None
+        self.dropped = 0  # tokens dropped by window slides so far
+        self._append(prefix, player=False)
+        self._commit_to(len(self.tokens))
+
+    # -- timeline ------------------------------------------------------------------------------------------
+    @property
+    def time(self) -> float:
+        """End of the planned timeline, seconds."""
+        return self._live.step * V.GRID_S
+
+    @property
+    def committed_time(self) -> float:
+        return self._committed.step * V.GRID_S
+
+    @property
+    def speculative(self) -> int:
+        """Number of speculative (not yet committed) tokens."""
+        return len(self.tokens) - self._commit
+
+    def _append(self, tokens: list[int], player: bool) -> list[Timed]:
+        self._ensure_room(len(tokens))
+        logits = self.cache.forward(tokens)
+        self._logits = logits[-1].copy()
+        out: list[Timed] = []
+        for t in tokens:
+            out += self._live.apply(t, player)
+            self.tokens.append(t)
+            self._player.append(player)
+            self._steps.append(self._live.step)
+        return out
+
+    def _ensure_room(self, n: int) -> None:
+        need = len(self.tokens) + n - self.cache.capacity
+        if need <= 0:
+            return
+        drop = max(self._slide, need)
+        if self._commit - self._prefix_len < drop:  # never drop speculative tokens: commit them first
+            log.debug("window slide commits %d speculative tokens", self._prefix_len + drop - self._commit)
+            self._commit_to(self._prefix_len + drop)
+        p = self._prefix_len
+        self.cache.slide(p, drop)
+        del self.tokens[p : p + drop], self._player[p : p + drop], self._steps[p : p + drop]
+        self._commit -= drop
+        self.dropped += drop
+
+    def _commit_to(self, index: int) -> None:
+        for i in range(self._commit, index):
+            self._committed.apply(self.tokens[i], self._player[i])
+        self._commit = max(self._commit, index)
+
+    def _state_at(self, index: int) -> _State:
+        if index == len(self.tokens):
+            return self._live.copy()
+        state = self._committed.copy()
+        for i in range(self._commit, index):
+            state.apply(self.tokens[i], self._player[i])
+        return state
+
+    def _rollback(self, index: int, state: _State | None = None) -> int:
+        """Drop the speculative tokens from `index` on (cache truncation); returns how many."""
+        if index < self._commit:
+            raise EngineError("cannot roll back into the committed past")
+        dropped = len(self.tokens) - index
+        if dropped:
+            self._live = state if state is not None else self._state_at(index)
+            del self.tokens[index:], self._player[index:], self._steps[index:]
+            self.cache.truncate(index)
+            self._logits = None
+        return dropped
+
+    def _next_logits(self):
+        if self._logits is None:  # after a rollback: step the last kept token again (one token, not the past)
+            last = self.tokens[-1]
+            self.cache.truncate(len(self.tokens) - 1)
+            self._logits = self.cache.forward([last])[-1].copy()
+        return self._logits
+
+    # -- public API ----------------------------------------------------------------------------------------
+    def commit(self, until_time: float) -> None:
+        """Mark the speculative tokens at or before `until_time` (seconds) as sounded: no rollback past them."""
+        step = int(round(until_time / V.GRID_S))
+        self._commit_to(bisect.bisect_right(self._steps, step, lo=self._commit))
+
+    def insert(self, time_s: float, msg: mido.Message) -> Insertion:
+        """A player event at its true time (seconds): roll back speculative tokens planned after it, append its
+        tokens, and commit everything up to it. Events earlier than the committed time are placed at it."""
+        if self.config.player_instrument is None:
+            raise EngineError("this session has no player_instrument; set one in SessionConfig")
+        step = max(int(round(time_s / V.GRID_S)), self._committed.step)
+        cut = bisect.bisect_right(self._steps, step, lo=self._commit)
+        state = self._state_at(cut)
+        step = max(step, state.step)
+        tokens = encode_player(state, step, msg, self.config.player_instrument)
+        if not tokens:
+            return Insertion(0, step * V.GRID_S)
+        dropped = self._rollback(cut, state)
+        self._append(tokens, player=True)
+        self._commit_to(len(self.tokens))
+        return Insertion(dropped, step * V.GRID_S)
+
+    def feed(self, event: Timed) -> Insertion:
+        """insert() for a Timed(time, msg)."""
+        return self.insert(event.time, event.msg)
+
+    def step(self, score: bool = False) -> tuple[int, float, list[Timed]]:
+        """Sample and append one engine token: (token, its log-probability if `score` else 0.0, output events)."""
+        held = self._live.decoder.held
+        mask = dynamic_mask(self._static, held.keys(), sum(held.values()), self._constraints.max_polyphony)
+        logits = self._next_logits()
+        token = self.sampler.sample(logits, mask)
+        logprob = log_prob(logits, mask, token) if score else 0.0
+        return token, logprob, self._append([token], player=False)
+
+    def generate(self, n_tokens: int | None = None, n_notes: int | None = None, until_time: float | None = None,
+                 best_of: int = 1, max_tokens: int = 4096) -> list[Timed]:
+        """Generate engine tokens until n_tokens, n_notes note-ons, or the timeline reaches until_time (seconds),
+        whichever comes first (at most max_tokens). With best_of > 1, that many candidate continuations are
+        sampled and the one with the highest mean log-probability is kept. Returns its timed MIDI events."""
+        if n_tokens is None and n_notes is None and until_time is None:
+            raise EngineError("generate() needs n_tokens, n_notes or until_time")
+        if best_of <= 1:
+            return self._generate(n_tokens, n_notes, until_time, max_tokens, score=False)[0]
+        start = len(self.tokens)
+        best: tuple[float, list[int]] | None = None
+        for _ in range(best_of):
+            _, score = self._generate(n_tokens, n_notes, until_time, max_tokens, score=True)
+            candidate = self.tokens[start:]
+            if best is None or score > best[0]:
+                best = (score, candidate)
+            self._rollback(start)
+        return self._append(best[1], player=False) if best[1] else []
+
+    def _generate(self, n_tokens, n_notes, until_time, max_tokens, score) -> tuple[list[Timed], float]:
+        out: list[Timed] = []
+        total, count, notes = 0.0, 0, 0
+        limit = min(max_tokens, n_tokens if n_tokens is not None else max_tokens)
+        end_step = None if until_time is None else int(round(until_time / V.GRID_S))
+        while count < limit:
+            if end_step is not None and self._live.step >= end_step:
+                break
+            if n_notes is not None and notes >= n_notes:
+                break
+            token, logprob, events = self.step(score)
+            out += events
+            total += logprob
+            count += 1
+            notes += V.token_kind(token)[0] == "note_on"
+            if token == V.EOS:
+                break
+        return out, total / max(count, 1)
+
+    def plan(self, until_time: float, best_of: int = 1) -> list[Timed]:
+        """Generate the speculative future up to `until_time` (seconds); returns the new engine events."""
+        return self.generate(until_time=until_time, best_of=best_of)
+
+    def finish(self) -> list[Timed]:
+        """Note-offs (and pedal releases) for every engine note still sounding at the end of the timeline."""
+        return self._live.decoder.finish()
+
+
+class Engine:
+    """A loaded model that hands out sessions (each with its own KV cache, about 8 MB for the default model)."""
+
+    def __init__(self, model: Model):
+        self.model = model
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, threads: int = 1, provider: str = "auto",
+             optimization: str = "all") -> Engine:
+        """Load a model file (None: the bundled default model). Raises ModelError (one line) on a bad file."""
+        return cls(Model.load(path, RuntimeOptions(threads=threads, provider=provider, optimization=optimization)))
+
+    def new_session(self, config: SessionConfig | None = None) -> Session:
+        return Session(self.model, config or SessionConfig())
