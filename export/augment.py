@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from musebridge.engine import vocab as V
 from musebridge.engine.instruments import DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
 
@@ -219,7 +218,7 @@ def revoice_mapping(tokens, rng: np.random.Generator) -> dict[int, int]:
         span = _pitch_span(tokens, i)
         options = [
             j for j in (INSTRUMENT_NAMES.index(n) for n in group)
-            if j not in taken and (span is None or INSTRUMENTS[j].low <= span[0] and span[1] <= INSTRUMENTS[j].high)
+            if j not in taken and (span is None or INSTRUMENTS[j].low <= span[0] <= span[1] <= INSTRUMENTS[j].high)
         ]
         if not options:
             return {}  # no one-to-one move exists: leave the piece as it is

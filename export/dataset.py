@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from musebridge.engine import vocab as V
 
 from .augment import AugmentConfig, augment, prefix_length

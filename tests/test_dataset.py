@@ -1,0 +1,87 @@
+"""Packed training windows: every window starts with the conditioning prefix of the piece it is in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from musebridge.engine import vocab as V
+from musebridge.export.augment import AugmentConfig, prefix_length
+from musebridge.export.dataset import WindowSampler, load_split, write_split
+from musebridge.export.errors import DataError
+from synth_corpus import write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root, (12, 3, 3), n_notes=20)
+    return root
+
+
+def piece_at(data, pos):
+    return int(np.searchsorted(data.offsets, pos, side="right")) - 1
+
+
+def test_split_round_trip(tmp_path):
+    pieces = [V.conditioning("bach", [6]) + [V.time_token(4), V.EOS], V.conditioning("folk", [9, 5]) + [V.EOS]]
+    write_split(tmp_path, "train", pieces, ids=["a", "b"], styles=["bach", "folk"])
+    data = load_split(tmp_path, "train")
+    assert len(data) == 2 and data.ids == ("a", "b") and data.styles == ("bach", "folk")
+    assert data.piece(1).tolist() == pieces[1]
+    assert data.prefix_lengths().tolist() == [3, 4]
+
+
+def test_missing_split_names_the_fix(tmp_path):
+    with pytest.raises(DataError, match="musebridge corpus build"):
+        load_split(tmp_path, "train")
+
+
+@pytest.mark.parametrize("augment", [None, AugmentConfig(revoice_prob=0.5)])
+def test_every_window_starts_with_its_pieces_prefix(corpus, augment):
+    data = load_split(corpus, "train")
+    sampler = WindowSampler(data, 48, augment, seed=1)
+    rng = np.random.default_rng(0)
+    for start in list(range(0, len(data.tokens), 37)) + [int(data.offsets[3]), int(data.offsets[3]) + 1]:
+        w = sampler.window(start, 49, rng)
+        assert len(w.tokens) == 49
+        piece = data.piece(piece_at(data, start))
+        n = prefix_length(piece)
+        assert prefix_length(w.tokens) == n  # re-voicing renames SET tokens but keeps their number
+        assert w.tokens[:2].tolist() == piece[:2].tolist()  # BOS and the piece's STYLE
+        if augment is None:
+            assert w.tokens[:n].tolist() == piece[:n].tolist()
+        inside = start - data.offsets[piece_at(data, start)] >= n
+        assert not w.target[:n].any() if inside else w.target[:n].all()
+
+
+def test_windows_pack_the_next_pieces_and_pad_only_at_the_end(corpus):
+    data = load_split(corpus, "train")
+    sampler = WindowSampler(data, 256, None)
+    w = sampler.window(0, 257)
+    assert w.tokens[: len(data.piece(0))].tolist() == data.piece(0).tolist()
+    assert w.tokens[len(data.piece(0))] == V.BOS  # the next piece follows at once
+    tail = sampler.window(len(data.tokens) - 5, 257)
+    assert (tail.tokens[-200:] == V.PAD).all() and not tail.target[-200:].any()
+
+
+def test_batches_are_pure_functions_of_seed_rank_step(corpus):
+    data = load_split(corpus, "train")
+    sampler = WindowSampler(data, 32, AugmentConfig(), seed=7)
+    x1, y1 = sampler.batch(4, step=3, rank=0)
+    x2, y2 = sampler.batch(4, step=3, rank=0)
+    assert (x1 == x2).all() and (y1 == y2).all()
+    assert x1.shape == y1.shape == (4, 32)
+    assert not (sampler.batch(4, step=3, rank=1)[0] == x1).all()
+    assert (x1[:, 0] == V.BOS).all()
+    # targets are the inputs shifted by one, PAD where nothing is predicted
+    w = [sampler.window(0, 33)]
+    x, y = sampler._stack(w)
+    assert (y[0][y[0] != V.PAD] == w[0].tokens[1:][w[0].target[1:]]).all()
+
+
+def test_fixed_validation_windows_are_shared_out_between_ranks(corpus):
+    sampler = WindowSampler(load_split(corpus, "valid"), 32, None)
+    whole = np.concatenate([x for x, _ in sampler.fixed_batches(10, 3)])
+    parts = [np.concatenate([x for x, _ in sampler.fixed_batches(10, 3, rank=r, world=2)]) for r in range(2)]
+    assert len(whole) == 10 and sum(len(p) for p in parts) == 10
+    assert sorted(map(bytes, whole)) == sorted(map(bytes, np.concatenate(parts)))
