@@ -172,6 +172,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     dst = Path(dst)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.onnx", dir=dst.parent)
     os.close(fd)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs every tensor on the root logger
     try:
         quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
@@ -179,5 +182,6 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         q.metadata_props.extend(onnx.load(str(src), load_external_data=False).metadata_props)
         save_atomic(q, dst)
     finally:
+        root.setLevel(level)
         if os.path.exists(tmp):
             os.unlink(tmp)

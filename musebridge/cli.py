@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("musebridge.export.corpus_cli", "build the training corpus (music21 corpus, MIDI folders); stats"),
     "train": ("musebridge.export.train_cli", "train a model on a token corpus (one device or torchrun DDP)"),
     "eval": ("musebridge.export.evaluate", "NLL per token and per note of a model vs an n-gram baseline"),
+    "export": ("musebridge.export.export_cli", "export a checkpoint to the engine's ONNX model (optional int8)"),
+    "bench": ("musebridge.bench_cli", "benchmarks from bench/ (decode: engine vs torch vs HF latency)"),
 }
 
 

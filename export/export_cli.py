@@ -1,0 +1,129 @@
+"""`musebridge export CKPT -o MODEL.onnx [--int8]`: the engine's ONNX decode graph, with metadata inside.
+
+The fp32 graph is checked against the checkpoint (logits of a prefill and of cached steps, max abs diff) and
+scored on held-out tokens: the corpus's test split (export.corpus.load_split) when it exists, else the bundled
+chorale. With --int8 the MatMul weights are quantized (dynamic int8) and the NLL change is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musebridge.engine import vocab as V
+from musebridge.engine.errors import EngineError
+from musebridge.engine.runtime import Model, RuntimeOptions
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .onnx_export import export_model, quantize_int8
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by `musebridge train`")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="ONNX file to write")
+    parser.add_argument("--int8", action="store_true", help="quantize MatMul weights to int8 (dynamic)")
+    parser.add_argument("--corpus", default=None, metavar="ROOT", help="corpus root for the held-out NLL "
+                        "(default: data/corpus, or $MUSEBRIDGE_DATA/corpus)")
+    parser.add_argument("--eval-tokens", type=int, default=20000, metavar="N",
+                        help="held-out tokens to score (0: skip the NLL report)")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary line")
+
+
+def heldout_pieces(root: str | None, max_tokens: int) -> tuple[list[np.ndarray], str]:
+    """Held-out token sequences (about max_tokens in all) and where they came from."""
+    from .corpus import CorpusError, default_root, load_split
+
+    root = root or str(default_root())
+    try:
+        split = load_split(root, "test")
+        pieces, total = [], 0
+        for i in range(len(split)):
+            if total >= max_tokens:
+                break
+            pieces.append(np.asarray(split.piece(i), dtype=np.int64))
+            total += len(pieces[-1])
+        if pieces:
+            return pieces, f"{root} test split ({len(pieces)} pieces)"
+    except CorpusError as exc:
+        log.info("no corpus for the NLL report (%s); using the bundled chorale", exc)
+    from importlib import resources
+
+    from musebridge.engine.midifile import encode_file
+
+    path = resources.files("musebridge.engine").joinpath("data/chorale.mid")
+    return [np.asarray(encode_file(str(path), "bach").tokens, dtype=np.int64)], "bundled chorale.mid"
+
+
+def onnx_nll(path: str | Path, pieces: list[np.ndarray]) -> float:
+    """Mean NLL (nats per token) of the ONNX model on the pieces, each read in block_size windows."""
+    model = Model.load(path, RuntimeOptions(provider="cpu"))
+    block = model.info.block_size
+    total, count = 0.0, 0
+    for piece in pieces:
+        for start in range(0, len(piece) - 1, block):
+            chunk = piece[start : start + block + 1]
+            if len(chunk) < 2:
+                continue
+            cache = model.new_cache()
+            logits = cache.forward(chunk[:-1].tolist()).astype(np.float64)
+            z = logits - logits.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            total -= float(logp[np.arange(len(chunk) - 1), chunk[1:]].sum())
+            count += len(chunk) - 1
+    return total / max(count, 1)
+
+
+def parity(model, path: str | Path, tokens: list[int], steps: int = 20) -> float:
+    """Max abs logit difference between torch forward_cached and the ONNX graph: a prefill then `steps` steps."""
+    onnx_model = Model.load(path, RuntimeOptions(provider="cpu"))
+    cache = onnx_model.new_cache()
+    k, v = model.empty_cache()
+    n = min(len(tokens), model.config.block_size) - steps
+    worst = 0.0
+    with torch.no_grad():
+        ref, k, v = model.forward_cached(torch.tensor([tokens[:n]]), k, v)
+        worst = float(np.abs(cache.forward(tokens[:n]) - ref[0].numpy()).max())
+        for t in tokens[n : n + steps]:
+            ref, k, v = model.forward_cached(torch.tensor([[t]]), k, v)
+            worst = max(worst, float(np.abs(cache.forward([t]) - ref[0].numpy()).max()))
+    return worst
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        model, state = load_checkpoint(args.checkpoint)
+        out = Path(args.output)
+        with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+            fp32 = Path(tmp) / "fp32.onnx" if args.int8 else out
+            graph = export_model(model, state, fp32)
+            pieces, source = heldout_pieces(args.corpus, max(args.eval_tokens, 64))
+            tokens = [int(t) for t in np.concatenate(pieces)[: model.config.block_size]]
+            report = {"output": str(out), "nodes": len(graph.graph.node), "params": model.num_params(),
+                      "parity_max_abs": parity(model, fp32, tokens), "heldout": source,
+                      "vocab": {"version": V.VOCAB_VERSION, "sha256": V.vocab_info().sha256[:12]}}
+            if args.eval_tokens:
+                report["nll_fp32"] = round(onnx_nll(fp32, pieces), 5)
+            if args.int8:
+                quantize_int8(fp32, out)
+                if args.eval_tokens:
+                    report["nll_int8"] = round(onnx_nll(out, pieces), 5)
+                    report["nll_change"] = round(report["nll_int8"] - report["nll_fp32"], 5)
+        report["size_mb"] = round(out.stat().st_size / 1e6, 2)
+    except (CheckpointError, EngineError, OSError) as exc:
+        print(f"musebridge export: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:16} {value}")
+    return 0
