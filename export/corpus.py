@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from musebridge.engine import vocab as V
 
 from .corpus_build import BuildConfig, PieceResult, run_pieces
@@ -179,12 +178,18 @@ def build(config: BuildConfig) -> BuildReport:
         stale.unlink()
     specs = select_pieces(config)
     journal = root / "skipped.jsonl"
-    known = {} if config.retry_failed else {
-        r["id"]: r for r in read_jsonl(journal) if r.get("reason") not in RETRYABLE and "id" in r
-    }
+    known = (
+        {}
+        if config.retry_failed
+        else {r["id"]: r for r in read_jsonl(journal) if r.get("reason") not in RETRYABLE and "id" in r}
+    )
     todo = [s for s in specs if s.id not in known]
-    log.info("corpus: %d pieces selected, %d known failures skipped, %d to process", len(specs),
-             len(specs) - len(todo), len(todo))
+    log.info(
+        "corpus: %d pieces selected, %d known failures skipped, %d to process",
+        len(specs),
+        len(specs) - len(todo),
+        len(todo),
+    )
     results: dict[str, PieceResult] = {}
     with open(journal, "a", encoding="utf-8") as jf:
         for res in run_pieces(todo, config):

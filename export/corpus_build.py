@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
 from musebridge.engine.instruments import INSTRUMENT_NAMES
@@ -182,8 +181,10 @@ def _worker_init() -> None:
 
 def _order(specs: list[PieceSpec]) -> list[PieceSpec]:
     """Biggest files first, so no long piece is left alone at the end (multi-tune pieces are small)."""
+
     def size(spec: PieceSpec) -> int:
         return 0 if spec.tune is not None else os.path.getsize(spec.path) if os.path.exists(spec.path) else 0
+
     return sorted(specs, key=lambda s: (-size(s), s.id))
 
 

@@ -20,16 +20,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b = sub.add_parser("build", help="convert the music21 corpus (and --midi folders) into MIDI + token files")
     _root(b)
     b.add_argument("--styles", nargs="+", metavar="STYLE", help="only these styles (default: all)")
-    b.add_argument("--midi", action="append", default=[], metavar="DIR",
-                   help="add a folder of MIDI files; style from each file's sub-folder (repeatable)")
+    b.add_argument(
+        "--midi",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add a folder of MIDI files; style from each file's sub-folder (repeatable)",
+    )
     b.add_argument("--no-music21", action="store_true", help="leave the music21 corpus out (only --midi)")
     b.add_argument("--limit", type=int, metavar="N", help="at most N pieces per style (quick builds, tests)")
-    b.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="worker processes (default: %(default)s, the number of CPUs)")
-    b.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                   help="seconds of work allowed per piece (default: %(default)s)")
-    b.add_argument("--max-minutes", type=float, default=20.0, metavar="M",
-                   help="skip pieces longer than M minutes of music (default: %(default)s)")
+    b.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes (default: %(default)s, the number of CPUs)",
+    )
+    b.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds of work allowed per piece (default: %(default)s)",
+    )
+    b.add_argument(
+        "--max-minutes",
+        type=float,
+        default=20.0,
+        metavar="M",
+        help="skip pieces longer than M minutes of music (default: %(default)s)",
+    )
     b.add_argument("--retry-failed", action="store_true", help="try pieces that failed before again")
     b.add_argument("--force", action="store_true", help="convert every piece again, even if its .mid exists")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,8 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _root(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default=None, metavar="DIR",
-                        help="corpus folder (default: $MUSEBRIDGE_DATA/corpus, else data/corpus)")
+    parser.add_argument(
+        "--root",
+        default=None,
+        metavar="DIR",
+        help="corpus folder (default: $MUSEBRIDGE_DATA/corpus, else data/corpus)",
+    )
 
 
 def _config(args: argparse.Namespace) -> BuildConfig:
@@ -76,10 +100,13 @@ def format_stats(info: dict) -> str:
     lines.append(row("total", info["total"]))
     lines += [row(f"  {sp}", st) for sp, st in info["splits"].items()]
     if info["skipped"]:
-        lines.append("skipped: " + "; ".join(
-            f"{style} " + ", ".join(f"{n} {reason}" for reason, n in sorted(r.items()))
-            for style, r in info["skipped"].items()
-        ))
+        lines.append(
+            "skipped: "
+            + "; ".join(
+                f"{style} " + ", ".join(f"{n} {reason}" for reason, n in sorted(r.items()))
+                for style, r in info["skipped"].items()
+            )
+        )
     return "\n".join(lines)
 
 
@@ -89,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
             config = _config(args)
             report = build(config)
             skipped = ", ".join(f"{n} {r}" for r, n in sorted(report.skipped.items())) or "none"
-            print(f"corpus {config.root}: {report.pieces} pieces ({report.converted} converted now), "
-                  f"skipped: {skipped}; {report.seconds:.0f} s")
+            print(
+                f"corpus {config.root}: {report.pieces} pieces ({report.converted} converted now), "
+                f"skipped: {skipped}; {report.seconds:.0f} s"
+            )
             return 0
         info = stats(args.root or default_root())
         print(json.dumps(info) if args.json else format_stats(info))

@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 
 import mido
-
 from musebridge.engine.codec import Timed
 from musebridge.engine.instruments import DRUM_CHANNEL, INSTRUMENTS, instrument_class, instrument_index
 from musebridge.engine.midifile import write_midi
@@ -32,20 +31,46 @@ CHANNELS = tuple(c for c in range(16) if c != DRUM_CHANNEL)
 # Part or instrument name keyword -> instrument class; the first rule that matches wins (so "contrabass"
 # is strings before "bass" is a voice, "basso continuo" is organ before "basso" is a voice).
 NAME_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("contrabass", "double bass", "violone", "violoncello", "cello", "viola", "violin", "fiddle", "string"),
-     "strings"),
+    (
+        ("contrabass", "double bass", "violone", "violoncello", "cello", "viola", "violin", "fiddle", "string"),
+        "strings",
+    ),
     (("bass guitar", "electric bass", "fretless"), "bass"),
     (("continuo", "organ", "organo"), "organ"),
     (("piano", "pianoforte", "harpsichord", "cembalo", "clavier", "keyboard", "clavichord"), "piano"),
     (("celesta", "glockenspiel", "vibraphone", "marimba", "xylophone", "bells"), "chromatic"),
     (("guitar", "lute", "liuto", "theorbo", "mandolin", "banjo"), "guitar"),
-    (("trumpet", "tromba", "trombone", "horn", "corno", "tuba", "cornet", "clarino", "sackbut", "brass"),
-     "brass"),
+    (("trumpet", "tromba", "trombone", "horn", "corno", "tuba", "cornet", "clarino", "sackbut", "brass"), "brass"),
     (("flute", "flauto", "traverso", "piccolo", "recorder", "fife", "whistle", "pipe"), "pipe"),
     (("oboe", "clarinet", "bassoon", "fagotto", "saxophone", "sax", "shawm", "reed"), "reed"),
-    (("soprano", "alto", "tenor", "bass", "cantus", "canto", "superius", "altus", "quintus", "quinto", "sextus",
-      "contra", "triplum", "motetus", "discantus", "voice", "voce", "vox", "choir", "chorus", "sopran",
-      "mezzo", "baritone"), "voice"),
+    (
+        (
+            "soprano",
+            "alto",
+            "tenor",
+            "bass",
+            "cantus",
+            "canto",
+            "superius",
+            "altus",
+            "quintus",
+            "quinto",
+            "sextus",
+            "contra",
+            "triplum",
+            "motetus",
+            "discantus",
+            "voice",
+            "voce",
+            "vox",
+            "choir",
+            "chorus",
+            "sopran",
+            "mezzo",
+            "baritone",
+        ),
+        "voice",
+    ),
 )
 
 
@@ -114,7 +139,9 @@ def classify_part(part, spec: PieceSpec) -> tuple[int, int]:
     kept (e.g. cello 42 rather than the strings default 48)."""
     inst = part.getInstrument(returnDefault=False)
     names = " ".join(
-        str(x) for x in (part.partName, getattr(inst, "partName", None), getattr(inst, "instrumentName", None)) if x
+        str(x)
+        for x in (part.partName, getattr(inst, "partName", None), getattr(inst, "instrumentName", None))
+        if x
     ).lower()
     cls = _class_from_names(names)
     program = getattr(inst, "midiProgram", None) if spec.trust_instruments else None
@@ -260,7 +287,9 @@ def to_events(parts: list[PartNotes]) -> tuple[list[Timed], dict[int, str]]:
         names.setdefault(channel, part.name)
         keyed.append((0.0, 0, channel, 0, mido.Message("program_change", channel=channel, program=part.program)))
         for start, end, pitch, vel in part.notes:
-            keyed.append((start, 2, channel, pitch, mido.Message("note_on", channel=channel, note=pitch, velocity=vel)))
+            keyed.append(
+                (start, 2, channel, pitch, mido.Message("note_on", channel=channel, note=pitch, velocity=vel))
+            )
             keyed.append((end, 1, channel, pitch, mido.Message("note_off", channel=channel, note=pitch)))
     keyed.sort(key=lambda k: k[:4])
     return [Timed(round(t, 6), msg) for t, _, _, _, msg in keyed], names

@@ -226,7 +226,9 @@ def midi_pieces(folder: str | Path) -> list[PieceSpec]:
             warned.add(top)
             log.warning(
                 "%s: folder %r is not a style; its files get style 'unknown' (rename it to one of: %s)",
-                root, top, ", ".join(V.STYLES),
+                root,
+                top,
+                ", ".join(V.STYLES),
             )
         digest = hashlib.sha1(rel.as_posix().encode()).hexdigest()[:8]
         piece_id = f"midi-{style}-{safe(path.stem)[:60]}-{digest}"
