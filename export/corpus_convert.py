@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import re
 from dataclasses import dataclass
 
 import mido
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 DEFAULT_BPM = 120.0  # quarter notes per minute when a score has no usable metronome mark
 DEFAULT_VELOCITY = 80
 CHORD_VELOCITY = 60
+# A chord symbol as written in ABC and lead sheets ("G", "D7", "Am", "F#m7b5", "G7/b"). music21 also turns some
+# text annotations into ChordSymbol objects (a forte mark "f", a section letter): those do not match.
+CHORD_FIGURE = re.compile(
+    r"^[A-G][#b-]?(?:m|min|maj|M|dim|aug|sus|add|alt|\+|o|ø|[0-9]|[#b()]|,)*(?:/[A-Ga-g][#b+-]?)?$"
+)
 CHANNELS = tuple(c for c in range(16) if c != DRUM_CHANNEL)
 
 # Part or instrument name keyword -> instrument class; the first rule that matches wins (so "contrabass"
@@ -220,7 +226,7 @@ def chord_notes(part, tempo: TempoMap, end_ql: float) -> list[tuple[float, float
     out = []
     for i, (start, symbol) in enumerate(symbols):
         stop = symbols[i + 1][0] if i + 1 < len(symbols) else end_ql
-        if isinstance(symbol, harmony.NoChord) or stop <= start:
+        if isinstance(symbol, harmony.NoChord) or stop <= start or not CHORD_FIGURE.match(symbol.figure or ""):
             continue
         voicing = _voicing(symbol)
         cuts = [start] + [b for b in bars if start < b < stop] + [stop]
