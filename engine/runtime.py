@@ -129,7 +129,7 @@ class KVCache:
         if t == 0:
             raise EngineError("forward() needs at least one token")
         if self.length + t > self.capacity:
-            raise EngineError(f"cache overflow: {self.length} + {t} tokens > capacity {self.capacity}; slide first")
+            raise EngineError(f"cache overflow: {self.length} + {t} tokens > capacity {self.capacity}")
         logits = self._bind_tokens(tokens)
         self._seqlens[0] = self.length + t - 1
         self._total[...] = self.length + t
@@ -154,7 +154,7 @@ class KVCache:
         angle = -drop * self._inv_freq
         cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
         h = self._inv_freq.shape[0]
-        for k, v in zip(self.keys, self.values):
+        for k, v in zip(self.keys, self.values, strict=True):
             src = k[0, :, keep + drop : n]
             x1, x2 = src[..., :h], src[..., h:]
             r1 = x1 * cos - x2 * sin
@@ -166,6 +166,6 @@ class KVCache:
 
     def copy_from(self, other: KVCache) -> None:
         """Make this cache a copy of another one of the same model (for best-of-N candidates)."""
-        for dst, src in zip(self.keys + self.values, other.keys + other.values):
+        for dst, src in zip(self.keys + self.values, other.keys + other.values, strict=True):
             dst[:, :, : other.length] = src[:, :, : other.length]
         self.length = other.length

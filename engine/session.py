@@ -118,7 +118,8 @@ def encode_player(state: _State, step: int, msg: mido.Message, instrument: int) 
     body: list[int] = []
     if msg.type == "note_on" and msg.velocity > 0:
         vbin = V.velocity_bin(msg.velocity)
-        body = ([V.velocity_token(vbin)] if vbin != state.vel_bin else []) + [V.note_on_token(instrument, msg.note)]
+        vel = [V.velocity_token(vbin)] if vbin != state.vel_bin else []
+        body = vel + [V.note_on_token(instrument, msg.note)]
     elif msg.type in ("note_on", "note_off"):
         if state.player_held.get(msg.note):
             body = [V.note_off_token(instrument, msg.note)]
@@ -309,6 +310,30 @@ class Session:
         """Note-offs (and pedal releases) for every engine note still sounding at the end of the timeline."""
         return self._live.decoder.finish()
 
+    def reconfigure(self, config: SessionConfig) -> None:
+        """New sampling, constraints or conditioning from the next token on. Sampling and constraints are swapped
+        in place; a new style or instrument set rewrites the conditioning prefix and the window is read once
+        more behind it (one prefill of at most block_size tokens, no change to the timeline)."""
+        old_len, new_prefix = self._prefix_len, config.prefix()
+        rng, same_seed = self.sampler.rng, config.sampling.seed == self.config.sampling.seed
+        self.config = config
+        self.sampler = Sampler(config.sampling)
+        if same_seed:
+            self.sampler.rng = rng  # a new temperature does not restart the random sequence
+        self._constraints = config.constraints()
+        self._static = additive(self._constraints.static_mask())
+        if new_prefix == self.tokens[:old_len]:
+            return
+        self._ensure_room(max(0, len(new_prefix) - old_len))
+        body = slice(self._prefix_len, None)
+        self.tokens = new_prefix + self.tokens[body]
+        self._player = [False] * len(new_prefix) + self._player[body]
+        self._steps = [self._steps[0]] * len(new_prefix) + self._steps[body]
+        self._commit += len(new_prefix) - old_len
+        self._prefix_len = len(new_prefix)
+        self.cache.truncate(0)
+        self._logits = self.cache.forward(self.tokens)[-1].copy()
+
 
 class Engine:
     """A loaded model that hands out sessions (each with its own KV cache, about 8 MB for the default model)."""
@@ -324,3 +349,4 @@ class Engine:
 
     def new_session(self, config: SessionConfig | None = None) -> Session:
         return Session(self.model, config or SessionConfig())
+

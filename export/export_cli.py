@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
 from musebridge.engine.runtime import Model, RuntimeOptions

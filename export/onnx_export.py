@@ -52,7 +52,8 @@ class _Builder:
 
     def node(self, op: str, inputs: list[str], outputs: list[str] | str, domain: str = "", **attrs) -> str:
         outs = [outputs] if isinstance(outputs, str) else outputs
-        self.nodes.append(helper.make_node(op, inputs, outs, name=f"{op}_{len(self.nodes)}", domain=domain, **attrs))
+        name = f"{op}_{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
         return outs[0]
 
 

@@ -1,0 +1,78 @@
+"""Runtime: the KV cache is kept across calls, truncation and slides are exact cache operations, providers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from model_fixtures import export_small
+from musebridge.engine.errors import EngineError, ModelError
+from musebridge.engine.model_file import choose_providers, default_model_path
+from musebridge.engine.runtime import Model, RuntimeOptions
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return Model.load(export_small(tmp_path_factory.mktemp("rt"))[1], RuntimeOptions(provider="cpu"))
+
+
+def toks(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 3259, n).tolist()
+
+
+def test_cached_steps_equal_one_prefill(model):
+    t = toks(30)
+    whole = model.new_cache().forward(t)
+    cache = model.new_cache()
+    cache.forward(t[:10])
+    steps = np.stack([cache.forward([x]).copy()[0] for x in t[10:]])
+    assert np.abs(steps - whole[10:]).max() < 1e-4 and cache.length == 30
+
+
+def test_truncate_then_continue_equals_a_fresh_cache(model):
+    t, other = toks(40, 1), toks(10, 2)
+    cache = model.new_cache()
+    cache.forward(t)
+    cache.truncate(25)
+    got = cache.forward(other)
+    want = model.new_cache().forward(t[:25] + other)[25:]
+    assert np.abs(got - want).max() < 1e-5 and cache.length == 35
+
+
+def test_capacity_is_enforced_and_slide_frees_room(model):
+    cache = model.new_cache()
+    cache.forward(toks(128))
+    with pytest.raises(EngineError, match="overflow"):
+        cache.forward([1])
+    cache.slide(3, 32)
+    assert cache.length == 96
+    cache.forward([1])
+    with pytest.raises(EngineError):
+        cache.slide(3, 200)
+
+
+def test_copy_from_gives_the_same_continuation(model):
+    a = model.new_cache()
+    a.forward(toks(20, 3))
+    b = model.new_cache()
+    b.copy_from(a)
+    assert np.array_equal(a.forward([5]).copy(), b.forward([5]).copy())
+
+
+def test_provider_choice():
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert choose_providers("auto")[0] == "CUDAExecutionProvider"
+    else:
+        assert choose_providers("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(ModelError, match="onnxruntime-gpu"):
+            choose_providers("cuda")
+
+
+def test_default_model_loads_or_says_how_to_make_one():
+    if default_model_path().is_file():
+        assert Model.load().info.vocab["size"] == 3259
+    else:
+        with pytest.raises(ModelError, match="musebridge export"):
+            Model.load()

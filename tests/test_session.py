@@ -1,0 +1,139 @@
+"""Sessions: constraints hold on everything generated, rollback is a cache truncation that leaves exactly the
+tokens a fresh session would have, window slides keep memory bounded, seeds reproduce."""
+
+from __future__ import annotations
+
+import mido
+import numpy as np
+import pytest
+from model_fixtures import export_small
+from musebridge.engine import vocab as V
+from musebridge.engine.errors import EngineError
+from musebridge.engine.instruments import INSTRUMENTS
+from musebridge.engine.runtime import Model, RuntimeOptions
+from musebridge.engine.sampler import SamplingConfig, scale_pitch_classes
+from musebridge.engine.session import Engine, SessionConfig
+
+SCALE = scale_pitch_classes("G", "major")
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return Engine(Model.load(export_small(tmp_path_factory.mktemp("se"))[1], RuntimeOptions(provider="cpu")))
+
+
+def config(seed=1, **kw):
+    base = dict(style="bach", instruments=(0, 4, 5), player_instrument=0,
+                sampling=SamplingConfig(seed=seed, temperature=1.5))
+    return SessionConfig(**{**base, **kw})
+
+
+class Counting:
+    """Counts the tokens a cache runs through the model."""
+
+    def __init__(self, cache):
+        self.cache, self.tokens, self.max_length = cache, 0, 0
+        self._forward = cache.forward
+        cache.forward = self
+
+    def __call__(self, tokens):
+        self.tokens += len(tokens)
+        out = self._forward(tokens)
+        self.max_length = max(self.max_length, self.cache.length)
+        return out
+
+
+def test_generated_notes_obey_every_constraint(engine):
+    s = engine.new_session(config(scale=SCALE, pitch_ranges=((5, 55, 79),), max_polyphony=3))
+    generated, events = [], []
+    for _ in range(1500):  # past the window: slides happen on the way
+        token, _, out = s.step()
+        generated.append(token)
+        events += out
+    assert s.dropped > 0
+    ons = [divmod(V.token_kind(t)[1], 128) for t in generated if V.token_kind(t)[0] == "note_on"]
+    assert len(ons) > 20
+    for inst, pitch in ons:
+        assert inst in (4, 5) and pitch % 12 in SCALE
+        low, high = (55, 79) if inst == 5 else (INSTRUMENTS[inst].low, INSTRUMENTS[inst].high)
+        assert low <= pitch <= high
+    sounding, worst = set(), 0
+    for _, msg in events:
+        assert msg.channel in (INSTRUMENTS[4].channel, INSTRUMENTS[5].channel)
+        if msg.type == "note_on" and msg.velocity:
+            sounding.add((msg.channel, msg.note))
+        elif msg.type in ("note_off", "note_on"):
+            sounding.discard((msg.channel, msg.note))
+        worst = max(worst, len(sounding))
+    assert worst <= 3
+
+
+def test_same_seed_same_session(engine):
+    a, b = engine.new_session(config(seed=4)), engine.new_session(config(seed=4))
+    assert a.generate(n_tokens=200) == b.generate(n_tokens=200) and a.tokens == b.tokens
+    c = engine.new_session(config(seed=5))
+    c.generate(n_tokens=200)
+    assert c.tokens != a.tokens
+
+
+def test_rollback_is_truncation_and_matches_a_fresh_session(engine):
+    a = engine.new_session(config(seed=2))
+    a.plan(until_time=3.0)
+    assert a.speculative > 0
+    steps = a._steps
+    keep = sum(1 for s in steps if s <= 100)  # tokens planned at or before t = 1.0 s (prefix included)
+    planned = len(a.tokens)
+    counter = Counting(a.cache)
+    result = a.insert(1.0, mido.Message("note_on", note=64, velocity=80))
+    inserted = len(a.tokens) - keep
+    assert result.rolled_back == planned - keep and result.time == 1.0
+    assert counter.tokens == inserted  # only the player's tokens ran: the committed past was not recomputed
+    assert a.cache.length == len(a.tokens) and a.speculative == 0
+
+    b = engine.new_session(config(seed=2))
+    b.generate(n_tokens=keep - len(b.tokens))
+    b.insert(1.0, mido.Message("note_on", note=64, velocity=80))
+    assert a.tokens == b.tokens
+    assert np.abs(a._next_logits() - b._next_logits()).max() < 1e-4
+    assert V.note_on_token(0, 64) == a.tokens[-1]
+
+
+def test_insert_earlier_than_committed_time_is_placed_at_it(engine):
+    s = engine.new_session(config(seed=3))
+    s.plan(until_time=2.0)
+    s.commit(until_time=1.5)
+    committed = s.committed_time
+    r = s.insert(0.2, mido.Message("note_on", note=60, velocity=64))
+    assert r.time == pytest.approx(committed)
+    assert s.insert(0.3, mido.Message("note_off", note=61)).rolled_back == 0  # not held: no tokens, no rollback
+
+
+def test_window_slides_keep_memory_bounded(engine):
+    s = engine.new_session(config(seed=6, slide_tokens=40))
+    counter = Counting(s.cache)
+    prefix = s.config.prefix()
+    for i in range(12):
+        s.generate(n_tokens=100)
+        s.insert(s.time + 0.05, mido.Message("note_on", note=60 + i % 5, velocity=70))
+        assert s.tokens[: len(prefix)] == prefix
+        assert len(s.tokens) == s.cache.length <= s.cache.capacity
+    assert counter.max_length <= s.cache.capacity and s.dropped >= 1000
+    assert s.dropped % 40 == 0
+
+
+def test_best_of_n_keeps_one_candidate(engine):
+    s = engine.new_session(config(seed=8))
+    start = len(s.tokens)
+    s.generate(n_tokens=16, best_of=3)
+    assert len(s.tokens) == start + 16 == s.cache.length
+    t = engine.new_session(config(seed=8))
+    t.generate(n_tokens=16, best_of=3)
+    assert t.tokens == s.tokens
+
+
+def test_session_errors(engine):
+    s = engine.new_session(config(player_instrument=None))
+    with pytest.raises(EngineError, match="player_instrument"):
+        s.insert(0.0, mido.Message("note_on", note=60, velocity=60))
+    with pytest.raises(EngineError):
+        s.generate()
