@@ -79,7 +79,7 @@ class Client:
             sock.curve_serverkey, _ = zmq.auth.load_certificate(folder / "server.key")
         except (OSError, ValueError) as exc:
             raise ClientError(f"keys in {folder}: {exc}; create them with `musebridge keys {folder}`",
-                              "unauthorized") from None
+                              "keys") from None
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
@@ -124,8 +124,9 @@ class Client:
         return True
 
     def events(self, topics: tuple[str, ...] = ("",), timeout: float | None = None) -> Iterator[P.Event]:
-        """Yield published events (all topics by default). Stops after `timeout` seconds without an event
-        (None: wait forever)."""
+        """Subscribe now (all topics by default) and return an iterator of published events. The iterator stops
+        after `timeout` seconds without an event (None: waits forever). ZeroMQ subscriptions take a moment to
+        reach the server: events published in the first few milliseconds may be missed."""
         if self._sub is None:
             sub = self._ctx.socket(zmq.SUB)
             sub.setsockopt(zmq.LINGER, 0)
@@ -134,11 +135,14 @@ class Client:
             self._sub = sub
         for topic in topics:
             self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+        return self._receive(self._sub, timeout)
+
+    @staticmethod
+    def _receive(sub: zmq.Socket, timeout: float | None) -> Iterator[P.Event]:
         while True:
-            if not self._sub.poll(None if timeout is None else int(timeout * 1000)):
+            if not sub.poll(None if timeout is None else int(timeout * 1000)):
                 return
-            frames = self._sub.recv_multipart()
             try:
-                yield P.decode_event(frames)
+                yield P.decode_event(sub.recv_multipart())
             except P.ProtocolError:
                 continue

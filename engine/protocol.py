@@ -35,7 +35,6 @@ ERRORS: dict[str, str] = {
     "bad_argument": "an argument is missing, unknown, of the wrong type or out of range",
     "session_not_found": "no session with that id (closed, reclaimed after its timeout, or never created)",
     "overloaded": "the server has too many sessions or too much queued work; retry later",
-    "unauthorized": "the peer is not allowed to connect (CURVE keys)",
     "internal": "the server failed on a valid request; it keeps running (a bug: please report)",
 }
 

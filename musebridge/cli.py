@@ -15,6 +15,9 @@ from musebridge import __version__
 # name -> (module, one-line help). Only subcommands that work are listed here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tokens": ("musebridge.engine.tokens_cli", "tokenize a MIDI file: statistics, tokens, round trip"),
+    "serve": ("musebridge.engine.serve_cli", "run the engine server (ZeroMQ commands and events)"),
+    "ctl": ("musebridge.engine.ctl_cli", "talk to a running server: status, set, watch, call"),
+    "keys": ("musebridge.engine.keys_cli", "make CURVE keys for a server listening beyond loopback"),
     "corpus": ("musebridge.export.corpus_cli", "build the training corpus (music21 corpus, MIDI folders); stats"),
     "train": ("musebridge.export.train_cli", "train a model on a token corpus (one device or torchrun DDP)"),
     "eval": ("musebridge.export.evaluate", "NLL per token and per note of a model vs an n-gram baseline"),

@@ -1,0 +1,51 @@
+"""`musebridge serve`: run the engine server until SIGINT/SIGTERM (see engine/server.py, docs/protocol.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
+from .errors import EngineError
+from .server import Server, ServerConfig
+from .service import Service
+from .session import Engine
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="MODEL.onnx", help="model file (default: the bundled model)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on (default: loopback; any "
+                        "other address needs --keys)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="request/reply TCP port")
+    parser.add_argument("--pub-port", type=int, default=DEFAULT_PUB_PORT, help="event TCP port")
+    parser.add_argument("--ipc", metavar="DIR", help="listen on ipc:// sockets in DIR instead of TCP")
+    parser.add_argument("--keys", metavar="DIR", help="CURVE keys from `musebridge keys DIR`")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per session step")
+    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--session-timeout", type=float, default=300.0, metavar="S",
+                        help="close sessions unused for S seconds (default 300)")
+    parser.add_argument("--max-sessions", type=int, default=16)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = ServerConfig(host=args.host, port=args.port, pub_port=args.pub_port, ipc=args.ipc, keys=args.keys,
+                          session_timeout=args.session_timeout)
+    try:
+        engine = Engine.load(args.model, threads=args.threads, provider=args.provider)
+        server = Server(config, Service(engine, max_sessions=args.max_sessions, model_name=args.model or ""))
+    except EngineError as exc:
+        print(f"musebridge serve: {exc}", file=sys.stderr)
+        return 2
+    server.install_signal_handlers()
+    rep, pub = server.endpoints
+    print(f"musebridge serve: model {engine.model.info.path} on {engine.model.provider}; "
+          f"commands {rep}, events {pub}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+    print("musebridge serve: stopped", flush=True)
+    return 0

@@ -1,0 +1,222 @@
+"""The server's command layer: protocol commands -> engine sessions. No sockets here (see engine/server.py).
+
+`Service.handle(cmd, args)` returns (result, events): the reply's result object and the events to publish, each
+(topic, session id, data). Arguments were already checked against protocol.COMMANDS; values that need the
+engine's knowledge (style and instrument names, keys) are checked here and refused with ProtocolError.
+
+Event dicts on the wire (feed arguments and generated notes) are mido message fields plus the time in seconds:
+    {"t": 1.25, "type": "note_on", "channel": 0, "note": 60, "velocity": 90}
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import mido
+import numpy as np
+
+from . import protocol as P
+from . import vocab as V
+from .codec import Timed
+from .instruments import INSTRUMENT_NAMES
+from .sampler import SamplingConfig, scale_pitch_classes
+from .session import Engine, Session, SessionConfig
+
+EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
+STREAM_CHUNK_TOKENS = 32  # generate publishes notes after every chunk of this many tokens
+
+
+@dataclass
+class LiveSession:
+    session: Session
+    params: dict
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+def _bad(message: str) -> P.ProtocolError:
+    return P.ProtocolError("bad_argument", message)
+
+
+def _instrument(name: str) -> int:
+    if name not in INSTRUMENT_NAMES:
+        raise _bad(f"unknown instrument {name!r}; choose from: {', '.join(INSTRUMENT_NAMES)}")
+    return INSTRUMENT_NAMES.index(name)
+
+
+def session_config(params: dict) -> SessionConfig:
+    """Build a SessionConfig from protocol parameters (names as on the wire, see protocol.PARAMS)."""
+    style = params.get("style", "unknown")
+    if style not in V.STYLES:
+        raise _bad(f"unknown style {style!r}; choose from: {', '.join(V.STYLES)}")
+    instruments = tuple(_instrument(n) for n in params.get("instruments", ["piano"]))
+    player = params.get("player_instrument")
+    player = None if player is None else _instrument(player)
+    if not set(instruments) - {player}:
+        raise _bad("instruments must name at least one instrument other than player_instrument")
+    try:
+        sampling = SamplingConfig(temperature=params.get("temperature", 1.0), top_k=params.get("top_k", 0),
+                                  top_p=params.get("top_p", 1.0), min_p=params.get("min_p", 0.0),
+                                  seed=params.get("seed"))
+        scale = None
+        if params.get("key"):
+            root, _, mode = params["key"].partition(" ")
+            scale = scale_pitch_classes(root, mode or "major")
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    low, high = params.get("pitch_low", 0), params.get("pitch_high", 127)
+    if low > high:
+        raise _bad(f"pitch_low {low} is above pitch_high {high}")
+    ranges = tuple((i, low, high) for i in instruments) if ("pitch_low" in params or "pitch_high" in params) else ()
+    return SessionConfig(style=style, instruments=instruments, player_instrument=player, sampling=sampling,
+                         scale=scale, pitch_ranges=ranges, max_polyphony=params.get("polyphony"))
+
+
+def message_from_dict(event: dict) -> Timed:
+    """A wire event -> Timed(seconds, mido.Message); raises ProtocolError(bad_argument) naming the problem."""
+    fields = dict(event)
+    t = fields.pop("t", None)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1e7:
+        raise _bad(f"event {event!r}: 't' must be seconds >= 0")
+    if fields.get("type") not in EVENT_TYPES:
+        raise _bad(f"event {event!r}: 'type' must be one of {', '.join(EVENT_TYPES)}")
+    try:
+        return Timed(float(t), mido.Message(**fields))
+    except (TypeError, ValueError) as exc:
+        raise _bad(f"event {event!r}: {exc}") from None
+
+
+def message_to_dict(item: Timed) -> dict:
+    fields = item.msg.dict()
+    fields.pop("time", None)
+    return {"t": round(item.time, 6), **fields}
+
+
+class Service:
+    """Sessions by id over one loaded Engine. max_sessions: more are refused with `overloaded`."""
+
+    def __init__(self, engine: Engine, max_sessions: int = 16, model_name: str = ""):
+        self.engine = engine
+        self.max_sessions = max_sessions
+        self.model_name = model_name
+        self.sessions: dict[str, LiveSession] = {}
+        self._ids = itertools.count(1)
+        self._started = time.monotonic()
+        self._token_ms: deque[float] = deque(maxlen=2000)
+        self._handlers = {
+            "status": self.status,
+            "session.create": self.create,
+            "session.close": self.close,
+            "session.list": self.list,
+            "feed": self.feed,
+            "generate": self.generate,
+            "set": self.set,
+            "reset": self.reset,
+        }
+        assert set(self._handlers) == set(P.COMMANDS)
+
+    def handle(self, cmd: str, args: dict) -> tuple[dict, list[tuple[str, str | None, dict]]]:
+        return self._handlers[cmd](args)
+
+    def reap(self, timeout: float) -> list[str]:
+        """Close sessions unused for `timeout` seconds; returns their ids."""
+        now = time.monotonic()
+        gone = [sid for sid, s in self.sessions.items() if now - s.last_seen > timeout]
+        for sid in gone:
+            del self.sessions[sid]
+        return gone
+
+    def _get(self, args: dict) -> tuple[str, LiveSession]:
+        sid = args["session"]
+        live = self.sessions.get(sid)
+        if live is None:
+            raise P.ProtocolError("session_not_found", f"no session {sid!r}; create one with session.create")
+        live.last_seen = time.monotonic()
+        return sid, live
+
+    # -- commands ----------------------------------------------------------------------------------------
+    def status(self, args: dict):
+        info = self.engine.model.info
+        ms = np.array(self._token_ms) if self._token_ms else None
+        latency = {} if ms is None else {"token_p50_ms": float(np.percentile(ms, 50)),
+                                         "token_p99_ms": float(np.percentile(ms, 99)), "tokens": len(ms)}
+        return {"model": self.model_name or info.path, "provider": self.engine.model.provider,
+                "layers": info.n_layer, "width": info.n_embd, "context": info.block_size,
+                "vocab": info.vocab.get("sha256", "")[:12], "sessions": len(self.sessions),
+                "max_sessions": self.max_sessions, "uptime_s": round(time.monotonic() - self._started, 3),
+                "latency": latency, "protocol": P.PROTOCOL_VERSION}, []
+
+    def create(self, args: dict):
+        if len(self.sessions) >= self.max_sessions:
+            raise P.ProtocolError("overloaded", f"{len(self.sessions)} sessions open, the limit is "
+                                  f"{self.max_sessions}; close one or start the server with --max-sessions")
+        params = {"mode": "respond", **args}
+        session = self.engine.new_session(session_config(params))
+        sid = f"s{next(self._ids)}"
+        self.sessions[sid] = LiveSession(session, params)
+        return {"session": sid, "params": params}, [("session", sid, {"state": "created", "params": params})]
+
+    def close(self, args: dict):
+        sid, _ = self._get(args)
+        del self.sessions[sid]
+        return {"session": sid}, [("session", sid, {"state": "closed"})]
+
+    def list(self, args: dict):
+        now = time.monotonic()
+        return {"sessions": [{"session": sid, "params": s.params, "idle_s": round(now - s.last_seen, 3),
+                              "time": s.session.time} for sid, s in self.sessions.items()]}, []
+
+    def feed(self, args: dict):
+        sid, live = self._get(args)
+        items = [message_from_dict(e) for e in args["events"]]  # validate all before changing anything
+        if live.session.config.player_instrument is None:
+            raise _bad("this session has no player_instrument; set one with `set` first")
+        rolled = 0
+        for item in sorted(items, key=lambda i: i.time):
+            rolled += live.session.feed(item).rolled_back
+        return {"session": sid, "fed": len(items), "rolled_back": rolled, "time": live.session.time}, []
+
+    def generate(self, args: dict):
+        sid, live = self._get(args)
+        if not any(k in args for k in ("until", "notes", "max_tokens")):
+            raise _bad("generate needs 'until' (seconds), 'notes' or 'max_tokens'")
+        best_of = live.params.get("best_of", 1)
+        budget, notes_left = args.get("max_tokens", 4096), args.get("notes")
+        out, events, start = [], [], time.perf_counter()
+        before = len(live.session.tokens) + live.session.dropped
+        while budget > 0 and (notes_left is None or notes_left > 0):
+            chunk = budget if best_of > 1 else min(budget, STREAM_CHUNK_TOKENS)
+            mark = len(live.session.tokens) + live.session.dropped
+            new = live.session.generate(n_tokens=chunk, n_notes=notes_left, until_time=args.get("until"),
+                                        best_of=best_of, max_tokens=chunk)
+            made = len(live.session.tokens) + live.session.dropped - mark
+            budget -= made
+            notes = [message_to_dict(e) for e in new]
+            out += notes
+            if notes_left is not None:
+                notes_left -= sum(1 for n in notes if n["type"] == "note_on" and n["velocity"] > 0)
+            if notes:
+                events.append(("note", sid, {"notes": notes}))
+            if made < chunk or best_of > 1:
+                break
+        tokens = len(live.session.tokens) + live.session.dropped - before
+        ms = (time.perf_counter() - start) * 1000
+        if tokens:
+            self._token_ms.extend([ms / tokens] * min(tokens, 64))
+        events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
+        return {"session": sid, "notes": out, "tokens": tokens, "time": live.session.time}, events
+
+    def set(self, args: dict):
+        sid, live = self._get(args)
+        changes = {k: v for k, v in args.items() if k != "session"}
+        params = {**live.params, **changes}
+        live.session.reconfigure(session_config(params))
+        live.params = params
+        return {"session": sid, "params": params}, [("param", sid, {"changed": changes})]
+
+    def reset(self, args: dict):
+        sid, live = self._get(args)
+        live.session = self.engine.new_session(session_config(live.params))
+        return {"session": sid}, [("session", sid, {"state": "reset"})]

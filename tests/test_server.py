@@ -1,0 +1,260 @@
+"""The engine server as its own process (`musebridge serve`), driven through the real client over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from musebridge.engine import protocol as P
+from musebridge.engine.client import Client, ClientConfig, ClientError
+from musebridge.engine.keys_cli import make_keys
+from tests.model_fixtures import export_small
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A `musebridge serve` subprocess on free loopback ports."""
+
+    def __init__(self, model, *extra, host="127.0.0.1"):
+        self.port, self.pub_port = free_port(), free_port()
+        cmd = [sys.executable, "-m", "musebridge", "serve", "--model", str(model), "--host", host,
+               "--port", str(self.port), "--pub-port", str(self.pub_port), *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.config = ClientConfig(endpoint=f"tcp://127.0.0.1:{self.port}",
+                                   events_endpoint=f"tcp://127.0.0.1:{self.pub_port}", timeout=10.0)
+
+    def client(self, **kw) -> Client:
+        return Client(ClientConfig(**{**self.config.__dict__, **kw}), context=zmq.Context())
+
+    def wait_ready(self, keys=None) -> None:
+        with self.client(keys=keys, timeout=0.5) as c:
+            for _ in range(120):
+                if c.ping(timeout=0.5):
+                    return
+                assert self.proc.poll() is None, self.proc.communicate()
+        raise AssertionError("server did not answer status")
+
+    def stop(self) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=20)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return export_small(tmp_path_factory.mktemp("model"))[1]
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    s = Served(model, "--max-sessions", "4", "--session-timeout", "3")
+    s.wait_ready()
+    yield s
+    s.stop()
+
+
+def test_session_lifecycle_and_generation(server):
+    with server.client() as c:
+        status = c.call("status")
+        assert status["protocol"] == P.PROTOCOL_VERSION and status["context"] == 128
+        sid = c.call("session.create", style="bach", instruments=["strings", "piano"], player_instrument="piano",
+                     seed=3)["session"]
+        assert sid in [s["session"] for s in c.call("session.list")["sessions"]]
+        fed = c.call("feed", session=sid, events=[{"t": 0.0, "type": "note_on", "note": 60, "velocity": 80},
+                                                   {"t": 0.5, "type": "note_off", "note": 60}])
+        assert fed["fed"] == 2
+        out = c.call("generate", session=sid, max_tokens=200)
+        assert out["tokens"] > 0
+        ons = [n for n in out["notes"] if n["type"] == "note_on"]
+        assert ons, "a random model still plays notes"
+        assert {n["channel"] for n in ons} == {5}  # strings only: never the player's piano (channel 0)
+        assert all(n["t"] >= 0.5 for n in ons)  # after what the player fed
+        assert c.call("status")["latency"]["tokens"] > 0
+        c.call("session.close", session=sid)
+        with pytest.raises(ClientError) as info:
+            c.call("generate", session=sid, notes=1)
+        assert info.value.code == "session_not_found"
+
+
+def test_same_seed_same_notes(server):
+    with server.client() as c:
+        runs = []
+        for _ in range(2):
+            sid = c.call("session.create", instruments=["piano"], seed=11, temperature=0.9)["session"]
+            runs.append(c.call("generate", session=sid, max_tokens=120)["notes"])
+            c.call("session.close", session=sid)
+        assert runs[0] == runs[1]
+
+
+def test_parameter_changes_are_published(server):
+    with server.client() as c:
+        events = c.events(("param",), timeout=5.0)
+        sid = c.call("session.create", instruments=["organ"], seed=1)["session"]
+        time.sleep(0.3)  # let the subscription reach the publisher
+        c.call("set", session=sid, temperature=0.5, style="folk", instruments=["voice", "organ"])
+        event = next(events)
+        assert event.session == sid and event.data["changed"]["temperature"] == 0.5
+        out = c.call("generate", session=sid, max_tokens=150)
+        assert {n["channel"] for n in out["notes"] if n["type"] == "note_on"} <= {6, 2}
+        c.call("session.close", session=sid)
+
+
+def test_bad_arguments_and_overload(server):
+    with server.client() as c:
+        for args, code in [({"style": "polka"}, "bad_argument"), ({"instruments": ["kazoo"]}, "bad_argument"),
+                           ({"key": "H major"}, "bad_argument"), ({"temperature": "hot"}, "bad_argument")]:
+            with pytest.raises(ClientError) as info:
+                c.call("session.create", **args)
+            assert info.value.code == code
+        with pytest.raises(ClientError) as info:
+            c.call("dance")
+        assert info.value.code == "unknown_command"
+        ids = [c.call("session.create")["session"] for _ in range(4 - len(c.call("session.list")["sessions"]))]
+        with pytest.raises(ClientError) as info:
+            c.call("session.create")
+        assert info.value.code == "overloaded"
+        for sid in ids:
+            c.call("session.close", session=sid)
+
+
+def test_idle_sessions_are_reclaimed(server):
+    with server.client() as c:
+        events = c.events(("session",), timeout=10.0)
+        time.sleep(0.3)
+        sid = c.call("session.create")["session"]
+        reclaimed = next(e for e in events if e.data.get("state") == "reclaimed")
+        assert reclaimed.session == sid
+        assert sid not in [s["session"] for s in c.call("session.list")["sessions"]]
+
+
+def test_a_client_that_stops_reading_stalls_nobody(server):
+    ctx = zmq.Context()
+    greedy = ctx.socket(zmq.DEALER)
+    greedy.setsockopt(zmq.SNDHWM, 0)
+    greedy.setsockopt(zmq.RCVHWM, 1)
+    greedy.connect(server.config.endpoint)
+    sub = ctx.socket(zmq.SUB)  # a subscriber that never reads
+    sub.setsockopt(zmq.RCVHWM, 1)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(server.config.events_endpoint)
+    request = P.encode_request(P.Request("g", "session.list", {}))
+    for _ in range(5000):
+        greedy.send_multipart([b"", request])
+    with server.client() as c:
+        sid = c.call("session.create", instruments=["bass"])["session"]
+        assert c.call("generate", session=sid, max_tokens=50)["tokens"] > 0
+        assert c.call("status")["sessions"] >= 1
+        c.call("session.close", session=sid)
+    greedy.close(0)
+    sub.close(0)
+    ctx.term()
+
+
+def test_fuzz_ten_thousand_bad_messages(server):
+    rng = random.Random(7)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(server.config.endpoint)
+    samples = [b"", b"{", b"[]", b"null", b'{"v":1}', b'{"v":1,"id":"x","cmd":"feed","args":{"session":1}}',
+               json.dumps({"v": 1, "id": "x", "cmd": "set", "args": {"session": "s1", "seed": -1}}).encode()]
+    for i in range(10_000):
+        kind = i % 4
+        if kind == 0:
+            frames = [b"", bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 200)))]
+        elif kind == 1:
+            frames = [b""] + [rng.choice(samples) for _ in range(rng.choice([0, 2, 3]))]
+        elif kind == 2:
+            frames = [b"", rng.choice(samples)]
+        else:
+            frames = [b"", b"x" * (P.MAX_MESSAGE_BYTES + 1)]
+        sock.send_multipart(frames)
+    replies = 0
+    while sock.poll(2000):
+        frames = sock.recv_multipart()
+        reply = P.decode_reply(frames[-1])
+        assert not reply.ok and reply.error_code in P.ERRORS
+        replies += 1
+    assert replies >= 9000  # every well-framed message got an error reply
+    sock.close(0)
+    ctx.term()
+    with server.client() as c:
+        assert c.call("status")["protocol"] == P.PROTOCOL_VERSION
+
+
+def test_non_loopback_needs_keys(model, tmp_path):
+    s = Served(model, host="0.0.0.0")
+    _, err = s.proc.communicate(timeout=60)
+    code = s.proc.returncode
+    assert code == 2 and "--keys" in err and "Traceback" not in err
+
+
+def test_curve_keys_refuse_unauthenticated_clients(model, tmp_path):
+    keys = tmp_path / "keys"
+    make_keys(keys)
+    s = Served(model, "--keys", str(keys), host="0.0.0.0")
+    try:
+        s.wait_ready(keys=str(keys))
+        with s.client(keys=str(keys)) as c:
+            assert c.call("status")["protocol"] == P.PROTOCOL_VERSION
+        with s.client(timeout=1.0) as plain, pytest.raises(ClientError) as info:
+            plain.call("status")
+        assert info.value.code == "timeout"
+        stranger = tmp_path / "stranger"
+        make_keys(stranger)  # a valid key pair the server never authorized
+        (stranger / "server.key").write_bytes((keys / "server.key").read_bytes())
+        with s.client(keys=str(stranger), timeout=1.0) as c, pytest.raises(ClientError):
+            c.call("status")
+    finally:
+        s.stop()
+
+
+def test_sigterm_tells_clients_and_exits_cleanly(model):
+    s = Served(model)
+    s.wait_ready()
+    with s.client() as c:
+        events = c.events(("server",), timeout=10.0)
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGTERM)
+        event = next(events)
+        assert event.data["state"] == "stopping"
+    code, out, err = s.stop()
+    assert code == 0 and "Traceback" not in err
+
+
+def test_missing_model_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "musebridge", "serve", "--model", str(tmp_path / "nope.onnx")],
+                          capture_output=True, text=True, timeout=60, env={**os.environ})
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "nope.onnx" in proc.stderr
+
+
+def test_a_failing_command_is_an_internal_error_and_the_server_survives():
+    from musebridge.engine.server import Server, ServerConfig
+
+    class Broken:  # a service with a bug: the one thing a real service cannot be made to do on purpose
+        def handle(self, cmd, args):
+            raise RuntimeError("boom")
+
+    srv = Server(ServerConfig(port=free_port(), pub_port=free_port()), Broken())
+    try:
+        frame = srv.handle_frames([b"", P.encode_request(P.Request("7", "status", {}))])
+        reply = P.decode_reply(frame)
+        assert (reply.id, reply.ok, reply.error_code) == ("7", False, "internal")
+        assert "boom" in reply.error_message
+    finally:
+        srv.close()
