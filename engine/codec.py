@@ -10,14 +10,18 @@ Rules (documented in docs/architecture.md):
   encoder's current time (live jitter) is encoded at the current time.
 - Note-on with velocity 0 is a note-off. A note-off without a sounding note is dropped. Overlapping notes of the
   same pitch on one channel are paired first-in, first-out.
-- CC64 >= 64 is pedal down, < 64 pedal up; only changes produce tokens. CC120/CC123 end every note on the channel.
+- CC64 >= 64 is pedal down, < 64 pedal up. The pedal of an instrument class is down while any of its channels
+  holds it; only changes of that produce tokens. A pedal is released for the class that pressed it, even if the
+  channel's program changed meanwhile. CC120/CC123 end every note on the channel.
 - Program changes set the channel's instrument class (channel 10 is always drums); they produce no token.
 - ``finish()`` ends the notes still sounding at the end time.
+- Times must be finite, >= 0 and at most MAX_TIME_S; tokens must be ints (or numpy integers) in the vocabulary.
+  Anything else raises CodecError.
 """
 
 from __future__ import annotations
 
-import math
+import operator
 from collections import defaultdict, deque
 from typing import NamedTuple
 
@@ -29,6 +33,7 @@ from .instruments import DRUM_CHANNEL, DRUMS, INSTRUMENTS, instrument_class
 
 ALL_NOTES_OFF_CCS = (120, 123)  # all sound off, all notes off
 SUSTAIN_CC = 64
+MAX_TIME_S = 24 * 3600.0  # a stream lasts at most a day: later times are refused, not encoded as 8.6M tokens
 
 
 class Timed(NamedTuple):
@@ -39,8 +44,9 @@ class Timed(NamedTuple):
 
 
 def _grid_step(time_s: float) -> int:
-    if not isinstance(time_s, (int, float)) or not math.isfinite(time_s) or time_s < 0:
-        raise CodecError(f"event time must be a finite number of seconds >= 0, got {time_s!r}")
+    """Nearest grid step of a time in seconds; CodecError unless 0 <= time_s <= MAX_TIME_S."""
+    if isinstance(time_s, bool) or not isinstance(time_s, (int, float)) or not 0 <= time_s <= MAX_TIME_S:
+        raise CodecError(f"event time must be a number of seconds from 0 to {MAX_TIME_S:.0f}, got {time_s!r}")
     return int(round(time_s / V.GRID_S))
 
 
@@ -52,7 +58,7 @@ class EventEncoder:
         self._velocity_bin: int | None = None
         self._programs = [0] * 16
         self._held: dict[tuple[int, int], deque[int]] = defaultdict(deque)  # (channel, pitch) -> classes
-        self._pedal = [False] * 16
+        self._pedal: dict[int, int] = {}  # channel -> class it pressed the pedal for
         self.instruments: set[int] = set()  # classes that played at least one note
         self.notes = 0  # note-ons encoded
         self._handlers = {
@@ -86,13 +92,11 @@ class EventEncoder:
         tokens."""
         step = self._step if time_s is None else max(_grid_step(time_s), self._step)
         events = []
-        for (channel, pitch), classes in sorted(self._held.items()):
+        for (_channel, pitch), classes in sorted(self._held.items()):
             events += [V.note_off_token(c, pitch) for c in classes]
         self._held.clear()
-        for channel, down in enumerate(self._pedal):
-            if down:
-                self._pedal[channel] = False
-                events.append(V.pedal_token(instrument_class(self._programs[channel], channel), False))
+        for channel in sorted(self._pedal):
+            events += self._pedal_change(channel, False)
         return (self._advance(step) + events) if events else []
 
     def _advance(self, step: int) -> list[int]:
@@ -129,17 +133,23 @@ class EventEncoder:
 
     def _control(self, msg: mido.Message) -> list[int]:
         if msg.control == SUSTAIN_CC:
-            down = msg.value >= 64
-            if down == self._pedal[msg.channel]:
-                return []
-            self._pedal[msg.channel] = down
-            return [V.pedal_token(instrument_class(self._programs[msg.channel], msg.channel), down)]
+            return self._pedal_change(msg.channel, msg.value >= 64)
         if msg.control in ALL_NOTES_OFF_CCS:
             tokens = []
             for key in sorted(k for k in self._held if k[0] == msg.channel):
                 tokens += [V.note_off_token(c, key[1]) for c in self._held.pop(key)]
             return tokens
         return []
+
+    def _pedal_change(self, channel: int, down: bool) -> list[int]:
+        """Pedal token for a channel's pedal going down/up, if it changes its class's pedal state."""
+        if down == (channel in self._pedal):
+            return []
+        cls = instrument_class(self._programs[channel], channel) if down else self._pedal.pop(channel)
+        held_elsewhere = cls in self._pedal.values()  # another channel of the class holds it down
+        if down:
+            self._pedal[channel] = cls
+        return [] if held_elsewhere else [V.pedal_token(cls, down)]
 
     def _program(self, msg: mido.Message) -> list[int]:
         self._programs[msg.channel] = msg.program
@@ -187,11 +197,12 @@ class EventDecoder:
 
     def feed(self, token: int) -> list[Timed]:
         """Decode one token id (0..VOCAB_SIZE-1); raises CodecError for anything else."""
-        if isinstance(token, bool) or not isinstance(token, int):
-            try:
-                token = int(token)  # numpy integers
-            except (TypeError, ValueError):
-                raise CodecError(f"token must be an integer, got {token!r}") from None
+        try:
+            if isinstance(token, bool):
+                raise TypeError
+            token = operator.index(token)  # ints and numpy integers; never floats, strings or bools
+        except TypeError:
+            raise CodecError(f"token must be an integer, got {token!r}") from None
         if not 0 <= token < V.VOCAB_SIZE:
             raise CodecError(f"token {token} outside the vocabulary 0..{V.VOCAB_SIZE - 1}")
         kind, arg = V.token_kind(token)
@@ -211,11 +222,21 @@ class EventDecoder:
     def _msg(self, type_: str, cls: int, **kw) -> Timed:
         return Timed(self.time, mido.Message(type_, channel=self.channels[cls], **kw))
 
+    def _announce(self, cls: int) -> list[Timed]:
+        """Program change for a class's channel before its first message (none for drums)."""
+        if cls in self._announced:
+            return []
+        self._announced.add(cls)
+        if not self._program_changes or cls == DRUMS or self.channels[cls] == DRUM_CHANNEL:
+            return []
+        return [self._msg("program_change", cls, program=self.programs[cls])]
+
     def _pedal_msg(self, cls: int, down: bool) -> list[Timed]:
         if self._pedal[cls] == down:
             return []
         self._pedal[cls] = down
-        return [self._msg("control_change", cls, control=SUSTAIN_CC, value=127 if down else 0)]
+        value = 127 if down else 0
+        return self._announce(cls) + [self._msg("control_change", cls, control=SUSTAIN_CC, value=value)]
 
     def _nothing(self, arg: int) -> list[Timed]:
         return []
@@ -254,11 +275,7 @@ class EventDecoder:
 
     def _note_on(self, arg: int) -> list[Timed]:
         cls, pitch = divmod(arg, V.N_PITCHES)
-        out = []
-        if cls not in self._announced:
-            self._announced.add(cls)
-            if self._program_changes and cls != DRUMS and self.channels[cls] != DRUM_CHANNEL:
-                out.append(self._msg("program_change", cls, program=self.programs[cls]))
+        out = self._announce(cls)
         self._held[(cls, pitch)] = self._held.get((cls, pitch), 0) + 1
         out.append(self._msg("note_on", cls, note=pitch, velocity=self._velocity))
         return out
