@@ -27,7 +27,8 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 def _line(rng: np.random.Generator, inst: int, n_notes: int, step_s: float) -> list[Timed]:
     lo, hi = INSTRUMENTS[inst].low, INSTRUMENTS[inst].high
     channel = 9 if inst == DRUMS else inst % 9
-    pitches = [p for p in range(lo, hi + 1) if p % 12 in SCALE and lo + 8 <= p <= hi - 8]
+    middle = (lo + hi) // 2
+    pitches = [p for p in range(middle - 6, middle + 7) if p % 12 in SCALE]  # one octave of C major
     k = len(pitches) // 2
     events = [Timed(0.0, mido.Message("program_change", channel=channel, program=INSTRUMENTS[inst].program))]
     t = 0.0
