@@ -258,3 +258,37 @@ def test_a_failing_command_is_an_internal_error_and_the_server_survives():
         assert "boom" in reply.error_message
     finally:
         srv.close()
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "musebridge", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_ctl_status_set_and_errors(server):
+    port = ["--port", str(server.port), "--pub-port", str(server.pub_port)]
+    status = run_cli("ctl", "status", *port)
+    assert status.returncode == 0 and json.loads(status.stdout)["protocol"] == P.PROTOCOL_VERSION
+    created = run_cli("ctl", "call", "session.create", '{"instruments": ["reed"]}', *port)
+    sid = json.loads(created.stdout)["session"]
+    changed = run_cli("ctl", "set", "temperature", "0.7", "--session", sid, *port)
+    assert json.loads(changed.stdout)[0]["params"]["temperature"] == 0.7
+    bad = run_cli("ctl", "set", "temperature", "hot", "--session", sid, *port)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "temperature" in bad.stderr
+    run_cli("ctl", "call", "session.close", json.dumps({"session": sid}), *port)
+    nobody = run_cli("ctl", "status", "--port", str(free_port()), "--timeout", "0.5")
+    assert nobody.returncode == 2 and "musebridge serve" in nobody.stderr
+
+
+def test_example_script_switches_style_and_saves(server, tmp_path):
+    out = tmp_path / "answer.mid"
+    proc = subprocess.run([sys.executable, "examples/session_script.py", "engine/data/chorale.mid", str(out),
+                           "--port", str(server.port), "--instruments", "strings", "--style", "bach",
+                           "--then", "folk"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from musebridge.engine.midifile import notes_from_events, read_midi
+
+    midi = read_midi(out)
+    notes = notes_from_events(midi.events, midi.end_time)
+    assert {n.instrument for n in notes} >= {0}  # the player's part is there
+    assert len(notes) >= 163
