@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from musebridge.engine import instruments as I
 from musebridge.engine import vocab as V
 
