@@ -67,6 +67,7 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "auto"  # auto: bfloat16 (or float16) autocast on CUDA, float32 on CPU
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
+    compile: bool = False  # torch.compile the model (worth it on GPUs for long runs)
     progress: bool = True
 
 
@@ -172,6 +173,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
             if self.ddp.world > 1 else self.model
+        if cfg.compile:
+            self.net = torch.compile(self.net)
         bs = self.model_cfg.block_size
         self.train_sampler = WindowSampler(self.train_data, bs, cfg.augment, seed=cfg.seed)
         self.valid_sampler = WindowSampler(self.valid_data, bs, None, seed=cfg.seed)

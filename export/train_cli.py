@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16", "float16"),
                     help="autocast dtype (auto: bfloat16/float16 on CUDA, float32 on CPU)")
     hw.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    hw.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
@@ -68,7 +69,8 @@ def configs_from_args(args: argparse.Namespace):
         max_steps=args.max_steps, minutes=args.minutes, lr=args.lr, min_lr=args.min_lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
         eval_interval=args.eval_interval, eval_windows=args.eval_windows, seed=args.seed, augment=augment,
-        device=args.device, dtype=args.dtype, threads=args.threads, progress=not args.no_progress,
+        device=args.device, dtype=args.dtype, threads=args.threads, compile=args.compile,
+        progress=not args.no_progress,
     )
     return model_cfg, cfg
 
