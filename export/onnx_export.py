@@ -1,9 +1,10 @@
 """ONNX export of the GPT for the engine: one graph for prefill and one-token steps over a KV cache.
 
 The graph is written node by node (onnx.helper), not traced, so that it has as few nodes as the engine needs:
-per layer LayerNorm, one packed QKV MatMul, one com.microsoft GroupQueryAttention (rotary inside, the new keys
+per layer one packed QKV MatMul (+ bias), one com.microsoft GroupQueryAttention (rotary inside, the new keys
 and values written into the cache in place when past and present share one buffer), the output projection, the
-MLP with FastGelu and the residual adds (onnxruntime fuses Add + LayerNorm into SkipLayerNormalization).
+MLP (MatMul, FastGelu with its bias, MatMul), and two com.microsoft SkipLayerNormalization nodes that each do a
+residual add, an output bias and the next LayerNorm: 9 nodes per layer.
 
 Graph interface (B = 1 batch, T new tokens, W cache capacity = block_size, H heads, D head size):
     inputs   input_ids (1, T) int64; seqlens_k (1,) int32 = P + T - 1 (P tokens already cached);
@@ -73,9 +74,19 @@ def _layernorm(b: _Builder, x: str, sd: dict, name: str, out: str) -> str:
     return b.node("LayerNormalization", [x, g, beta], out, axis=-1, epsilon=LN_EPS)
 
 
-def _block(b: _Builder, x: str, sd: dict, i: int, c: GPTConfig) -> str:
+def _skip_layernorm(b: _Builder, x: str, skip: str, bias: str, sd: dict, name: str, out: str,
+                    keep_sum: bool) -> tuple[str, str]:
+    """LayerNorm(x + skip + bias) in one com.microsoft node; also returns the sum (the new residual stream)."""
+    g, beta = b.init(f"{name}.weight", _np(sd[f"{name}.weight"])), b.init(f"{name}.bias", _np(sd[f"{name}.bias"]))
+    outs = [out, "", "", f"{out}_sum"] if keep_sum else [out]
+    b.node("SkipLayerNormalization", [x, skip, g, beta, bias], outs, domain="com.microsoft", epsilon=LN_EPS)
+    return out, f"{out}_sum"
+
+
+def _block(b: _Builder, h: str, res: str, sd: dict, i: int, c: GPTConfig) -> tuple[str, str]:
+    """One transformer block. h = ln_1(res) is given; returns (the next LayerNorm's output, residual stream).
+    The residual adds, output biases and the following LayerNorm are fused into SkipLayerNormalization."""
     p = f"blocks.{i}"
-    h = _layernorm(b, x, sd, f"{p}.ln_1", f"l{i}_ln1")
     qkv = _linear(b, h, sd, f"{p}.attn.qkv", f"l{i}_qkv")  # (1, T, 3C): q, k, v, each heads x D
     attn = b.node(
         "GroupQueryAttention",
@@ -84,15 +95,19 @@ def _block(b: _Builder, x: str, sd: dict, i: int, c: GPTConfig) -> str:
         [f"l{i}_attn", f"present_key_{i}", f"present_value_{i}"],
         domain="com.microsoft", num_heads=c.n_head, kv_num_heads=c.n_head, do_rotary=1, rotary_interleaved=0,
     )
-    a = _linear(b, attn, sd, f"{p}.attn.proj", f"l{i}_proj")
-    x = b.node("Add", [x, a], f"l{i}_res1")
-    h = _layernorm(b, x, sd, f"{p}.ln_2", f"l{i}_ln2")
+    wp = b.init(f"{p}.attn.proj.weight_t", _np(sd[f"{p}.attn.proj.weight"]).T)
+    a = b.node("MatMul", [attn, wp], f"l{i}_proj")
+    proj_bias = b.init(f"{p}.attn.proj.bias", _np(sd[f"{p}.attn.proj.bias"]))
+    h, res = _skip_layernorm(b, res, a, proj_bias, sd, f"{p}.ln_2", f"l{i}_ln2", keep_sum=True)
     w1 = b.init(f"{p}.mlp.0.weight_t", _np(sd[f"{p}.mlp.0.weight"]).T)
-    h = b.node("MatMul", [h, w1], f"l{i}_fc_mm")
-    h = b.node("FastGelu", [h, b.init(f"{p}.mlp.0.bias", _np(sd[f"{p}.mlp.0.bias"]))], f"l{i}_gelu",
+    m = b.node("MatMul", [h, w1], f"l{i}_fc_mm")
+    m = b.node("FastGelu", [m, b.init(f"{p}.mlp.0.bias", _np(sd[f"{p}.mlp.0.bias"]))], f"l{i}_gelu",
                domain="com.microsoft")
-    h = _linear(b, h, sd, f"{p}.mlp.2", f"l{i}_fc2")
-    return b.node("Add", [x, h], f"l{i}_res2")
+    m = b.node("MatMul", [m, b.init(f"{p}.mlp.2.weight_t", _np(sd[f"{p}.mlp.2.weight"]).T)], f"l{i}_fc2")
+    fc2_bias = b.init(f"{p}.mlp.2.bias", _np(sd[f"{p}.mlp.2.bias"]))
+    last = i == c.n_layer - 1
+    ln = "ln_f" if last else f"blocks.{i + 1}.ln_1"
+    return _skip_layernorm(b, res, m, fc2_bias, sd, ln, f"l{i + 1}_ln1", keep_sum=not last)
 
 
 def build_graph(model: GPT) -> onnx.ModelProto:
@@ -103,11 +118,11 @@ def build_graph(model: GPT) -> onnx.ModelProto:
     cos, sin = rope_tables(c)  # (block_size, D/2), the tables the torch model uses
     b.init("rope_cos", _np(cos))
     b.init("rope_sin", _np(sin))
-    x = b.node("Gather", [b.init("wte", _np(sd["wte.weight"])), "input_ids"], "x0", axis=0)
+    res = b.node("Gather", [b.init("wte", _np(sd["wte.weight"])), "input_ids"], "x0", axis=0)
+    h = _layernorm(b, res, sd, "blocks.0.ln_1", "l0_ln1")
     for i in range(c.n_layer):
-        x = _block(b, x, sd, i, c)
-    x = _layernorm(b, x, sd, "ln_f", "ln_f_out")
-    b.node("MatMul", [x, b.init("lm_head_t", _np(sd["lm_head.weight"]).T)], "logits")
+        h, res = _block(b, h, res, sd, i, c)
+    b.node("MatMul", [h, b.init("lm_head_t", _np(sd["lm_head.weight"]).T)], "logits")
 
     H, D = c.n_head, c.head_size
     cache = ["batch", H, "max_seq", D]

@@ -1,0 +1,132 @@
+"""The design steps of the engine's decode path, measured one after the other (docs/benchmarks.md, Decode).
+
+    python bench/decode_steps.py [--checkpoint CKPT] [--steps 300] [--json]
+
+Each variant decodes one token at a context of 1024 (cache of 1023 tokens), `--steps` times, on one random model
+of the default size (or the checkpoint's weights):
+  naive        past k/v fed as inputs, present k/v returned as new arrays (the graph concatenates: ~8 MB copied
+               per token) and fed back
+  inplace      past and present bound to one preallocated buffer per layer (IO binding): nothing copied
+  +opt=basic   the same with onnxruntime's basic graph optimizations only (no fusions)
+  +int8        int8 MatMul weights (dynamic quantization)
+  +threads=2   two intra-op threads (fp32 and int8)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+CTX = 1024
+
+
+def stats(seconds) -> dict:
+    ms = np.asarray(seconds) * 1e3
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4)}
+
+
+def naive(path: Path, steps: int) -> dict:
+    import onnxruntime as ort
+
+    from musebridge.engine.model_file import open_session
+
+    session, info = open_session(path, ["CPUExecutionProvider"], threads=1)
+    shape = (1, info.n_head, CTX - 1, info.head_size)
+    past = {f"past_{k}_{i}": np.random.default_rng(i).normal(size=shape).astype(np.float32)
+            for i in range(info.n_layer) for k in ("key", "value")}
+    names = [o.name for o in session.get_outputs()]
+    times = []
+    for i in range(steps + 10):
+        feeds = {"input_ids": np.array([[i % 3000]], np.int64), "seqlens_k": np.array([CTX - 1], np.int32),
+                 "total_sequence_length": np.array(CTX, np.int32), **past}
+        t0 = time.perf_counter()
+        outs = session.run(names, feeds)
+        times.append(time.perf_counter() - t0)
+        assert outs[1].shape[2] == CTX  # a fresh (1, H, 1024, D) copy per layer
+    del ort
+    return stats(times[10:])
+
+
+def engine(path: Path, steps: int, threads: int, optimization: str = "all") -> dict:
+    from musebridge.engine.runtime import Model, RuntimeOptions
+
+    model = Model.load(path, RuntimeOptions(threads=threads, provider="cpu", optimization=optimization))
+    cache = model.new_cache()
+    cache.forward(np.random.default_rng(0).integers(0, 3000, CTX - 1).tolist())
+    times = []
+    for i in range(steps + 10):
+        t0 = time.perf_counter()
+        cache.forward([i % 3000])
+        times.append(time.perf_counter() - t0)
+        cache.truncate(CTX - 1)
+    return stats(times[10:])
+
+
+def node_counts(path: Path, optimization: str) -> dict:
+    """Nodes of the graph after onnxruntime's optimizations, by op type."""
+    import onnx
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[optimization]
+        options.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        nodes = onnx.load(options.optimized_model_filepath).graph.node
+    return dict(Counter(n.op_type for n in nodes).most_common()) | {"total": len(nodes)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="engine decode design steps at 1024 tokens of context")
+    parser.add_argument("--checkpoint", metavar="CKPT")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from musebridge.engine import vocab as V
+    from musebridge.export.checkpoint import load_checkpoint
+    from musebridge.export.model import GPT, GPTConfig
+    from musebridge.export.onnx_export import export_model, quantize_int8
+
+    if args.checkpoint:
+        model, state = load_checkpoint(args.checkpoint)
+    else:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig()).eval()
+        state = {"config": model.config.to_dict(), "vocab": asdict(V.vocab_info()), "train": {}, "data": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_model(model, state, fp32)
+        quantize_int8(fp32, int8)
+        result = {
+            "naive fp32": naive(fp32, args.steps),
+            "inplace fp32 opt=basic": engine(fp32, args.steps, 1, "basic"),
+            "inplace fp32": engine(fp32, args.steps, 1),
+            "inplace int8": engine(int8, args.steps, 1),
+            "inplace fp32 threads=2": engine(fp32, args.steps, 2),
+            "inplace int8 threads=2": engine(int8, args.steps, 2),
+            "nodes fp32 basic": node_counts(fp32, "basic"),
+            "nodes fp32 all": node_counts(fp32, "all"),
+            "nodes int8 all": node_counts(int8, "all"),
+        }
+    for name, figures in result.items():
+        print(f"{name:24} {figures}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
