@@ -21,6 +21,8 @@ from .errors import MidiFileError
 from .instruments import INSTRUMENTS, instrument_class
 
 DEFAULT_TEMPO = 500_000  # microseconds per beat (120 bpm), as in the MIDI file standard
+WRITE_TICKS_PER_BEAT = 500  # with DEFAULT_TEMPO one tick is exactly 1 ms: decoded grid times are written exactly
+SMPTE_FPS = {24: 24.0, 25: 25.0, 29: 30000 / 1001, 30: 30.0}  # 29 means 30 drop-frame, i.e. 29.97 fps
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, struct.error)
 
 
@@ -55,10 +57,23 @@ class EncodedFile:
     instruments: tuple[int, ...]
 
 
+def _division(path: Path, raw: int) -> int:
+    """The header's time division as an unsigned 16-bit number (mido reads it signed); MidiFileError if unusable.
+    Bit 15 clear: ticks per beat. Set: SMPTE, high byte -frames per second, low byte ticks per frame."""
+    division = raw & 0xFFFF
+    if division & 0x8000:
+        usable = 256 - (division >> 8) in SMPTE_FPS and division & 0xFF > 0
+    else:
+        usable = division > 0
+    if not usable:
+        raise MidiFileError(f"{path}: invalid time division {division:#06x} in the header; the file is damaged")
+    return division
+
+
 def _seconds_per_tick(division: int, tempo: int) -> float:
-    if division & 0x8000:  # SMPTE: high byte is -frames per second, low byte ticks per frame
-        fps = 256 - (division >> 8)
-        return 1.0 / (fps * (division & 0xFF) or 1)
+    """Seconds per tick for a division (see _division) and a tempo in microseconds per beat (ignored by SMPTE)."""
+    if division & 0x8000:
+        return 1.0 / (SMPTE_FPS[256 - (division >> 8)] * (division & 0xFF))
     return tempo / 1e6 / division
 
 
@@ -69,9 +84,7 @@ def read_midi(path: str | os.PathLike) -> MidiEvents:
         mid = mido.MidiFile(path)
     except _READ_ERRORS as exc:
         raise MidiFileError(f"{path}: {_problem(path, exc)}") from None
-    division = mid.ticks_per_beat
-    if division <= 0:
-        raise MidiFileError(f"{path}: invalid time division {division} in the header; the file is damaged")
+    division = _division(path, mid.ticks_per_beat)
     tempo, now, events = DEFAULT_TEMPO, 0.0, []
     for msg in mido.merge_tracks(mid.tracks):
         now += msg.time * _seconds_per_tick(division, tempo)
@@ -138,7 +151,7 @@ def encode_file(path: str | os.PathLike, style: str = "unknown") -> EncodedFile:
 def write_midi(
     events,
     path: str | os.PathLike,
-    ticks_per_beat: int = 480,
+    ticks_per_beat: int = WRITE_TICKS_PER_BEAT,
     tempo: int = DEFAULT_TEMPO,
     track_names: dict[int, str] | None = None,
 ) -> None:
