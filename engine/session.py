@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import mido
 
 from . import vocab as V
-from .codec import EventDecoder, Timed
+from .codec import EventDecoder, EventEncoder, Timed
 from .errors import EngineError
 from .runtime import KVCache, Model, RuntimeOptions
 from .sampler import Constraints, Sampler, SamplingConfig, additive, dynamic_mask, log_prob
@@ -144,6 +144,7 @@ class Session:
         self._slide = config.slide_tokens or max(1, (self.cache.capacity - self._prefix_len) // 4)
         if self._prefix_len + self._slide >= self.cache.capacity:
             raise EngineError(f"slide_tokens {self._slide} leaves no room in a {self.cache.capacity}-token cache")
+        self.cache.plan_slides(self._prefix_len, self._slide)
         self.tokens: list[int] = []  # mirrors the cache
         self._player: list[bool] = []
         self._steps: list[int] = []  # grid step after each token
@@ -309,6 +310,19 @@ class Session:
     def finish(self) -> list[Timed]:
         """Note-offs (and pedal releases) for every engine note still sounding at the end of the timeline."""
         return self._live.decoder.finish()
+
+    def prime(self, events: list[Timed]) -> int:
+        """Append a prompt (timed MIDI messages, seconds from the session start) as committed history the engine
+        continues from, in any instruments; it counts as the engine's own part (its notes may be ended by the
+        engine). Long prompts slide the window as they go. Returns the number of tokens added."""
+        encoder = EventEncoder()
+        tokens: list[int] = []
+        for time_s, msg in events:
+            tokens += encoder.feed(time_s, msg)
+        for i in range(0, len(tokens), self._slide):  # never more than one slide's worth at a time
+            self._append(tokens[i : i + self._slide], player=False)
+        self._commit_to(len(self.tokens))
+        return len(tokens)
 
     def reconfigure(self, config: SessionConfig) -> None:
         """New sampling, constraints or conditioning from the next token on. Sampling and constraints are swapped

@@ -15,6 +15,7 @@ from musebridge import __version__
 # name -> (module, one-line help). Only subcommands that work are listed here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tokens": ("musebridge.engine.tokens_cli", "tokenize a MIDI file: statistics, tokens, round trip"),
+    "generate": ("musebridge.engine.generate_cli", "generate offline: from scratch, --prompt, --melody"),
     "serve": ("musebridge.engine.serve_cli", "run the engine server (ZeroMQ commands and events)"),
     "ctl": ("musebridge.engine.ctl_cli", "talk to a running server: status, set, watch, call"),
     "keys": ("musebridge.engine.keys_cli", "make CURVE keys for a server listening beyond loopback"),
