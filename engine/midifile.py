@@ -104,9 +104,19 @@ def _problem(path: Path, exc: BaseException) -> str:
         return "permission denied; check the file's permissions"
     if path.exists() and path.stat().st_size == 0:
         return "the file is empty; it is not a MIDI file"
+    if not _starts_with(path, b"MThd"):
+        return "not a MIDI file (it does not start with an MThd header); choose a .mid file"
     if isinstance(exc, EOFError):
         return "the file ends in the middle of a MIDI event (truncated); re-export it"
     return f"not a valid MIDI file ({exc}); re-export it from your DAW or notation program"
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(magic)) == magic
+    except OSError:
+        return True  # unreadable: let the caller report the original problem
 
 
 def notes_from_events(events, end_time: float | None = None) -> list[Note]:

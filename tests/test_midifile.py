@@ -195,8 +195,9 @@ def test_sysex_and_meta_messages_are_skipped(tmp_path):
     [
         (None, "no such file"),
         (b"", "empty"),
-        (b"hello, I am text\n", "not a valid MIDI file"),
-        (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a valid MIDI file"),
+        (b"hello, I am text\n", "not a MIDI file"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a MIDI file"),
+        (b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrx" + bytes(8), "not a valid MIDI file"),
         ("truncate", "truncated"),
         ("folder", "folder"),
     ],
