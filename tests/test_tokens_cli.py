@@ -40,9 +40,8 @@ def test_json_output_parses_and_agrees_with_the_file():
     done = tokens(CHORALE, "--json", "--style", "bach")
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
-    assert {"file", "notes", "tokens", "tokens_per_note", "duration_s", "instruments", "token_kinds", "vocab"} <= set(
-        info
-    )
+    fields = {"file", "notes", "tokens", "tokens_per_note", "duration_s", "instruments", "token_kinds", "vocab"}
+    assert fields <= set(info)
     assert info["tokens"] == sum(info["token_kinds"].values())
     assert info["token_kinds"]["note_on"] == info["token_kinds"]["note_off"] == info["notes"]
     assert info["tokens_per_note"] == pytest.approx(info["tokens"] / info["notes"], abs=1e-3)
