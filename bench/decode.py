@@ -212,7 +212,7 @@ def bench_long(path: Path, threads: int, tokens: int) -> dict:
             rss.append(rss_mb())
             session.commit(session.time)
     return {"tokens": tokens, "per_token": stats(list(times)), "max_ms": round(float(times.max()) * 1e3, 3),
-            "slides": len(slides), "slide_step_max_ms": round(max(slides, default=0) * 1e3, 3),
+            "slides": len(slides), "slide_step_max_ms": round(float(max(slides, default=0.0)) * 1e3, 3),
             "cache_capacity": session.cache.capacity, "cache_length": session.cache.length,
             "rss_mb": [round(r, 1) for r in rss],
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1)}

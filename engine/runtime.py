@@ -71,25 +71,45 @@ class Model:
         return self.session.end_profiling() if self.options.profile else ""
 
 
-class KVCache:
-    """One sequence's keys and values, kept between calls. `length` tokens are cached (positions 0..length-1)."""
+class _Buffers:
+    """One set of per-layer key and value buffers (1, H, capacity, D) and their OrtValues (same memory)."""
 
-    def __init__(self, model: Model):
+    def __init__(self, info: ModelInfo):
         import onnxruntime as ort
 
+        shape = (1, info.n_head, info.block_size, info.head_size)
+        self.keys = [np.zeros(shape, np.float32) for _ in range(info.n_layer)]
+        self.values = [np.zeros(shape, np.float32) for _ in range(info.n_layer)]
+        self.ort = [(ort.OrtValue.ortvalue_from_numpy(k), ort.OrtValue.ortvalue_from_numpy(v))
+                    for k, v in zip(self.keys, self.values, strict=True)]
+
+
+def _rotate(dst: np.ndarray, src: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> None:
+    """dst = src (..., D) rotated by the angles whose cos/sin (D/2,) are given (RoPE on halves)."""
+    h = cos.shape[0]
+    x1, x2 = src[..., :h], src[..., h:]
+    r1, r2 = x1 * cos - x2 * sin, x1 * sin + x2 * cos  # temporaries: src and dst may overlap
+    dst[..., :h], dst[..., h:] = r1, r2
+
+
+class KVCache:
+    """One sequence's keys and values, kept between calls. `length` tokens are cached (positions 0..length-1).
+
+    With `plan_slides(keep, drop)` the next slide is prepared in the background: after each step at most
+    `chunk` entries that the slide will keep are copied, rotated, into a second set of buffers, so `slide` only
+    finishes the last few entries and swaps the sets (no latency spike; twice the cache memory)."""
+
+    def __init__(self, model: Model):
         self.model = model
         info = model.info
         self.capacity = info.block_size
         self.length = 0
-        shape = (1, info.n_head, info.block_size, info.head_size)
-        self.keys = [np.zeros(shape, np.float32) for _ in range(info.n_layer)]
-        self.values = [np.zeros(shape, np.float32) for _ in range(info.n_layer)]
         self._binding = model.session.io_binding()
-        for i in range(info.n_layer):
-            for kind, buf in (("key", self.keys[i]), ("value", self.values[i])):
-                value = ort.OrtValue.ortvalue_from_numpy(buf)  # shares the numpy memory
-                self._binding.bind_ortvalue_input(f"past_{kind}_{i}", value)
-                self._binding.bind_ortvalue_output(f"present_{kind}_{i}", value)
+        self._use(_Buffers(info))
+        self._shadow: _Buffers | None = None
+        self._plan: tuple[int, int] | None = None
+        self._chunk = 32
+        self._copied = 0  # entries keep+drop .. keep+drop+copied-1 are in the shadow, rotated
         self._seqlens = np.zeros(1, np.int32)  # P + T - 1
         self._total = np.zeros((), np.int32)  # P + T
         self._binding.bind_cpu_input("seqlens_k", self._seqlens)
@@ -99,6 +119,19 @@ class KVCache:
         self._bound_t = 0
         d = info.head_size
         self._inv_freq = np.float32(info.rope_base) ** (-np.arange(0, d, 2, dtype=np.float32) / np.float32(d))
+
+    def _use(self, buffers: _Buffers) -> None:
+        """Bind a buffer set as both past (input) and present (output): attention writes into it in place."""
+        self._buffers, self.keys, self.values = buffers, buffers.keys, buffers.values
+        for i, (k, v) in enumerate(buffers.ort):
+            self._binding.bind_ortvalue_input(f"past_key_{i}", k)
+            self._binding.bind_ortvalue_output(f"present_key_{i}", k)
+            self._binding.bind_ortvalue_input(f"past_value_{i}", v)
+            self._binding.bind_ortvalue_output(f"present_value_{i}", v)
+
+    def _angles(self, drop: int) -> tuple[np.ndarray, np.ndarray]:
+        angle = -drop * self._inv_freq
+        return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
 
     def _bind_tokens(self, tokens: Sequence[int]) -> np.ndarray:
         t = len(tokens)
@@ -135,6 +168,8 @@ class KVCache:
         self._total[...] = self.length + t
         self.model.session.run_with_iobinding(self._binding)
         self.length += t
+        if self._plan is not None:
+            self._prepare(self._chunk)
         return logits[0]
 
     def truncate(self, n: int) -> None:
@@ -142,30 +177,59 @@ class KVCache:
         if not 0 <= n <= self.length:
             raise EngineError(f"cannot truncate a cache of {self.length} tokens to {n}")
         self.length = n
+        if self._plan is not None:
+            self._copied = max(0, min(self._copied, n - sum(self._plan)))
+
+    def plan_slides(self, keep: int, drop: int, chunk: int = 32) -> None:
+        """Prepare every future slide(keep, drop) in the background, `chunk` entries per step at most."""
+        if not (0 <= keep and 0 < drop and keep + drop < self.capacity and chunk > 0):
+            raise EngineError(f"cannot plan slides dropping {drop} tokens after {keep} in {self.capacity}")
+        self._plan, self._chunk, self._copied = (keep, drop), chunk, 0
+        if self._shadow is None:
+            self._shadow = _Buffers(self.model.info)
+
+    def _prepare(self, budget: int | None) -> None:
+        """Copy up to `budget` (None: all) more kept entries, rotated back by `drop`, into the shadow set."""
+        keep, drop = self._plan
+        start = keep + drop + self._copied
+        n = self.length - start
+        if n <= 0 or (budget is not None and n < budget):
+            return
+        n = n if budget is None else budget
+        cos, sin = self._angles(drop)
+        dst = start - drop
+        for k, v, sk, sv in zip(self.keys, self.values, self._shadow.keys, self._shadow.values, strict=True):
+            _rotate(sk[0, :, dst : dst + n], k[0, :, start : start + n], cos, sin)
+            sv[0, :, dst : dst + n] = v[0, :, start : start + n]
+        self._copied += n
 
     def slide(self, keep: int, drop: int) -> None:
         """Drop entries keep..keep+drop-1 (keeping the first `keep`, the conditioning prefix); the later entries
-        move down by `drop` and their keys are rotated back by `drop` positions. Cost: one pass over the kept
-        entries (no projection recomputed)."""
+        move down by `drop` and their keys are rotated back by `drop` positions; no projection is recomputed.
+        Cost: with a matching plan_slides(), the last < chunk entries and a swap; else one pass over the cache."""
         n = self.length
         if not (0 <= keep and 0 < drop and keep + drop <= n):
             raise EngineError(f"cannot drop {drop} tokens after {keep} from a cache of {n}")
-        m = n - keep - drop
-        angle = -drop * self._inv_freq
-        cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
-        h = self._inv_freq.shape[0]
-        for k, v in zip(self.keys, self.values, strict=True):
-            src = k[0, :, keep + drop : n]
-            x1, x2 = src[..., :h], src[..., h:]
-            r1 = x1 * cos - x2 * sin
-            r2 = x1 * sin + x2 * cos
-            k[0, :, keep : keep + m, :h] = r1
-            k[0, :, keep : keep + m, h:] = r2
-            v[0, :, keep : keep + m] = v[0, :, keep + drop : n]
-        self.length = keep + m
+        if self._plan == (keep, drop):
+            self._prepare(None)  # the last few entries
+            shadow = self._shadow
+            for k, v, sk, sv in zip(self.keys, self.values, shadow.keys, shadow.values, strict=True):
+                sk[0, :, :keep], sv[0, :, :keep] = k[0, :, :keep], v[0, :, :keep]
+            self._shadow = self._buffers
+            self._use(shadow)
+            self._copied = 0
+        else:
+            m = n - keep - drop
+            cos, sin = self._angles(drop)
+            for k, v in zip(self.keys, self.values, strict=True):
+                _rotate(k[0, :, keep : keep + m], k[0, :, keep + drop : n], cos, sin)
+                v[0, :, keep : keep + m] = v[0, :, keep + drop : n]
+            self._copied = 0
+        self.length = n - drop
 
     def copy_from(self, other: KVCache) -> None:
         """Make this cache a copy of another one of the same model (for best-of-N candidates)."""
         for dst, src in zip(self.keys + self.values, other.keys + other.values, strict=True):
             dst[:, :, : other.length] = src[:, :, : other.length]
         self.length = other.length
+        self._copied = 0

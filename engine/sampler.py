@@ -156,12 +156,14 @@ class Sampler:
         if 0 < c.top_k < z.size:
             keep = np.argpartition(-z, c.top_k - 1)[: c.top_k]
             ids, z = ids[keep], z[keep]
-        if c.top_p < 1.0:  # sorting is only needed here: most probable first (ties: lower id first)
-            order = np.argsort(-z, kind="stable")
-            ids, z = ids[order], z[order]
         p = np.exp(z - z.max())
         p /= p.sum()
         if c.top_p < 1.0:
+            # Tokens below (1 - top_p) / n hold less than 1 - top_p together: the nucleus lies above them.
+            head = p >= (1.0 - c.top_p) / p.size
+            ids, p = ids[head], p[head]
+            order = np.argsort(-p, kind="stable")  # most probable first (ties: lower id first)
+            ids, p = ids[order], p[order]
             cut = int(np.searchsorted(np.cumsum(p), c.top_p)) + 1  # smallest prefix reaching top_p
             ids, p = ids[:cut], p[:cut]
         if c.min_p > 0.0:

@@ -76,3 +76,22 @@ def test_default_model_loads_or_says_how_to_make_one():
     else:
         with pytest.raises(ModelError, match="musebridge export"):
             Model.load()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 32])
+def test_background_slides_equal_immediate_slides(model, chunk):
+    t = toks(400, 4)
+    planned, plain = model.new_cache(), model.new_cache()
+    planned.plan_slides(3, 40, chunk=chunk)
+    planned.forward(t[:100])
+    plain.forward(t[:100])
+    for i, x in enumerate(t[100:]):
+        for cache in (planned, plain):
+            if cache.length == cache.capacity:
+                cache.slide(3, 40)
+        if i == 50:  # a rollback in between
+            planned.truncate(90)
+            plain.truncate(90)
+        a, b = planned.forward([x]).copy(), plain.forward([x]).copy()
+        assert planned.length == plain.length <= planned.capacity
+        assert np.abs(a - b).max() < 1e-5
