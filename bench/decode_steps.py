@@ -35,7 +35,6 @@ def stats(seconds) -> dict:
 
 def naive(path: Path, steps: int) -> dict:
     import onnxruntime as ort
-
     from musebridge.engine.model_file import open_session
 
     session, info = open_session(path, ["CPUExecutionProvider"], threads=1)
@@ -75,7 +74,8 @@ def node_counts(path: Path, optimization: str) -> dict:
     import onnx
     import onnxruntime as ort
 
-    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    opt = ort.GraphOptimizationLevel
+    levels = {"basic": opt.ORT_ENABLE_BASIC, "all": opt.ORT_ENABLE_ALL}
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.graph_optimization_level = levels[optimization]
@@ -94,7 +94,6 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
-
     from musebridge.engine import vocab as V
     from musebridge.export.checkpoint import load_checkpoint
     from musebridge.export.model import GPT, GPTConfig
