@@ -172,15 +172,17 @@ class Session:
         return len(self.tokens) - self._commit
 
     def _append(self, tokens: list[int], player: bool) -> list[Timed]:
-        self._ensure_room(len(tokens))
-        logits = self.cache.forward(tokens)
-        self._logits = logits[-1].copy()
+        """Run tokens through the model (in chunks that fit the window) and the stream state."""
         out: list[Timed] = []
-        for t in tokens:
-            out += self._live.apply(t, player)
-            self.tokens.append(t)
-            self._player.append(player)
-            self._steps.append(self._live.step)
+        for i in range(0, len(tokens), self._slide):
+            chunk = tokens[i : i + self._slide]
+            self._ensure_room(len(chunk))
+            self._logits = self.cache.forward(chunk)[-1].copy()
+            for t in chunk:
+                out += self._live.apply(t, player)
+                self.tokens.append(t)
+                self._player.append(player)
+                self._steps.append(self._live.step)
         return out
 
     def _ensure_room(self, n: int) -> None:
@@ -347,6 +349,7 @@ class Session:
         self._prefix_len = len(new_prefix)
         self.cache.truncate(0)
         self._logits = self.cache.forward(self.tokens)[-1].copy()
+        self.cache.plan_slides(self._prefix_len, self._slide)  # slides now keep the new prefix
 
 
 class Engine:

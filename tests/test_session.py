@@ -137,3 +137,16 @@ def test_session_errors(engine):
         s.insert(0.0, mido.Message("note_on", note=60, velocity=60))
     with pytest.raises(EngineError):
         s.generate()
+
+
+def test_reconfigure_new_instruments_keeps_the_timeline_and_bounds(engine):
+    s = engine.new_session(config(seed=9))
+    s.generate(n_tokens=300)
+    time_before, total = s.time, len(s.tokens) + s.dropped
+    s.reconfigure(config(seed=9, instruments=(0, 7), style="folk"))
+    assert s.tokens[: len(s.config.prefix())] == s.config.prefix() and s.time == time_before
+    assert len(s.tokens) + s.dropped >= total - 10
+    events = s.generate(n_tokens=400)
+    assert len(s.tokens) == s.cache.length <= s.cache.capacity
+    ons = [m for _, m in events if m.type == "note_on" and m.velocity]
+    assert ons and all(m.channel == INSTRUMENTS[7].channel for m in ons)  # old notes may still end
