@@ -219,6 +219,17 @@ def bench_long(path: Path, threads: int, tokens: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from musebridge.engine.errors import EngineError
+    from musebridge.export.errors import ExportError
+
+    try:
+        return _run(args)
+    except (EngineError, ExportError, OSError) as exc:
+        print(f"bench decode: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
