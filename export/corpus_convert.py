@@ -141,14 +141,13 @@ class TempoMap:
 
 def classify_part(part, spec: PieceSpec) -> tuple[int, int]:
     """(instrument class, MIDI program) for a part: its name, else its music21 instrument (when the source's
-    instruments are trusted), else the source's default. A meaningful music21 program of the same class is
-    kept (e.g. cello 42 rather than the strings default 48)."""
+    instruments are trusted: only then is the instrument's own name read too), else the source's default. A
+    meaningful music21 program of the same class is kept (e.g. cello 42 rather than the strings default 48)."""
     inst = part.getInstrument(returnDefault=False)
-    names = " ".join(
-        str(x)
-        for x in (part.partName, getattr(inst, "partName", None), getattr(inst, "instrumentName", None))
-        if x
-    ).lower()
+    fields = [part.partName, getattr(inst, "partName", None)]
+    if spec.trust_instruments:
+        fields.append(getattr(inst, "instrumentName", None))
+    names = " ".join(str(x) for x in fields if x).lower()
     cls = _class_from_names(names)
     program = getattr(inst, "midiProgram", None) if spec.trust_instruments else None
     if cls is None and program is not None and type(inst).__name__ != "Instrument":

@@ -322,6 +322,23 @@ def test_part_names_map_to_classes(name, expected):
     assert INSTRUMENT_NAMES[cls] == expected and instrument_class(program, 0) == cls
 
 
+def test_placeholder_instruments_are_ignored_where_untrusted():
+    from music21 import instrument, stream
+
+    def part(name, inst):
+        p = stream.Part()
+        p.partName = name
+        p.insert(0, inst)
+        return p
+
+    vocal = PieceSpec("x", "monteverdi", "x", "x", instrument="voice", trust_instruments=False)
+    assert INSTRUMENT_NAMES[classify_part(part("Canto", instrument.Piano()), vocal)[0]] == "voice"
+    assert INSTRUMENT_NAMES[classify_part(part("MusicXML Part", instrument.Trombone()), vocal)[0]] == "voice"
+    trusted = PieceSpec("x", "classical", "x", "x", instrument="piano")
+    cls, program = classify_part(part("MusicXML Part", instrument.Violoncello()), trusted)
+    assert INSTRUMENT_NAMES[cls] == "strings" and program == 42  # the cello keeps its own program
+
+
 def test_stats_text_and_json(built, capsys):
     root, _ = built
     assert main(["corpus", "stats", "--root", str(root), "--json"]) == 0
