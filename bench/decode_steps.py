@@ -9,7 +9,7 @@ of the default size (or the checkpoint's weights):
   inplace      past and present bound to one preallocated buffer per layer (IO binding): nothing copied
   +opt=basic   the same with onnxruntime's basic graph optimizations only (no fusions)
   +int8        int8 MatMul weights (dynamic quantization)
-  +threads=2   two intra-op threads (fp32 and int8)
+  +threads=2   two intra-op threads (fp32 and int8; int8 also without spin-waiting threads)
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ def naive(path: Path, steps: int) -> dict:
     return stats(times[10:])
 
 
-def engine(path: Path, steps: int, threads: int, optimization: str = "all") -> dict:
+def engine(path: Path, steps: int, threads: int, optimization: str = "all", spinning: bool = True) -> dict:
     from musebridge.engine.runtime import Model, RuntimeOptions
 
-    model = Model.load(path, RuntimeOptions(threads=threads, provider="cpu", optimization=optimization))
+    options = RuntimeOptions(threads=threads, provider="cpu", optimization=optimization, spinning=spinning)
+    model = Model.load(path, options)
     cache = model.new_cache()
     cache.forward(np.random.default_rng(0).integers(0, 3000, CTX - 1).tolist())
     times = []
@@ -116,6 +117,7 @@ def main() -> int:
             "inplace int8": engine(int8, args.steps, 1),
             "inplace fp32 threads=2": engine(fp32, args.steps, 2),
             "inplace int8 threads=2": engine(int8, args.steps, 2),
+            "inplace int8 threads=2 no-spin": engine(int8, args.steps, 2, spinning=False),
             "nodes fp32 basic": node_counts(fp32, "basic"),
             "nodes fp32 all": node_counts(fp32, "all"),
             "nodes int8 all": node_counts(int8, "all"),

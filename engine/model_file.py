@@ -107,11 +107,12 @@ def check_metadata(meta: dict[str, str], path: str) -> ModelInfo:
 
 
 def open_session(path: str | os.PathLike | None, providers: list[str], threads: int = 1,
-                 optimization: str = "all", profile: bool = False):
+                 optimization: str = "all", profile: bool = False, spinning: bool = True):
     """Open an onnxruntime session for a model file (None: the bundled default); returns (session, ModelInfo).
 
     threads: intra-op threads (1 is usually fastest for one-token steps on a small CPU).
     optimization: onnxruntime graph optimization level: "disable", "basic", "extended" or "all".
+    spinning: let idle intra-op threads spin (lower latency; burns a core between steps when threads > 1).
     """
     import onnxruntime as ort
 
@@ -129,6 +130,7 @@ def open_session(path: str | os.PathLike | None, providers: list[str], threads: 
     options.inter_op_num_threads = 1
     options.graph_optimization_level = levels[optimization]
     options.enable_profiling = profile
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)

@@ -32,13 +32,15 @@ class RuntimeOptions:
     threads: onnxruntime intra-op threads (1 or 2 on a small CPU; see docs/benchmarks.md).
     provider: "auto" (CUDA when onnxruntime-gpu and a GPU are present, else CPU), "cpu" or "cuda".
     optimization: onnxruntime graph optimization level ("disable", "basic", "extended", "all").
-    profile: write an onnxruntime profile (JSON) when the model is closed.
+    profile: write an onnxruntime profile (JSON, in the current folder) until end_profiling().
+    spinning: idle intra-op threads spin-wait for work (only matters with threads > 1).
     """
 
     threads: int = 1
     provider: str = "auto"
     optimization: str = "all"
     profile: bool = False
+    spinning: bool = True
 
 
 class Model:
@@ -56,7 +58,7 @@ class Model:
         if options.threads < 1:
             raise ModelError(f"threads must be >= 1, got {options.threads}")
         session, info = open_session(path, choose_providers(options.provider), options.threads,
-                                     options.optimization, options.profile)
+                                     options.optimization, options.profile, options.spinning)
         return cls(session, info, options)
 
     @property
