@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mido
+from mido.midifiles.meta import KeySignatureError
 
 from . import vocab as V
-from .codec import EventEncoder, Timed, decode_tokens
+from .codec import MAX_TIME_S, EventEncoder, Timed, decode_tokens
 from .errors import MidiFileError
 from .instruments import INSTRUMENTS, instrument_class
 
 DEFAULT_TEMPO = 500_000  # microseconds per beat (120 bpm), as in the MIDI file standard
 WRITE_TICKS_PER_BEAT = 500  # with DEFAULT_TEMPO one tick is exactly 1 ms: decoded grid times are written exactly
 SMPTE_FPS = {24: 24.0, 25: 25.0, 29: 30000 / 1001, 30: 30.0}  # 29 means 30 drop-frame, i.e. 29.97 fps
-_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, struct.error)
+# What mido raises on a damaged file (a bad key signature raises KeySignatureError, an Exception subclass).
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, struct.error, KeySignatureError)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ def read_midi(path: str | os.PathLike) -> MidiEvents:
             tempo = msg.tempo
         elif not msg.is_meta and msg.type != "sysex":
             events.append(Timed(now, msg.copy(time=0)))
+    if now > MAX_TIME_S:
+        hours, limit = now / 3600, MAX_TIME_S / 3600
+        raise MidiFileError(f"{path}: lasts {hours:.0f} hours, more than the codec's {limit:.0f}; it is damaged")
     return MidiEvents(tuple(events), now)
 
 

@@ -34,7 +34,25 @@ def mutated(draw) -> bytes:
     return bytes(data[: draw(st.integers(0, len(data)))])
 
 
+@st.composite
+def random_track(draw) -> bytes:
+    """A well-framed file whose one track holds random meta, sysex and channel events (any bytes inside)."""
+    body = b""
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["meta", "sysex", "raw"]))
+        data = draw(st.binary(max_size=6))
+        if kind == "meta":
+            body += bytes([0, 0xFF, draw(st.integers(0, 127)), len(data)]) + data
+        elif kind == "sysex":
+            body += bytes([0, 0xF0, len(data)]) + data
+        else:
+            body += data
+    body += b"\x00\xff\x2f\x00"
+    return b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk" + len(body).to_bytes(4, "big") + body
+
+
 FILE_BYTES = st.one_of(
+    random_track(),
     st.binary(max_size=200),
     st.binary(max_size=200).map(lambda b: b"MThd\x00\x00\x00\x06" + b),
     st.binary(max_size=200).map(lambda b: b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk" + b),

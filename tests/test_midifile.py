@@ -166,6 +166,16 @@ def test_unusable_smpte_rate_is_a_clear_error(tmp_path):
         read_midi(path)
 
 
+def test_a_file_lasting_days_is_refused_as_damaged(tmp_path):
+    track = bytes([0x00, 0xFF, 0x51, 0x03, 0xFF, 0xFF, 0xFF,  # tempo: 16.7 s per beat
+                   0xFF, 0xFF, 0xFF, 0x7F, 0x90, 60, 100,  # 268 million ticks later: a note
+                   0x00, 0xFF, 0x2F, 0x00])
+    path = tmp_path / "days.mid"
+    path.write_bytes(_raw_midi(track, division=1))
+    with pytest.raises(MidiFileError, match="hours"):
+        encode_file(path)
+
+
 def test_notes_open_at_the_end_end_at_the_end_of_the_file(tmp_path):
     track = _track((0, _note("note_on", 60)), (0, _note("note_on", 60)), (960, mido.MetaMessage("end_of_track")))
     path = tmp_path / "open.mid"
