@@ -1,0 +1,69 @@
+"""Time sources for the bridge: the real monotonic clock and a controllable fake clock for tests.
+
+Everything in the bridge asks a Clock for the time (seconds, float, arbitrary origin) instead of calling
+time.* directly, so tests can drive the scheduler, the clock follower and the modes step by step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+SPIN_S = 0.0015  # the last 1.5 ms before a due time are spun, not slept: OS sleeps overshoot by up to ~1 ms
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Current time in seconds (monotonic; only differences are meaningful)."""
+
+    def sleep_until(self, when: float, wake: threading.Event | None = None) -> bool:
+        """Wait until `when` (seconds on this clock) or until `wake` is set; True if `when` was reached."""
+
+
+class MonotonicClock:
+    """time.perf_counter(): sub-microsecond resolution, never goes backwards. sleep_until sleeps coarsely and
+    spins the last SPIN_S seconds, so a due time is met with sub-millisecond error on an idle core."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep_until(self, when: float, wake: threading.Event | None = None) -> bool:
+        while True:
+            left = when - time.perf_counter()
+            if left <= 0:
+                return True
+            if wake is not None and wake.is_set():
+                return False
+            if left > SPIN_S:
+                if wake is not None:
+                    wake.wait(left - SPIN_S)
+                else:
+                    time.sleep(left - SPIN_S)
+            else:
+                time.sleep(0)  # yield the core while spinning
+
+
+class FakeClock:
+    """A clock that moves only when told: advance(seconds) or set(seconds). sleep_until never blocks: it
+    reports whether the due time has been reached, so code under test must be driven step by step."""
+
+    def __init__(self, start: float = 1000.0):
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+    def set(self, when: float) -> None:
+        with self._lock:
+            self._now = max(self._now, when)
+
+    def sleep_until(self, when: float, wake: threading.Event | None = None) -> bool:
+        return self.now() >= when
