@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-tokens", type=int, default=20000, metavar="N",
                         help="held-out tokens to score (0: skip the NLL report)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line")
+    parser.add_argument("--card", metavar="CARD.json", help="also write the report with the checkpoint's "
+                        "training and data summaries here (the bundled model's card: engine/models/default.json)")
 
 
 def heldout_pieces(root: str | None, max_tokens: int) -> tuple[list[np.ndarray], str]:
@@ -97,6 +99,14 @@ def parity(model, path: str | Path, tokens: list[int], steps: int = 20) -> float
     return worst
 
 
+def _write_json(path: Path, obj: dict) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         model, state = load_checkpoint(args.checkpoint)
@@ -117,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
                     report["nll_int8"] = round(onnx_nll(out, pieces), 5)
                     report["nll_change"] = round(report["nll_int8"] - report["nll_fp32"], 5)
         report["size_mb"] = round(out.stat().st_size / 1e6, 2)
+        if args.card:
+            card = {"export": report, "checkpoint": str(args.checkpoint), "config": state["config"],
+                    "vocab": state["vocab"], "train": state.get("train"), "data": state.get("data")}
+            _write_json(Path(args.card), card)
     except (CheckpointError, EngineError, OSError) as exc:
         print(f"musebridge export: {exc}", file=sys.stderr)
         return 1
