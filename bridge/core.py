@@ -1,0 +1,346 @@
+"""The live bridge: ports in, engine worker, scheduler out, clock follower, modes, panic and recording.
+
+Threads (none at import time, none before start()):
+  - the MIDI backend's callback: timestamps raw bytes and puts them on the input queue, nothing else;
+  - input thread: parse, feedback suppression, clock, channel filter, CC map, panic, thru, recording; player
+    notes go on to the worker queue (thru never waits for the engine);
+  - engine worker: the current mode (engine requests happen only here), ticks every tick_s;
+  - scheduler thread (bridge/scheduler.py) and the engine watcher (bridge/engine_link.py).
+Tests drive the same logic without threads: pump() drains both queues, ticks the mode and runs the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+import mido
+
+from musebridge.engine.instruments import INSTRUMENT_NAMES, INSTRUMENTS
+
+from .clock import Clock
+from .config import BridgeConfig
+from .engine_link import EngineLink, to_wire
+from .errors import BridgeError, EngineLost
+from .feedback import EchoFilter
+from .midiclock import ClockFollower
+from .modes import MODE_CLASSES, Mode
+from .notes import ALL_NOTES_OFF, is_note_off, is_note_on
+from .ports import Backend
+from .recorder import Recorder
+from .scheduler import ENGINE, THRU, Scheduler
+
+log = logging.getLogger(__name__)
+
+REALTIME = ("clock", "start", "stop", "continue", "songpos")
+RECONNECT_S = 2.0
+_STOP = object()
+
+
+class Bridge:
+    """One live session. backend: ports (rtmidi or in-memory); link: the engine session; clock: time source."""
+
+    def __init__(self, config: BridgeConfig, backend: Backend, link: EngineLink, clock: Clock):
+        self.config, self.backend, self.link, self.clock = config, backend, link, clock
+        self.origin = clock.now()  # session time 0
+        self.follower = ClockFollower(config.clock, start=self.origin)
+        self.echo = EchoFilter()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (time s, raw bytes) from the MIDI callback
+        self.work: queue.SimpleQueue = queue.SimpleQueue()  # items for the engine worker
+        self.in_port = self.out_port = None
+        self.scheduler: Scheduler | None = None
+        self.recorder: Recorder | None = None
+        self.mode: Mode = MODE_CLASSES[config.mode](self)
+        self.engine_ok = False
+        self.lost_reason = ""
+        self.counts = {"in": 0, "out": 0, "malformed": 0}
+        self._next_reconnect = 0.0
+        self._threads: list[threading.Thread] = []
+        self._running = threading.Event()
+        self._channel_map = config.channel_map()
+        self._listeners: list[Callable[[str], None]] = []
+
+    # -- setup -----------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the ports and the engine session (PortError / EngineLost with a one-line message)."""
+        cfg = self.config
+        self.out_port = self.backend.open_output(cfg.out_port, cfg.out_name)
+        self.scheduler = Scheduler(self._send, self.clock, cfg.scheduler)
+        self.scheduler.on_sent.append(self._count_out)
+        if cfg.suppress_feedback:
+            self.scheduler.on_sent.append(self.echo.sent)
+        if cfg.record:
+            self.recorder = Recorder(self.origin, self._engine_channels())
+            self.scheduler.on_sent.append(self.recorder.sent)
+        self.in_port = self.backend.open_input(cfg.in_port, self._callback, cfg.in_name)
+        self._connect(self.clock.now())
+
+    def _engine_channels(self) -> set[int]:
+        names = self.link.params.get("instruments", ["piano"])
+        return {self._channel_map.get(INSTRUMENTS[INSTRUMENT_NAMES.index(n)].channel,
+                                      INSTRUMENTS[INSTRUMENT_NAMES.index(n)].channel)
+                for n in names if n in INSTRUMENT_NAMES}
+
+    def _send(self, msg: mido.Message) -> None:
+        self.out_port.send(msg)
+
+    def _count_out(self, _t: float, _msg: mido.Message, _source: str) -> None:
+        self.counts["out"] += 1
+
+    def _callback(self, data: list[int]) -> None:
+        """The MIDI callback: timestamp and enqueue, nothing else."""
+        self.inbox.put((self.clock.now(), data))
+
+    def _connect(self, now: float) -> None:
+        try:
+            self.link.open()
+            self.link.set(mode=self.mode.name)
+        except EngineLost as exc:
+            self._lost(str(exc), now)
+            return
+        self.engine_ok, self.lost_reason = True, ""
+        self.mode.enter(now)
+
+    # -- time ------------------------------------------------------------------------------------------------
+    def session_time(self, wall: float) -> float:
+        """Engine session seconds for a bridge clock time."""
+        return max(0.0, wall - self.origin)
+
+    def wall_time(self, session: float) -> float:
+        return self.origin + session
+
+    def engine_time(self) -> float:
+        """End of the engine's planned timeline (session seconds)."""
+        return float(self.link.feed([]).get("time", 0.0))
+
+    # -- engine helpers for the modes ----------------------------------------------------------------------
+    def feed(self, items: list[tuple[float, mido.Message]]) -> dict:
+        """Player messages at bridge clock times -> the engine (session times). Returns the reply."""
+        return self.link.feed([to_wire(self.session_time(t), m) for t, m in items])
+
+    def play(self, events, to_wall: Callable[[float], float]) -> list[tuple[float, mido.Message]]:
+        """Schedule engine events (time, message): times mapped by to_wall, channels remapped, program changes
+        dropped unless enabled, note-ons quantized to the clock grid (their note-offs move with them)."""
+        out, shift = [], {}
+        for t, msg in events:
+            if msg.type == "program_change" and not self.config.program_changes:
+                continue
+            if hasattr(msg, "channel") and msg.channel in self._channel_map:
+                msg = msg.copy(channel=self._channel_map[msg.channel])
+            due = to_wall(t)
+            key = (getattr(msg, "channel", -1), getattr(msg, "note", -1))
+            if is_note_on(msg) and self.follower.grid is not None:
+                shift[key] = self.follower.quantize(due) - due
+                due += shift[key]
+            elif is_note_off(msg) and key in shift:
+                due += shift.pop(key)
+            out.append((due, msg))
+        self.scheduler.schedule_events(out, ENGINE)
+        return out
+
+    # -- input -----------------------------------------------------------------------------------------------
+    def handle_input(self, t: float, data: list[int]) -> None:
+        """One incoming message (bytes) received at t (seconds). Runs on the input thread."""
+        raw = bytes(data)
+        try:
+            msg = mido.Message.from_bytes(raw)
+        except (ValueError, TypeError, IndexError):
+            self.counts["malformed"] += 1
+            log.debug("ignoring malformed MIDI bytes %s", raw.hex(" "))
+            return
+        if self.config.suppress_feedback and self.echo.is_echo(t, raw):
+            return
+        if msg.type in REALTIME:
+            self._transport(t, msg)
+            return
+        channel = getattr(msg, "channel", None)
+        if msg.type == "control_change" and self._control(t, msg):
+            return
+        if self.config.channel is not None and channel is not None and channel != self.config.channel:
+            return
+        self.counts["in"] += 1
+        if self.recorder is not None:
+            self.recorder.player(t, msg)
+        if self.config.thru or self.mode.name == "thru":
+            self.scheduler.send_now(msg, THRU)
+        if msg.type in ("note_on", "note_off") or (msg.type == "control_change" and msg.control == 64):
+            self.work.put(("player", t, msg))
+
+    def _transport(self, t: float, msg: mido.Message) -> None:
+        kind = self.follower.handle(t, msg)
+        if kind == "stop":
+            self.panic("transport stop")
+            self.work.put(("transport", False, t))
+        elif kind in ("start", "continue"):
+            self.work.put(("transport", True, t))
+
+    def _control(self, t: float, msg: mido.Message) -> bool:
+        """Handle CC123 and mapped CCs; True when consumed."""
+        if msg.control == ALL_NOTES_OFF:
+            self.panic("CC123 all notes off")
+            return True
+        action = self.config.cc.action(msg.channel, msg.control)
+        if action is None:
+            return False
+        self.work.put(("action", action, msg.value, t))
+        return True
+
+    # -- engine worker ----------------------------------------------------------------------------------------
+    def process(self, item) -> None:
+        """One worker item. Runs on the engine worker thread; EngineLost silences everything."""
+        now = self.clock.now()
+        try:
+            self._process(item, now)
+        except EngineLost as exc:
+            self._lost(str(exc), now)
+        except BridgeError as exc:
+            log.warning("%s", exc)
+
+    def _process(self, item, now: float) -> None:
+        kind = item[0]
+        if kind == "lost":
+            self._lost(item[1], now)
+        elif not self.engine_ok:
+            return  # nothing to do without an engine; thru still works on the input thread
+        elif kind == "player":
+            self.mode.player(item[1], item[2], now)
+        elif kind == "transport":
+            self.mode.transport(item[1], now)
+        elif kind == "action":
+            self._action(item[1], item[2], now)
+        elif kind == "mode":
+            self.switch_mode(item[1], now, tell_engine=False)
+        elif kind == "silenced":
+            self.mode.silenced(now)
+
+    def _action(self, action: str, value: int, now: float) -> None:
+        if action in MODE_CLASSES:
+            if value >= 64:
+                self.switch_mode(action, now)
+        elif action == "trigger":
+            if value >= 64:
+                self.mode.trigger(now)
+        elif action == "stop":
+            if value >= 64:
+                self.panic("stop CC")
+                self.mode.silenced(now)
+        elif action == "temperature":
+            self.link.set(temperature=round(0.1 + 1.9 * value / 127, 3))
+
+    def switch_mode(self, name: str, now: float, tell_engine: bool = True) -> None:
+        """Leave the current mode (its notes end) and enter `name`."""
+        if name == self.mode.name or name not in MODE_CLASSES:
+            return
+        self.mode.leave(now)
+        self.mode = MODE_CLASSES[name](self)
+        if tell_engine:
+            self.link.set(mode=name)
+        self.mode.enter(now)
+        log.info("mode: %s", name)
+
+    def tick(self, now: float) -> None:
+        """Periodic worker step: reconnect after a loss, keep the session alive, let the mode plan."""
+        try:
+            if not self.engine_ok:
+                if now >= self._next_reconnect:
+                    self._next_reconnect = now + RECONNECT_S
+                    self._connect(now)
+                return
+            self.link.keepalive()
+            self.mode.tick(now)
+        except EngineLost as exc:
+            self._lost(str(exc), now)
+        except BridgeError as exc:
+            log.warning("%s", exc)
+
+    # -- silencing -------------------------------------------------------------------------------------------
+    def panic(self, why: str) -> None:
+        """Silence the out port now (any thread): note-offs for held notes, then CC123/CC120 per channel."""
+        if self.scheduler is not None:
+            log.info("silencing all notes: %s", why)
+            self.scheduler.panic()
+        self.work.put(("silenced",))
+
+    def _lost(self, reason: str, now: float) -> None:
+        if self.engine_ok or not self.lost_reason:
+            log.warning("engine lost: %s; silencing and retrying every %g s", reason, RECONNECT_S)
+        self.engine_ok, self.lost_reason = False, reason
+        self._next_reconnect = now + RECONNECT_S
+        self.link.drop()
+        if self.scheduler is not None:
+            self.scheduler.panic()
+        self.mode.silenced(now)
+
+    def engine_lost(self, reason: str) -> None:
+        """From the engine watcher (any thread): silence now, the worker handles the rest."""
+        if self.scheduler is not None:
+            self.scheduler.panic()
+        self.work.put(("lost", reason))
+
+    def engine_params(self, changed: dict) -> None:
+        """From the engine watcher: a `set` on our session; a mode change switches mode."""
+        if "mode" in changed:
+            self.work.put(("mode", changed["mode"]))
+
+    # -- driving ---------------------------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Without threads (tests): handle all queued input and work, tick the mode, send what is due."""
+        while not self.inbox.empty():
+            self.handle_input(*self.inbox.get())
+        while not self.work.empty():
+            self.process(self.work.get())
+        now = self.clock.now()
+        self.tick(now)
+        self.scheduler.run_due(now)
+
+    def start(self) -> None:
+        """Start the input thread, the engine worker and the scheduler thread."""
+        self._running.set()
+        self.scheduler.start()
+        for name, target in (("input", self._input_loop), ("engine-worker", self._work_loop)):
+            thread = threading.Thread(target=target, name=f"musebridge-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _input_loop(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is _STOP:
+                return
+            self.handle_input(*item)
+
+    def _work_loop(self) -> None:
+        tick = self.config.tick_s
+        while self._running.is_set():
+            try:
+                item = self.work.get(timeout=tick)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                break
+            if item is not None:
+                self.process(item)
+            self.tick(self.clock.now())
+
+    def stop(self) -> None:
+        """Stop everything and silence the out port; write the recording. Safe to call twice."""
+        self._running.clear()
+        if self.in_port is not None:
+            self.in_port.close()
+            self.in_port = None
+        self.inbox.put(_STOP)
+        self.work.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._threads.clear()
+        if self.scheduler is not None:
+            self.scheduler.stop(panic=True)
+        self.link.close()
+        if self.out_port is not None:
+            self.out_port.close()
+            self.out_port = None
+        if self.recorder is not None and self.config.record:
+            self.recorder.write(self.config.record)
+            self.recorder = None

@@ -1,0 +1,153 @@
+"""The bridge's only way to the engine: a session over engine/client.py, and a watcher for server events.
+
+    link = EngineLink(ClientConfig(...), {"style": "bach", "instruments": ["strings"], "player_instrument": "piano"})
+    link.open()                                  # session.create
+    link.feed([{"t": 1.25, "type": "note_on", "channel": 0, "note": 60, "velocity": 90}])
+    notes, end = link.generate(until=2.0)        # engine events with "t" in session seconds
+
+Every failure to reach the server raises EngineLost, so the caller can silence its notes at once. A reclaimed
+session (the server's idle timeout) is re-created transparently. Not thread-safe: one worker thread calls it; the
+watcher has its own sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import mido
+
+from musebridge.engine.client import Client, ClientConfig, ClientError
+
+from .errors import BridgeError, EngineLost
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 20.0  # touch the session this often: the server reclaims idle sessions (300 s by default)
+
+
+def to_wire(t: float, msg: mido.Message) -> dict:
+    """A player message at session time t (seconds) as a protocol event dict."""
+    fields = msg.dict()
+    fields.pop("time", None)
+    return {"t": round(max(t, 0.0), 6), **fields}
+
+
+def from_wire(event: dict) -> tuple[float, mido.Message] | None:
+    """A protocol event dict -> (session seconds, mido.Message); None for something unusable (logged)."""
+    fields = dict(event)
+    t = fields.pop("t", None)
+    try:
+        return float(t), mido.Message(**fields)
+    except (TypeError, ValueError) as exc:
+        log.warning("ignoring unusable engine event %r: %s", event, exc)
+        return None
+
+
+class EngineLink:
+    """One engine session. params: session parameters (protocol.PARAMS names)."""
+
+    def __init__(self, config: ClientConfig, params: dict, clock_now: Callable[[], float]):
+        self.config = config
+        self.params = dict(params)
+        self.session: str | None = None
+        self._client: Client | None = None
+        self._now = clock_now
+        self._last_call = 0.0
+
+    def _call(self, cmd: str, **args) -> dict:
+        if self._client is None:
+            self._client = Client(self.config)
+        self._last_call = self._now()
+        try:
+            return self._client.call(cmd, **args)
+        except ClientError as exc:
+            if exc.code == "session_not_found" and cmd != "session.create":
+                log.warning("engine session %s was reclaimed; creating a new one", self.session)
+                self.open()
+                return self._client.call(cmd, **{**args, "session": self.session})
+            if exc.code in ("timeout", "keys"):
+                raise EngineLost(str(exc)) from None
+            raise BridgeError(f"engine refused {cmd}: {exc}") from None
+
+    def open(self) -> str:
+        """Create the session (EngineLost when no server answers)."""
+        self.session = self._call("session.create", **self.params)["session"]
+        log.info("engine session %s: %s", self.session, self.params)
+        return self.session
+
+    def close(self) -> None:
+        if self._client is not None and self.session is not None:
+            try:
+                self._client.call("session.close", session=self.session, timeout=0.5)
+            except ClientError:
+                pass
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def drop(self) -> None:
+        """Forget the connection after a loss (the next call reconnects)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def feed(self, events: list[dict]) -> dict:
+        """Player events (protocol dicts, session seconds). Returns the reply (rolled_back, time)."""
+        return self._call("feed", session=self.session, events=events)
+
+    def generate(self, **limits) -> tuple[list[tuple[float, mido.Message]], float]:
+        """generate with until (session seconds) / notes / max_tokens; returns (events, timeline end s)."""
+        result = self._call("generate", session=self.session, **limits)
+        events = [e for e in (from_wire(n) for n in result.get("notes", [])) if e is not None]
+        return events, float(result.get("time", 0.0))
+
+    def set(self, **params) -> dict:
+        self.params.update(params)
+        return self._call("set", session=self.session, **params)
+
+    def keepalive(self) -> None:
+        """Touch the session (an empty feed) when nothing was sent for KEEPALIVE_S seconds."""
+        if self.session is not None and self._now() - self._last_call > KEEPALIVE_S:
+            self.feed([])
+
+
+class EngineWatcher:
+    """A thread on the server's event stream: calls on_lost() when the server announces it is stopping, and
+    on_param(changes) for `set` calls on our session (a mode switch through `musebridge ctl set mode ...`)."""
+
+    def __init__(self, config: ClientConfig, session: Callable[[], str | None],
+                 on_lost: Callable[[str], None], on_param: Callable[[dict], None]):
+        self.config, self._session = config, session
+        self.on_lost, self.on_param = on_lost, on_param
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="musebridge-engine-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    def _loop(self) -> None:
+        with Client(self.config) as client:
+            stream = client.events(("server", "session", "param"), timeout=0.1)
+            while not self._stop.is_set():
+                for event in stream:
+                    self._handle(event)
+                    if self._stop.is_set():
+                        return
+                stream = client._receive(client._sub, 0.1)  # noqa: SLF001 - resume after a quiet spell
+
+    def _handle(self, event) -> None:
+        mine = event.session is not None and event.session == self._session()
+        if event.topic == "server" and event.data.get("state") == "stopping":
+            self.on_lost("the engine server is stopping")
+        elif event.topic == "param" and mine:
+            self.on_param(dict(event.data.get("changed", {})))
+        elif event.topic == "session" and mine and event.data.get("state") in ("closed", "reclaimed"):
+            log.info("engine session %s %s", event.session, event.data.get("state"))

@@ -1,0 +1,249 @@
+"""The play modes: respond, accompany, harmonize, generate, thru. Each decides when to ask the engine for notes.
+
+A mode gets player notes (wall time, message), ticks (the worker calls tick(now) every few ms), triggers (a CC),
+and transport changes, and talks to the engine and the scheduler through its host (bridge/core.py Bridge):
+host.feed(), host.link.generate(), host.play(), host.scheduler, host.session_time(), host.config.modes.
+No mode ever blocks the MIDI callback: all of this runs on the bridge's engine worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import mido
+
+from .notes import is_note_off, is_note_on
+from .scheduler import ENGINE
+
+log = logging.getLogger(__name__)
+
+REF_SECONDS_PER_BEAT = 0.5  # generate mode: one engine second is two beats (the model's 120 bpm) at any tempo
+ANSWER_FIRST_TOKENS = 64  # respond: tokens allowed for the first answer note (it must sound within ~20 ms)
+
+
+class Mode:
+    """Base mode: feeds player notes to the engine, plays nothing by itself. state: shown in the status line."""
+
+    name = "base"
+
+    def __init__(self, host):
+        self.host = host
+        self.state = "idle"
+
+    def enter(self, now: float) -> None:
+        self.state = "idle"
+
+    def leave(self, now: float) -> None:
+        self.host.scheduler.release(ENGINE)
+
+    def player(self, t: float, msg: mido.Message, now: float) -> None:
+        self.host.feed([(t, msg)])
+
+    def trigger(self, now: float) -> None:
+        pass
+
+    def transport(self, running: bool, now: float) -> None:
+        pass
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def silenced(self, now: float) -> None:
+        """Everything was just silenced (panic, CC123, transport stop, engine loss)."""
+
+
+class ThruMode(Mode):
+    """Pass-through only: the input thread forwards the player's notes; the engine is not asked for anything."""
+
+    name = "thru"
+
+    def player(self, t, msg, now) -> None:
+        pass
+
+
+class RespondMode(Mode):
+    """Call and response. listening: player notes go to the engine. After a pause with no keys down (or a
+    trigger CC), answering: the engine plays for answer_s; the player cutting in stops the answer at once."""
+
+    name = "respond"
+
+    def enter(self, now: float) -> None:
+        self.state = "listening"
+        self._heard = False
+        self._held: set[tuple[int, int]] = set()
+        self._last = now
+        self._offset = 0.0  # wall time - session time during an answer
+        self._end = 0.0  # session time where the answer ends
+        self._planned = 0.0  # session time the engine has planned to
+        self._tries = 0
+
+    def player(self, t, msg, now) -> None:
+        if self.state == "answering" and is_note_on(msg):
+            self.host.scheduler.release(ENGINE)  # the player cuts in: stop at once
+            self.state = "listening"
+        key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
+        if is_note_on(msg):
+            self._held.add(key)
+            self._heard = True
+        elif is_note_off(msg):
+            self._held.discard(key)
+        self._last = max(self._last, t)
+        self.host.feed([(t, msg)])
+
+    def _pause_s(self) -> float:
+        beats = self.host.config.modes.pause_beats
+        return self.host.config.modes.pause_s if beats is None else beats * self.host.follower.seconds_per_beat
+
+    def _answer_s(self) -> float:
+        beats = self.host.config.modes.answer_beats
+        return self.host.config.modes.answer_s if beats is None else beats * self.host.follower.seconds_per_beat
+
+    def trigger(self, now: float) -> None:
+        if self.state == "listening":
+            self._start_answer(now)
+
+    def tick(self, now: float) -> None:
+        if self.state == "listening":
+            if self._heard and not self._held and now - self._last >= self._pause_s():
+                self._start_answer(now)
+        elif self.state == "answering":
+            self._continue_answer(now)
+
+    def _start_answer(self, now: float) -> None:
+        """Ask for the first answer note and play it now; the rest follows in chunks from tick()."""
+        self._heard = False
+        events, end = self.host.link.generate(notes=1, max_tokens=ANSWER_FIRST_TOKENS)
+        first = next((t for t, m in events if is_note_on(m)), None)
+        if first is None:
+            self._tries += 1
+            self._heard = self._tries < 5  # try again on the next tick, a few times
+            return
+        self._tries = 0
+        self._offset = now - first
+        self._end = first + self._answer_s()
+        self._planned = end
+        self.state = "answering"
+        self.host.play(events, lambda s: s + self._offset)
+
+    def _continue_answer(self, now: float) -> None:
+        modes = self.host.config.modes
+        session_now = now - self._offset
+        if session_now >= self._end:
+            self.host.scheduler.release(ENGINE)  # the answer is over: end what still sounds
+            self.state = "listening"
+            self._last = now
+            return
+        if self._planned < min(session_now + modes.horizon_s, self._end):
+            until = min(self._planned + modes.chunk_s, self._end)
+            events, self._planned = self.host.link.generate(until=until)
+            self._planned = max(self._planned, until)
+            self.host.play(events, lambda s: s + self._offset)
+
+    def silenced(self, now: float) -> None:
+        self.enter(now)
+
+
+class AccompanyMode(Mode):
+    """The engine plays along, planned horizon_s ahead of now. A player note earlier than the plan rolls the
+    engine back; the scheduler drops the planned notes after it (those already sounded stay) and plans again."""
+
+    name = "accompany"
+
+    def enter(self, now: float) -> None:
+        self.state = "playing"
+        self._planned = self.host.session_time(now)
+
+    def player(self, t, msg, now) -> None:
+        result = self.host.feed([(t, msg)])
+        if result.get("rolled_back"):
+            self.host.scheduler.cancel_after(t, ENGINE)
+            self._planned = float(result.get("time", self.host.session_time(t)))
+        self.tick(now)
+
+    def tick(self, now: float) -> None:
+        modes = self.host.config.modes
+        session_now = self.host.session_time(now)
+        if self._planned < session_now - 1.0:  # far behind (after a pause): skip ahead, nothing to catch up
+            self._planned = session_now
+        if self._planned < session_now + modes.horizon_s:
+            until = session_now + modes.horizon_s + modes.chunk_s
+            events, end = self.host.link.generate(until=until)
+            self._planned = max(end, until)
+            self.host.play(events, self.host.wall_time)
+
+
+class HarmonizeMode(Mode):
+    """Each player note-on at once gets `voices` notes from the model (note-ons only, sounding now); they end
+    with the player's note-off. The engine's own note-offs are not used."""
+
+    name = "harmonize"
+
+    def enter(self, now: float) -> None:
+        self.state = "listening"
+        self._voices: dict[tuple[int, int], list[mido.Message]] = {}
+
+    def player(self, t, msg, now) -> None:
+        key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
+        self.host.feed([(t, msg)])
+        if is_note_on(msg):
+            self._voice(key, t)
+        elif is_note_off(msg):
+            for voice in self._voices.pop(key, []):
+                self.host.scheduler.schedule(now, mido.Message("note_off", channel=voice.channel,
+                                                                note=voice.note), ENGINE)
+            self.host.scheduler.run_due()
+
+    def _voice(self, key: tuple[int, int], t: float) -> None:
+        modes = self.host.config.modes
+        s = self.host.session_time(t)
+        events, _ = self.host.link.generate(notes=modes.voices, until=s + modes.harmonize_window_s,
+                                            max_tokens=8 * modes.voices + 8)
+        now = self.host.clock.now()
+        chosen = [(now, m) for _, m in events if is_note_on(m) or m.type == "program_change"]
+        sent = self.host.play(chosen, lambda w: w)
+        self._voices.setdefault(key, []).extend(m for _, m in sent if is_note_on(m))
+        self.host.scheduler.run_due()
+
+    def silenced(self, now: float) -> None:
+        self._voices.clear()
+
+
+class GenerateMode(Mode):
+    """The model plays alone in time with the clock: one engine second is two beats, so the music follows the
+    tempo of the MIDI clock (or the internal clock); stops with the transport, resumes with it."""
+
+    name = "generate"
+
+    def enter(self, now: float) -> None:
+        self.state = "playing" if self.host.follower.running else "stopped"
+        self._anchor(now, self.host.engine_time())
+
+    def _anchor(self, now: float, session: float) -> None:
+        self._s0, self._b0 = session, self.host.follower.beat_at(now)
+        self._planned = session
+
+    def _wall(self, s: float) -> float:
+        return self.host.follower.time_of_beat(self._b0 + (s - self._s0) / REF_SECONDS_PER_BEAT)
+
+    def player(self, t, msg, now) -> None:
+        pass  # the model plays alone
+
+    def transport(self, running: bool, now: float) -> None:
+        self.state = "playing" if running else "stopped"
+        if running:
+            self._anchor(now, self._planned)
+
+    def tick(self, now: float) -> None:
+        if self.state != "playing" or not self.host.follower.running:
+            return
+        modes = self.host.config.modes
+        beats_now = self.host.follower.beat_at(now)
+        session_now = self._s0 + (beats_now - self._b0) * REF_SECONDS_PER_BEAT
+        if self._planned < session_now + modes.horizon_s:
+            until = session_now + modes.horizon_s + modes.chunk_s
+            events, end = self.host.link.generate(until=until)
+            self._planned = max(end, until)
+            self.host.play(events, self._wall)
+
+
+MODE_CLASSES = {cls.name: cls for cls in (RespondMode, AccompanyMode, HarmonizeMode, GenerateMode, ThruMode)}

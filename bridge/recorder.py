@@ -1,0 +1,53 @@
+"""Recording a live session, both parts, to a Standard MIDI file (written atomically by engine/midifile.py)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import mido
+
+from musebridge.engine.codec import Timed
+from musebridge.engine.instruments import INSTRUMENTS
+from musebridge.engine.midifile import write_midi
+
+PLAYER_FALLBACK_CHANNEL = 15  # MIDI channel 16: where the player goes when their channel is the engine's
+
+
+class Recorder:
+    """Collects the player's messages and everything the bridge sent, with times in seconds from `start`.
+    engine_channels: channels the engine's instruments play on (the player is kept off them)."""
+
+    def __init__(self, start: float, engine_channels: set[int]):
+        self.start = start
+        self.engine_channels = set(engine_channels)
+        self._events: list[Timed] = []
+        self._lock = threading.Lock()
+
+    def _player_channel(self, channel: int) -> int:
+        return PLAYER_FALLBACK_CHANNEL if channel in self.engine_channels else channel
+
+    def player(self, t: float, msg: mido.Message) -> None:
+        """A player message received at t (seconds on the bridge clock)."""
+        if not hasattr(msg, "channel"):
+            return
+        with self._lock:
+            self._events.append(Timed(max(0.0, t - self.start), msg.copy(channel=self._player_channel(msg.channel))))
+
+    def sent(self, t: float, msg: mido.Message, source: str) -> None:
+        """A Scheduler.on_sent listener: the engine's part (thru copies are the player's, recorded already)."""
+        if source != "thru" and hasattr(msg, "channel"):
+            with self._lock:
+                self._events.append(Timed(max(0.0, t - self.start), msg))
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def write(self, path: str | Path) -> int:
+        """Write everything so far (atomically); returns the number of messages written."""
+        with self._lock:
+            events = sorted(self._events, key=lambda e: e.time)
+        names = {i.channel: i.name for i in INSTRUMENTS if i.channel in self.engine_channels}
+        players = {e.msg.channel for e in events} - self.engine_channels
+        write_midi(events, path, track_names={**names, **{ch: "player" for ch in players}})
+        return len(events)

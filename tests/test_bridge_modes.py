@@ -1,0 +1,293 @@
+"""Each mode's turn-taking, mode switching, and every panic path, on in-memory ports with a FakeClock and a
+scripted engine (tests/bridge_fakes.py)."""
+
+from __future__ import annotations
+
+import mido
+import pytest
+
+from musebridge.bridge.config import CCMap, ModeConfig
+from musebridge.bridge.errors import EngineLost
+from musebridge.bridge.midiclock import ClockConfig
+from musebridge.bridge.scheduler import SchedulerConfig
+from tests.bridge_fakes import FakeLink, Rig, cc, off, on, stuck_notes, unreleased_note_ons
+
+STRINGS = 5  # the fake engine plays strings on channel 6 (5 on the wire)
+
+
+def phrase(rig, notes=(60, 62, 64), length=0.15):
+    for n in notes:
+        rig.play(on(n))
+        rig.run(length)
+        rig.play(off(n))
+        rig.run(0.05)
+
+
+# -- respond ---------------------------------------------------------------------------------------------------
+def test_respond_waits_for_the_pause_then_answers_at_once():
+    rig = Rig("respond", modes=ModeConfig(pause_s=0.5, answer_s=1.0))
+    phrase(rig)
+    last_player = rig.clock.now()
+    rig.run(0.45)
+    assert not rig.note_ons(STRINGS), "no answer before the pause has elapsed"
+    rig.run(0.06)
+    answer = rig.note_ons(STRINGS)
+    assert answer and answer[0][0] - (last_player + 0.5) <= 0.0101  # within one 5 ms tick (+ rounding)
+    assert [e["note"] for e in rig.link.fed if e["type"] == "note_on"] == [60, 62, 64]
+    rig.run(1.5)
+    answer = rig.note_ons(STRINGS)
+    assert answer[-1][0] - answer[0][0] <= 1.0 + 1e-6, "the answer lasts answer_s"
+    assert not stuck_notes(m for _, m in rig.heard)
+
+
+def test_respond_does_not_answer_while_a_key_is_held():
+    rig = Rig("respond", modes=ModeConfig(pause_s=0.3))
+    rig.play(on(60))
+    rig.run(1.0)
+    assert not rig.note_ons(STRINGS)
+    rig.play(off(60))
+    rig.run(0.35)
+    assert rig.note_ons(STRINGS)
+
+
+def test_respond_player_cutting_in_stops_the_answer_at_once():
+    rig = Rig("respond", modes=ModeConfig(pause_s=0.3, answer_s=4.0))
+    phrase(rig, (60,))
+    rig.run(0.6)
+    assert rig.note_ons(STRINGS)
+    cut = rig.clock.now()
+    rig.play(on(67))  # no clock advance: everything below happened at `cut`
+    assert not stuck_notes(m for t, m in rig.heard if m.channel == STRINGS), "answer notes ended at once"
+    rig.run(0.2)
+    assert not rig.note_ons(STRINGS, after=cut + 1e-9), "silent while the player plays"
+    assert rig.link.fed[-1]["note"] == 67
+    rig.play(off(67))
+    rig.run(0.4)
+    assert rig.note_ons(STRINGS, after=cut + 0.3), "answers again after the next pause"
+
+
+def test_respond_trigger_cc_answers_without_a_pause():
+    rig = Rig("respond", modes=ModeConfig(pause_s=5.0))
+    phrase(rig, (60,))
+    t = rig.clock.now()
+    rig.play(cc(107))
+    rig.run(0.005)
+    assert rig.note_ons(STRINGS) and rig.note_ons(STRINGS)[0][0] <= t + 0.005
+    assert not any(m.type == "control_change" and m.control == 107 for _, m in rig.heard), "mapped CCs are eaten"
+
+
+def test_respond_answer_length_in_beats_follows_the_tempo():
+    rig = Rig("respond", modes=ModeConfig(pause_s=0.2, answer_beats=2), clock=ClockConfig(bpm=60))
+    phrase(rig, (60,))
+    rig.run(3.0)
+    answer = rig.note_ons(STRINGS)
+    assert 1.8 <= answer[-1][0] - answer[0][0] <= 2.0  # two beats at 60 bpm
+
+
+# -- accompany -------------------------------------------------------------------------------------------------
+def test_accompany_plays_along_ahead_and_replans_on_the_player():
+    rig = Rig("accompany", modes=ModeConfig(horizon_s=0.3, chunk_s=0.2))
+    rig.run(1.0)
+    before = rig.note_ons(STRINGS)
+    assert len(before) >= 8, "plays without waiting for the player"
+    planned_to = rig.link.time
+    assert planned_to >= rig.bridge.session_time(rig.clock.now()) + 0.3 - 1e-6, "planned a horizon ahead"
+    cut = rig.clock.now()
+    rig.play(on(60))  # earlier than the engine's plan: rolled back
+    assert rig.link.epoch == 1
+    rig.run(1.0)
+    later = rig.note_ons(STRINGS, after=cut)
+    assert later and all(m.velocity == 101 for _, m in later), "after the cut only the new plan sounds"
+    rig.play(off(60))
+    rig.bridge.stop()
+    assert not unreleased_note_ons(m for _, m in rig.heard)
+
+
+# -- harmonize -------------------------------------------------------------------------------------------------
+def test_harmonize_voices_sound_with_the_note_and_end_with_it():
+    rig = Rig("harmonize", modes=ModeConfig(voices=3))
+    rig.run(0.2)
+    assert not rig.note_ons(STRINGS), "nothing without the player"
+    t = rig.clock.now()
+    rig.play(on(60))
+    voices = rig.note_ons(STRINGS)
+    assert len(voices) == 3 and all(vt == t for vt, _ in voices), "voices at the same instant"
+    rig.run(0.5)
+    assert len(rig.note_ons(STRINGS)) == 3 and stuck_notes(m for _, m in rig.heard if m.channel == STRINGS)
+    rig.play(off(60))
+    assert not stuck_notes(m for _, m in rig.heard)
+
+
+# -- generate --------------------------------------------------------------------------------------------------
+def clock_ticks(rig, bpm, seconds, step=0.001):
+    """An external clock source: a tick every 1/24 beat, the bridge pumped every `step` seconds."""
+    spt = 60 / bpm / 24
+    start = rig.clock.now()
+    n = 0
+    while rig.clock.now() < start + seconds:
+        rig.clock.advance(step)
+        while start + (n + 1) * spt <= rig.clock.now() + 1e-9:
+            n += 1
+            rig.keyboard.send(mido.Message("clock"))
+        rig.bridge.pump()
+
+
+def test_generate_follows_the_external_clock_and_its_transport():
+    rig = Rig("generate", clock=ClockConfig(quantize="1/16"))
+    rig.keyboard.send(mido.Message("start"))
+    start = rig.clock.now() + 60 / 150 / 24  # the first tick after Start is the downbeat
+    clock_ticks(rig, 150, 2.0)
+    notes = rig.note_ons(STRINGS)
+    assert rig.bridge.follower.bpm == pytest.approx(150, rel=0.01)
+    grid = 60 / 150 / 4
+    assert len(notes) >= 5
+    locked = [t for t, _ in notes if t > start + 0.5]  # planned after the tempo estimate locked
+    phases = [abs((t - start) / grid - round((t - start) / grid)) for t in locked]
+    assert len(locked) >= 5 and max(phases) < 0.05, phases
+    rig.keyboard.send(mido.Message("stop"))
+    rig.bridge.pump()
+    stopped = rig.clock.now()
+    assert not stuck_notes(m for _, m in rig.heard), "transport stop silences"
+    rig.run(1.0)
+    assert not rig.note_ons(STRINGS, after=stopped + 1e-9), "stopped transport: silence"
+    rig.keyboard.send(mido.Message("continue"))
+    clock_ticks(rig, 150, 1.0)
+    assert rig.note_ons(STRINGS, after=stopped + 1.0)
+
+
+def test_generate_runs_on_the_internal_clock_and_ignores_the_player():
+    rig = Rig("generate")
+    rig.play(on(60), off(60))
+    rig.run(1.0)
+    assert rig.note_ons(STRINGS) and not rig.link.fed
+
+
+# -- thru, filters, feedback -----------------------------------------------------------------------------------
+def test_thru_passes_notes_and_asks_the_engine_nothing():
+    rig = Rig("thru")
+    rig.play(on(60), off(60), mido.Message("pitchwheel", pitch=300))
+    rig.run(1.0)
+    assert [m.type for _, m in rig.heard] == ["note_on", "note_off", "pitchwheel"]
+    assert "generate" not in rig.link.calls and not rig.link.fed
+
+
+def test_channel_filter_and_malformed_bytes():
+    rig = Rig("thru", channel=1)
+    rig.play(on(60, channel=0), on(61, channel=1))
+    rig.bridge.inbox.put((rig.clock.now(), [0x90, 200]))  # data byte out of range
+    rig.bridge.inbox.put((rig.clock.now(), [0xF7]))
+    rig.play(off(61, channel=1))
+    assert [(m.channel, m.note) for _, m in rig.heard] == [(1, 61), (1, 61)]
+    assert rig.bridge.counts["malformed"] == 2
+
+
+def test_feedback_through_a_loopback_port_is_suppressed():
+    rig = Rig("harmonize", thru=True)
+    rig.midi.listen("MuseBridge Out", lambda data: rig.bridge.inbox.put((rig.clock.now(), data)))  # loop back
+    rig.play(on(60))
+    rig.run(0.1)
+    rig.play(off(60))
+    rig.run(0.1)
+    assert [e["note"] for e in rig.link.fed if e["type"] == "note_on"] == [60], "echoes are not fed again"
+    assert rig.bridge.echo.suppressed >= 4
+
+
+# -- switching ---------------------------------------------------------------------------------------------------
+def test_modes_switch_by_cc_and_by_the_control_protocol():
+    rig = Rig("accompany")
+    rig.run(0.5)
+    assert rig.note_ons(STRINGS)
+    rig.play(cc(104))  # harmonize
+    assert rig.bridge.mode.name == "harmonize" and rig.link.params["mode"] == "harmonize"
+    assert not stuck_notes(m for _, m in rig.heard), "leaving a mode ends its notes"
+    t = rig.clock.now()
+    rig.run(0.5)
+    assert not rig.note_ons(STRINGS, after=t + 1e-9)
+    rig.bridge.engine_params({"mode": "generate"})  # `musebridge ctl set mode generate`
+    rig.run(0.5)
+    assert rig.bridge.mode.name == "generate" and rig.note_ons(STRINGS, after=t + 0.1)
+    rig.play(cc(102, value=0))  # below 64: ignored
+    assert rig.bridge.mode.name == "generate"
+
+
+def test_custom_cc_map_on_one_channel():
+    rig = Rig("respond", cc=CCMap(accompany=20, channel=15))
+    rig.play(cc(20, channel=0))
+    assert rig.bridge.mode.name == "respond"
+    rig.play(cc(20, channel=15))
+    assert rig.bridge.mode.name == "accompany"
+
+
+def test_temperature_cc():
+    rig = Rig("respond")
+    rig.play(cc(109, value=127))
+    assert rig.link.params["temperature"] == pytest.approx(2.0)
+
+
+# -- panic paths ----------------------------------------------------------------------------------------------
+def sounding_engine_notes(rig):
+    rig.run(0.3)
+    assert stuck_notes(m for _, m in rig.heard) or rig.note_ons(STRINGS)
+
+
+@pytest.mark.parametrize("how", ["cc123", "stop_cc", "transport_stop", "engine_event", "engine_fails", "exit"])
+def test_every_panic_path_leaves_no_note_hanging(how):
+    rig = Rig("accompany", thru=True, scheduler=SchedulerConfig(max_note_s=30.0))
+    rig.play(on(48))  # a held player note, passed thru
+    rig.link.generate = _long_notes(rig.link)
+    rig.run(0.3)
+    assert unreleased_note_ons(m for _, m in rig.heard)
+    if how == "cc123":
+        rig.play(cc(123))
+    elif how == "stop_cc":
+        rig.play(cc(108))
+    elif how == "transport_stop":
+        rig.play(mido.Message("stop"))
+    elif how == "engine_event":
+        rig.bridge.engine_lost("the engine server is stopping")
+        rig.bridge.pump()
+    elif how == "engine_fails":
+        rig.link.alive = False
+        rig.run(0.6)  # the next plan request fails
+    else:
+        rig.bridge.stop()
+    assert not unreleased_note_ons(m for _, m in rig.heard)
+    ccs = {(m.channel, m.control) for _, m in rig.heard if m.type == "control_change"}
+    assert {(0, 123), (0, 120), (STRINGS, 123), (STRINGS, 120)} <= ccs
+
+
+def _long_notes(link):
+    """A generate that starts notes and never ends them (the engine would end them later)."""
+    def generate(until=None, notes=None, max_tokens=None):
+        link.calls.append("generate")
+        if not link.alive:
+            raise EngineLost("gone")
+        start = link.time
+        link.time = max(link.time, until or link.time)
+        return [(start, mido.Message("note_on", channel=STRINGS, note=70 + len(link.calls) % 10, velocity=90))], \
+            link.time
+    return generate
+
+
+def test_engine_loss_is_recovered_by_reconnecting():
+    rig = Rig("accompany")
+    rig.link.alive = False
+    rig.run(0.1)
+    assert not rig.bridge.engine_ok and "gone" in rig.bridge.lost_reason
+    rig.link.alive = True
+    rig.run(2.1)
+    assert rig.bridge.engine_ok and rig.note_ons(STRINGS, after=rig.clock.now() - 0.5)
+
+
+def test_record_writes_both_parts(tmp_path):
+    path = tmp_path / "take.mid"
+    rig = Rig("respond", record=str(path), modes=ModeConfig(pause_s=0.2, answer_s=0.5))
+    phrase(rig, (60, 64))
+    rig.run(1.0)
+    rig.bridge.stop()
+    mid = mido.MidiFile(path)
+    names = {t.name for t in mid.tracks}
+    assert {"player", "strings"} <= names
+    notes = [m for m in mido.merge_tracks(mid.tracks) if m.type == "note_on" and m.velocity]
+    assert {m.note for m in notes if m.channel == 0} == {60, 64} and any(m.channel == STRINGS for m in notes)
+    assert FakeLink  # the fake engine made the strings part
