@@ -47,7 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--seed", type=int, default=d.seed)
     opt.add_argument("--no-augment", action="store_true", help="train on the corpus as it is")
     opt.add_argument("--transpose", type=int, default=AugmentConfig.transpose, help="max transposition, semitones")
-    opt.add_argument("--revoice-prob", type=float, default=AugmentConfig.revoice_prob)
+    opt.add_argument("--revoice-prob", type=float, default=AugmentConfig.revoice_prob,
+                     help="chance to move a window onto other instruments of its group")
+    opt.add_argument("--tempo", type=float, nargs=2, default=AugmentConfig.tempo, metavar=("MIN", "MAX"),
+                     help="tempo stretch factor range")
+    opt.add_argument("--humanize-prob", type=float, default=AugmentConfig.humanize_prob,
+                     help="chance to jitter a window's event times by +-1 grid step (10 ms)")
     hw = parser.add_argument_group("hardware")
     hw.add_argument("--device", default=d.device, help="auto, cpu, cuda (torchrun: one GPU per process)")
     hw.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16", "float16"),
@@ -63,7 +68,9 @@ def configs_from_args(args: argparse.Namespace):
 
     overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
     model_cfg = dataclasses.replace(PRESETS[args.config], **overrides)
-    augment = None if args.no_augment else AugmentConfig(transpose=args.transpose, revoice_prob=args.revoice_prob)
+    augment = None if args.no_augment else AugmentConfig(
+        transpose=args.transpose, tempo=tuple(args.tempo), revoice_prob=args.revoice_prob,
+        humanize_prob=args.humanize_prob)
     cfg = TrainConfig(
         data=args.data, out=args.out, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_steps=args.max_steps, minutes=args.minutes, lr=args.lr, min_lr=args.min_lr,
