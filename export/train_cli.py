@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 from .augment import AugmentConfig
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     except (ExportError, ValueError) as exc:
         print(f"musebridge train: {exc}", file=sys.stderr)
         return 1
-    if state["history"]:
+    if state["history"] and os.environ.get("RANK", "0") == "0":
         last = state["history"][-1]
         log.info("done: %d steps, %.1f min, validation loss %.4f (best %.4f); checkpoints in %s",
                  state["step"], state["elapsed_s"] / 60, last["val_loss"], state["best_val"], cfg.out)
