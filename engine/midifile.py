@@ -87,17 +87,31 @@ def read_midi(path: str | os.PathLike) -> MidiEvents:
     except _READ_ERRORS as exc:
         raise MidiFileError(f"{path}: {_problem(path, exc)}") from None
     division = _division(path, mid.ticks_per_beat)
-    tempo, now, events = DEFAULT_TEMPO, 0.0, []
-    for msg in mido.merge_tracks(mid.tracks):
-        now += msg.time * _seconds_per_tick(division, tempo)
+    seconds_per_tick, last_tick, now, events = _seconds_per_tick(division, DEFAULT_TEMPO), 0, 0.0, []
+    for tick, msg in _timeline(mid.tracks):
+        now += (tick - last_tick) * seconds_per_tick
+        last_tick = tick
         if msg.type == "set_tempo":
-            tempo = msg.tempo
+            seconds_per_tick = _seconds_per_tick(division, msg.tempo)
         elif not msg.is_meta and msg.type != "sysex":
-            events.append(Timed(now, msg.copy(time=0)))
+            events.append(Timed(now, msg.copy(skip_checks=True, time=0)))  # checked when the file was read
     if now > MAX_TIME_S:
         hours, limit = now / 3600, MAX_TIME_S / 3600
         raise MidiFileError(f"{path}: lasts {hours:.0f} hours, more than the codec's {limit:.0f}; it is damaged")
     return MidiEvents(tuple(events), now)
+
+
+def _timeline(tracks) -> list[tuple[int, mido.Message]]:
+    """(absolute tick, message) of all tracks in playback order, ties in track order: mido.merge_tracks's order
+    without its two checked copies of every message (which cost 3/4 of the reading time)."""
+    timeline = []
+    for track in tracks:
+        tick = 0
+        for msg in track:
+            tick += msg.time
+            timeline.append((tick, msg))
+    timeline.sort(key=lambda item: item[0])  # stable
+    return timeline
 
 
 def _problem(path: Path, exc: BaseException) -> str:
