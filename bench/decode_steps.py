@@ -9,6 +9,7 @@ of the default size (or the checkpoint's weights):
   inplace      past and present bound to one preallocated buffer per layer (IO binding): nothing copied
   +opt=basic   the same with onnxruntime's basic graph optimizations only (no fusions)
   +int8        int8 MatMul weights (dynamic quantization)
+  +int4        block-wise int4 MatMul weights (MatMulNBits, int8 compute)
   +threads=2   two intra-op threads (fp32 and int8; int8 also without spin-waiting threads)
 """
 
@@ -124,7 +125,7 @@ def main() -> int:
     from musebridge.engine import vocab as V
     from musebridge.export.checkpoint import load_checkpoint
     from musebridge.export.model import GPT, GPTConfig
-    from musebridge.export.onnx_export import export_model, quantize_int8
+    from musebridge.export.onnx_export import export_model, quantize_int4, quantize_int8
 
     if args.checkpoint:
         model, state = load_checkpoint(args.checkpoint)
@@ -133,24 +134,29 @@ def main() -> int:
         model = GPT(GPTConfig()).eval()
         state = {"config": model.config.to_dict(), "vocab": asdict(V.vocab_info()), "train": {}, "data": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        fp32, int8, int4 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "int4.onnx"
         export_model(model, state, fp32)
         quantize_int8(fp32, int8)
+        quantize_int4(fp32, int4)
         result = {
             "naive fp32": naive(fp32, args.steps),
             "inplace fp32 opt=basic": engine(fp32, args.steps, 1, "basic"),
             "inplace fp32": engine(fp32, args.steps, 1),
             "inplace int8": engine(int8, args.steps, 1),
+            "inplace int4": engine(int4, args.steps, 1),
             "inplace fp32 threads=2": engine(fp32, args.steps, 2),
             "inplace int8 threads=2": engine(int8, args.steps, 2),
             "inplace int8 threads=2 no-spin": engine(int8, args.steps, 2, spinning=False),
+            "inplace int4 threads=2": engine(int4, args.steps, 2),
             "nodes fp32 basic": node_counts(fp32, "basic"),
             "nodes fp32 all": node_counts(fp32, "all"),
             "nodes int8 all": node_counts(int8, "all"),
+            "nodes int4 all": node_counts(int4, "all"),
         }
         if args.profile:
             result["profile fp32 us/step"] = op_profile(fp32, args.steps)
             result["profile int8 us/step"] = op_profile(int8, args.steps)
+            result["profile int4 us/step"] = op_profile(int4, args.steps)
     for name, figures in result.items():
         print(f"{name:24} {figures}")
     if args.json:

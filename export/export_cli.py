@@ -2,7 +2,8 @@
 
 The fp32 graph is checked against the checkpoint (logits of a prefill and of cached steps, max abs diff) and
 scored on held-out tokens: the corpus's test split (export.corpus.load_split) when it exists, else the bundled
-chorale. With --int8 the MatMul weights are quantized (dynamic int8) and the NLL change is reported.
+chorale. With --int8 (dynamic int8) or --int4 (block-wise int4, MatMulNBits) the MatMul weights are quantized and
+the NLL change is reported.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from musebridge.engine.errors import EngineError
 from musebridge.engine.runtime import Model, RuntimeOptions
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .onnx_export import export_model, quantize_int8
+from .onnx_export import export_model, quantize_int4, quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by `musebridge train`")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="ONNX file to write")
-    parser.add_argument("--int8", action="store_true", help="quantize MatMul weights to int8 (dynamic)")
+    quant = parser.add_mutually_exclusive_group()
+    quant.add_argument("--int8", action="store_true", help="quantize MatMul weights to int8 (dynamic)")
+    quant.add_argument("--int4", action="store_true", help="quantize MatMul weights to block-wise int4 "
+                       "(MatMulNBits, 32 weights per scale)")
     parser.add_argument("--corpus", default=None, metavar="ROOT", help="corpus root for the held-out NLL "
                         "(default: data/corpus, or $MUSEBRIDGE_DATA/corpus)")
     parser.add_argument("--eval-tokens", type=int, default=20000, metavar="N",
@@ -112,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         model, state = load_checkpoint(args.checkpoint)
         out = Path(args.output)
         with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-            fp32 = Path(tmp) / "fp32.onnx" if args.int8 else out
+            quantized = "int8" if args.int8 else "int4" if args.int4 else None
+            fp32 = Path(tmp) / "fp32.onnx" if quantized else out
             graph = export_model(model, state, fp32)
             pieces, source = heldout_pieces(args.corpus, max(args.eval_tokens, 64))
             tokens = [int(t) for t in np.concatenate(pieces)[: model.config.block_size]]
@@ -121,11 +126,12 @@ def run(args: argparse.Namespace) -> int:
                       "vocab": {"version": V.VOCAB_VERSION, "sha256": V.vocab_info().sha256[:12]}}
             if args.eval_tokens:
                 report["nll_fp32"] = round(onnx_nll(fp32, pieces), 5)
-            if args.int8:
-                quantize_int8(fp32, out)
+            if quantized:
+                (quantize_int8 if args.int8 else quantize_int4)(fp32, out)
+                report["weights"] = quantized
                 if args.eval_tokens:
-                    report["nll_int8"] = round(onnx_nll(out, pieces), 5)
-                    report["nll_change"] = round(report["nll_int8"] - report["nll_fp32"], 5)
+                    report[f"nll_{quantized}"] = round(onnx_nll(out, pieces), 5)
+                    report["nll_change"] = round(report[f"nll_{quantized}"] - report["nll_fp32"], 5)
         report["size_mb"] = round(out.stat().st_size / 1e6, 2)
         if args.card:
             card = {"export": report, "checkpoint": str(args.checkpoint), "config": state["config"],

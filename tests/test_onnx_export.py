@@ -127,11 +127,12 @@ def test_missing_truncated_and_foreign_files_refused(exported, tmp_path):
         assert "\n" not in str(err.value) and words in str(err.value) and bad.name in str(err.value)
 
 
-def test_int8_model_loads_and_stays_close(exported, tmp_path):
-    from musebridge.export.onnx_export import quantize_int8
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_model_loads_and_stays_close(exported, tmp_path, bits):
+    from musebridge.export.onnx_export import quantize_int4, quantize_int8
 
     _, path, onnx_model = exported
-    quantize_int8(path, tmp_path / "q.onnx")
+    (quantize_int8 if bits == 8 else quantize_int4)(path, tmp_path / "q.onnx")
     q = Model.load(tmp_path / "q.onnx")
     assert q.info.n_layer == onnx_model.info.n_layer  # metadata survives quantization
     toks = tokens(40, seed=9)
