@@ -138,3 +138,25 @@ def test_quantized_model_loads_and_stays_close(exported, tmp_path, bits):
     toks = tokens(40, seed=9)
     a, b = onnx_model.new_cache().forward(toks), q.new_cache().forward(toks)
     assert np.abs(a - b).max() < 0.1 * np.abs(a).max() + 0.05
+
+
+def test_export_command_writes_a_loadable_model_and_fails_cleanly(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from model_fixtures import make_model
+    from musebridge.engine import vocab as V
+    from musebridge.export.checkpoint import save_checkpoint
+
+    from musebridge.cli import main
+
+    save_checkpoint(tmp_path / "m.pt", make_model(3), train={"step": 1}, data={"corpus": "test"})
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tmp_path / "m.pt"), "-o", str(out), "--eval-tokens", "300", "--json",
+                 "--card", str(tmp_path / "card.json")]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["parity_max_abs"] <= TOL and report["nll_fp32"] > 0
+    assert Model.load(out).info.data == {"corpus": "test"}
+    assert json.loads((tmp_path / "card.json").read_text())["vocab"] == asdict(V.vocab_info())
+    assert main(["export", str(tmp_path / "none.pt"), "-o", str(tmp_path / "x.onnx")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "none.pt" in err and not (tmp_path / "x.onnx").exists()
