@@ -50,6 +50,10 @@ def _grid_step(time_s: float) -> int:
     return int(round(time_s / V.GRID_S))
 
 
+def _is_int(value, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
+
+
 class EventEncoder:
     """Turns timestamped MIDI messages into event tokens (no conditioning prefix: see vocab.conditioning)."""
 
@@ -175,6 +179,8 @@ class EventDecoder:
         self.programs = programs or tuple(i.program for i in INSTRUMENTS)
         if len(self.channels) != len(INSTRUMENTS) or len(self.programs) != len(INSTRUMENTS):
             raise CodecError(f"channels and programs need one entry per instrument class ({len(INSTRUMENTS)})")
+        if not all(_is_int(c, 15) for c in self.channels) or not all(_is_int(p, 127) for p in self.programs):
+            raise CodecError("channels must be 0-15 and programs 0-127")
         self._program_changes = program_changes
         self._step = 0
         self._velocity = V.bin_velocity(V.VELOCITY_BINS * 5 // 8)  # mezzo-forte until a VEL token says otherwise
@@ -220,7 +226,9 @@ class EventDecoder:
         return out
 
     def _msg(self, type_: str, cls: int, **kw) -> Timed:
-        return Timed(self.time, mido.Message(type_, channel=self.channels[cls], **kw))
+        # Every value is in range by construction (checked tables, 0-127 pitches), so skip mido's checks:
+        # they are most of the cost of decoding a token.
+        return Timed(self.time, mido.Message(type_, skip_checks=True, channel=self.channels[cls], **kw))
 
     def _announce(self, cls: int) -> list[Timed]:
         """Program change for a class's channel before its first message (none for drums)."""

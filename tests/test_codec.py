@@ -344,3 +344,19 @@ def test_decoder_accepts_numpy_integers_and_refuses_everything_else():
 def test_encoder_refuses_bad_times(bad):
     with pytest.raises(CodecError):
         EventEncoder().feed(bad, on(0, 60).msg)
+
+
+@pytest.mark.parametrize("kw", [{"channels": (16,) * len(INSTRUMENTS)}, {"programs": (-1,) * len(INSTRUMENTS)},
+                                {"channels": (0,)}, {"programs": (1.5,) * len(INSTRUMENTS)}])
+def test_decoder_refuses_bad_channel_or_program_tables(kw):
+    with pytest.raises(CodecError):
+        EventDecoder(**kw)
+
+
+def test_decoder_routes_classes_to_custom_channels_and_programs():
+    channels = tuple(range(len(INSTRUMENTS)))
+    decoded = decode_tokens([V.note_on_token(STRINGS, 60)], channels=channels, programs=(42,) * len(INSTRUMENTS))
+    assert [(m.type, m.channel, m.bytes()) for _, m in decoded][:2] == [
+        ("program_change", STRINGS, [0xC0 | STRINGS, 42]),
+        ("note_on", STRINGS, [0x90 | STRINGS, 60, V.bin_velocity(V.VELOCITY_BINS * 5 // 8)]),
+    ]
