@@ -76,7 +76,6 @@ class ModeConfig:
     horizon_s: float = 0.3
     chunk_s: float = 0.25
     voices: int = 3
-    harmonize_window_s: float = 0.12
 
     def __post_init__(self):
         if not 1 <= self.voices <= 16:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 
 import mido
-
 from musebridge.engine.instruments import INSTRUMENT_NAMES, INSTRUMENTS
 
 from .clock import Clock
@@ -56,9 +56,11 @@ class Bridge:
         self.engine_ok = False
         self.lost_reason = ""
         self.counts = {"in": 0, "out": 0, "malformed": 0}
+        self.latencies: deque[float] = deque(maxlen=1000)  # player/trigger -> first engine note sent, seconds
         self._next_reconnect = 0.0
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
+        self._stopped = False
         self._channel_map = config.channel_map()
         self._listeners: list[Callable[[str], None]] = []
 
@@ -84,7 +86,9 @@ class Bridge:
                 for n in names if n in INSTRUMENT_NAMES}
 
     def _send(self, msg: mido.Message) -> None:
-        self.out_port.send(msg)
+        port = self.out_port
+        if port is not None:
+            port.send(msg)
 
     def _count_out(self, _t: float, _msg: mido.Message, _source: str) -> None:
         self.counts["out"] += 1
@@ -326,6 +330,9 @@ class Bridge:
 
     def stop(self) -> None:
         """Stop everything and silence the out port; write the recording. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._running.clear()
         if self.in_port is not None:
             self.in_port.close()

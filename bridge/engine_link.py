@@ -1,6 +1,6 @@
 """The bridge's only way to the engine: a session over engine/client.py, and a watcher for server events.
 
-    link = EngineLink(ClientConfig(...), {"style": "bach", "instruments": ["strings"], "player_instrument": "piano"})
+    link = EngineLink(ClientConfig(...), {"style": "bach", "instruments": ["strings"]}, clock.now)
     link.open()                                  # session.create
     link.feed([{"t": 1.25, "type": "note_on", "channel": 0, "note": 60, "velocity": 90}])
     notes, end = link.generate(until=2.0)        # engine events with "t" in session seconds
@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable
 
 import mido
-
 from musebridge.engine.client import Client, ClientConfig, ClientError
 
 from .errors import BridgeError, EngineLost

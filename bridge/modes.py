@@ -124,6 +124,8 @@ class RespondMode(Mode):
         self._planned = end
         self.state = "answering"
         self.host.play(events, lambda s: s + self._offset)
+        self.host.scheduler.run_due()
+        self.host.latencies.append(self.host.clock.now() - now)
 
     def _continue_answer(self, now: float) -> None:
         modes = self.host.config.modes
@@ -194,15 +196,16 @@ class HarmonizeMode(Mode):
             self.host.scheduler.run_due()
 
     def _voice(self, key: tuple[int, int], t: float) -> None:
-        modes = self.host.config.modes
-        s = self.host.session_time(t)
-        events, _ = self.host.link.generate(notes=modes.voices, until=s + modes.harmonize_window_s,
-                                            max_tokens=8 * modes.voices + 8)
+        voices = self.host.config.modes.voices
+        # no time limit: whatever time the model puts between the voices, they sound now
+        events, _ = self.host.link.generate(notes=voices, max_tokens=8 * voices + 8)
         now = self.host.clock.now()
         chosen = [(now, m) for _, m in events if is_note_on(m) or m.type == "program_change"]
         sent = self.host.play(chosen, lambda w: w)
         self._voices.setdefault(key, []).extend(m for _, m in sent if is_note_on(m))
         self.host.scheduler.run_due()
+        if sent:
+            self.host.latencies.append(self.host.clock.now() - t)
 
     def silenced(self, now: float) -> None:
         self._voices.clear()

@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import mido
-
 from musebridge.engine.codec import Timed
 from musebridge.engine.instruments import INSTRUMENTS
 from musebridge.engine.midifile import write_midi
@@ -32,7 +31,8 @@ class Recorder:
         if not hasattr(msg, "channel"):
             return
         with self._lock:
-            self._events.append(Timed(max(0.0, t - self.start), msg.copy(channel=self._player_channel(msg.channel))))
+            mine = msg.copy(channel=self._player_channel(msg.channel))
+            self._events.append(Timed(max(0.0, t - self.start), mine))
 
     def sent(self, t: float, msg: mido.Message, source: str) -> None:
         """A Scheduler.on_sent listener: the engine's part (thru copies are the player's, recorded already)."""

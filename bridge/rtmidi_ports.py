@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections import deque
 
 import mido
 
@@ -17,6 +19,9 @@ from .ports import IN_NAME, OUT_NAME, InputCallback, match_port
 
 log = logging.getLogger(__name__)
 
+JACK_BURST = 16  # messages ...
+JACK_WINDOW_S = 0.002  # ... per this many seconds at most on JACK (one small period's MIDI buffer holds ~32)
+FLUSH_S = 0.1  # wait before closing an output port, seconds (a few JACK periods even at 1024 frames)
 API_NAMES = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "winmm": "WINDOWS_MM"}
 
 
@@ -78,13 +83,25 @@ class RtmidiInput:
 
 
 class RtmidiOutput:
-    def __init__(self, midi, name: str):
+    """An output port. paced: at most JACK_BURST messages per JACK_WINDOW_S (JACK drops or garbles the rest of a
+    larger burst within one period, e.g. a panic's note-offs); other APIs queue bursts themselves."""
+
+    def __init__(self, midi, name: str, paced: bool = False):
         self._midi, self.name = midi, name
+        self._recent: deque[float] | None = deque(maxlen=JACK_BURST) if paced else None
 
     def send(self, msg: mido.Message) -> None:
+        recent = self._recent
+        if recent is not None:
+            if len(recent) == JACK_BURST:
+                wait_until = recent[0] + JACK_WINDOW_S
+                while time.perf_counter() < wait_until:
+                    time.sleep(0)
+            recent.append(time.perf_counter())
         self._midi.send_message(msg.bytes())
 
     def close(self) -> None:
+        time.sleep(FLUSH_S)  # JACK sends queued messages on its next cycles: the final note-offs must leave
         self._midi.close_port()
         self._midi.delete()
 
@@ -144,11 +161,15 @@ class RtmidiBackend:
 
     def open_output(self, name: str | None, virtual_name: str = OUT_NAME) -> RtmidiOutput:
         midi = self._new(_rtmidi().MidiOut, virtual_name if name is None else self.client_name)
-        return RtmidiOutput(midi, self._open(midi, "output", name, virtual_name))
+        return RtmidiOutput(midi, self._open(midi, "output", name, virtual_name), paced=self.name == "jack")
 
 
 def open_backend(api: str | None) -> RtmidiBackend:
     """The rtmidi backend for --api (None: automatic)."""
     if api is not None and api not in API_NAMES:
         raise PortError(f"unknown MIDI API {api!r}; choose from: {', '.join(API_NAMES)}")
+    if api is not None and not api_usable(api):
+        fix = {"jack": "start JACK first (e.g. `jackd -d dummy`)", "alsa": "load the snd-seq kernel module"}
+        raise PortError(f"the {api} MIDI system is not running; {fix.get(api, 'choose another --api')} "
+                        "(`musebridge ports` shows what works)")
     return RtmidiBackend(api)

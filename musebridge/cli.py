@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("musebridge.export.train_cli", "train a model on a token corpus (one device or torchrun DDP)"),
     "eval": ("musebridge.export.evaluate", "NLL per token and per note of a model vs an n-gram baseline"),
     "export": ("musebridge.export.export_cli", "export a checkpoint to the engine's ONNX model (optional int8)"),
+    "play": ("musebridge.bridge.play_cli", "live through MIDI ports: respond, accompany, harmonize, generate"),
+    "ports": ("musebridge.bridge.ports_cli", "list MIDI input and output ports for --in / --out"),
     "bench": ("musebridge.bench_cli", "benchmarks from bench/ (decode: engine vs torch vs HF latency)"),
 }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import mido
-
 from musebridge.bridge.clock import FakeClock
 from musebridge.bridge.config import BridgeConfig
 from musebridge.bridge.core import Bridge
@@ -113,7 +112,7 @@ class Rig:
             self.clock.advance(step)
             self.bridge.pump()
 
-    def note_ons(self, channel: int | None = None, after: float = float("-inf")) -> list[tuple[float, mido.Message]]:
+    def note_ons(self, channel: int | None = None, after: float = float("-inf")) -> list:
         return [(t, m) for t, m in self.heard if m.type == "note_on" and m.velocity > 0 and t >= after
                 and (channel is None or m.channel == channel)]
 

@@ -6,7 +6,6 @@ import random
 
 import mido
 import pytest
-
 from musebridge.bridge.errors import ConfigError
 from musebridge.bridge.midiclock import ClockConfig, ClockFollower, grid_beats
 

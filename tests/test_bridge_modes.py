@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import mido
 import pytest
-
 from musebridge.bridge.config import CCMap, ModeConfig
 from musebridge.bridge.errors import EngineLost
 from musebridge.bridge.midiclock import ClockConfig
 from musebridge.bridge.scheduler import SchedulerConfig
+
 from tests.bridge_fakes import FakeLink, Rig, cc, off, on, stuck_notes, unreleased_note_ons
 
 STRINGS = 5  # the fake engine plays strings on channel 6 (5 on the wire)

@@ -6,9 +6,9 @@ import random
 import time
 
 import mido
-
 from musebridge.bridge.clock import FakeClock, MonotonicClock
 from musebridge.bridge.scheduler import ENGINE, THRU, Scheduler, SchedulerConfig
+
 from tests.bridge_fakes import off, on, stuck_notes, unreleased_note_ons
 
 

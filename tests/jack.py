@@ -1,0 +1,131 @@
+"""JACK helpers for real-port tests: a private `jackd -d dummy` server per test module, and a JACK MIDI peer
+(another client, like a keyboard and a synth) that plays into the bridge and records what it sends back.
+
+Each server gets its own name (JACK_DEFAULT_SERVER), so parallel runs never meet. Tests skip when jackd is
+missing; `.ci/run` installs jackd2.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import mido
+
+JACKD = shutil.which("jackd")
+
+
+class JackServer:
+    """jackd with the dummy driver at `rate` Hz and `period` frames; start() waits until clients can connect."""
+
+    def __init__(self, rate: int = 48000, period: int = 32):
+        self.name = f"mbtest-{uuid.uuid4().hex[:8]}"
+        self.rate, self.period = rate, period
+        self.proc: subprocess.Popen | None = None
+        self._previous = os.environ.get("JACK_DEFAULT_SERVER")
+        self.log = tempfile.NamedTemporaryFile(prefix="jackd-", suffix=".log", delete=False)
+
+    def start(self, wait_s: float = 15.0) -> JackServer:
+        cmd = [JACKD, "-n", self.name, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
+        env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        os.environ["JACK_DEFAULT_SERVER"] = self.name  # libjack reads it when a client opens
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jackd exited: {open(self.log.name).read()[-500:]}")
+            if self.usable():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("jackd did not accept clients in time")
+
+    @staticmethod
+    def usable() -> bool:
+        import rtmidi
+
+        try:
+            probe = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "probe")
+        except OSError:
+            return False
+        probe.delete()
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._previous is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = self._previous
+        os.unlink(self.log.name)
+
+
+def find(ports: list[str], name: str) -> int:
+    hits = [i for i, p in enumerate(ports) if name in p]
+    if not hits:
+        raise LookupError(f"no JACK port containing {name!r} in {ports}")
+    return hits[0]
+
+
+class JackPeer:
+    """A JACK MIDI client: `send` plays into the port named `to`, and everything the port named `listen` emits
+    is kept in `heard` as (time.perf_counter() seconds, mido.Message)."""
+
+    def __init__(self, to: str | None, listen: str | None, client: str = "peer", wait_s: float = 5.0):
+        import rtmidi
+
+        self.heard: list[tuple[float, mido.Message]] = []
+        self.out = self.inp = None
+        deadline = time.monotonic() + wait_s
+        while True:  # the bridge's ports may take a moment to appear
+            try:
+                self._open(rtmidi, to, listen, client)
+                break
+            except LookupError:
+                self.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _open(self, rtmidi, to, listen, client) -> None:
+        if to is not None:
+            self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{client} out")
+            self.out.open_port(find(self.out.get_ports(), to))
+        if listen is not None:
+            self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{client} in")
+            self.inp.ignore_types(sysex=True, timing=False, active_sense=True)
+            self.inp.set_callback(self._received)
+            self.inp.open_port(find(self.inp.get_ports(), listen))
+
+    def _received(self, event, _data) -> None:
+        self.heard.append((time.perf_counter(), mido.Message.from_bytes(event[0])))
+
+    def send(self, msg: mido.Message) -> float:
+        """Send now; returns the time.perf_counter() just before sending."""
+        t = time.perf_counter()
+        self.out.send_message(msg.bytes())
+        return t
+
+    def messages(self) -> list[mido.Message]:
+        return [m for _, m in list(self.heard)]
+
+    def note_ons(self, channel: int | None = None, after: float = 0.0) -> list[tuple[float, mido.Message]]:
+        return [(t, m) for t, m in list(self.heard) if m.type == "note_on" and m.velocity > 0 and t >= after
+                and (channel is None or m.channel == channel)]
+
+    def close(self) -> None:
+        for port in (self.out, self.inp):
+            if port is not None:
+                port.close_port()
+                port.delete()
+        self.out = self.inp = None

@@ -1,0 +1,253 @@
+"""The bridge on real MIDI ports: a private JACK server (dummy driver), the real engine server, and another JACK
+client playing into the bridge and listening to it. Skipped when jackd is not installed.
+
+No wall-clock thresholds: these tests check that answers arrive, ordering, tempo within a tolerance derived from
+the clock source, and that no note is left hanging."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+
+import mido
+import pytest
+from musebridge.bridge.clock import MonotonicClock
+from musebridge.bridge.config import BridgeConfig, ModeConfig
+from musebridge.bridge.core import Bridge
+from musebridge.bridge.engine_link import EngineLink, EngineWatcher
+from musebridge.bridge.midiclock import ClockConfig
+from musebridge.bridge.rtmidi_ports import RtmidiBackend
+from musebridge.engine.client import Client, ClientConfig
+
+from tests.bridge_fakes import unreleased_note_ons
+from tests.jack import JACKD, JackPeer, JackServer
+from tests.model_fixtures import export_small
+
+pytestmark = [pytest.mark.jack,
+              pytest.mark.skipif(JACKD is None, reason="jackd not installed (apt install jackd2)")]
+
+STRINGS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Engine:
+    """A `musebridge serve` subprocess on free loopback ports."""
+
+    def __init__(self, model):
+        self.port, self.pub_port = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "musebridge", "serve", "--model", str(model), "--port", str(self.port),
+             "--pub-port", str(self.pub_port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.config = ClientConfig(endpoint=f"tcp://127.0.0.1:{self.port}",
+                                   events_endpoint=f"tcp://127.0.0.1:{self.pub_port}", timeout=1.0)
+        with Client(self.config) as c:
+            for _ in range(200):
+                if c.ping(timeout=0.3):
+                    return
+                assert self.proc.poll() is None, self.proc.stderr.read()
+        raise AssertionError("engine did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def jack():
+    server = JackServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return export_small(tmp_path_factory.mktemp("model"))[1]
+
+
+@pytest.fixture()
+def engine(model):
+    e = Engine(model)
+    yield e
+    e.stop()
+
+
+class Live:
+    """An in-process Bridge on JACK ports with its engine watcher, and a peer wired to it."""
+
+    def __init__(self, engine: Engine, mode: str, **config):
+        tag = uuid.uuid4().hex[:6]
+        self.config = replace(BridgeConfig(mode=mode, api="jack", in_name=f"MB In {tag}",
+                                           out_name=f"MB Out {tag}"), **config)
+        clock = MonotonicClock()
+        params = {"instruments": ["strings"], "player_instrument": "piano", "seed": 1, "mode": mode}
+        self.link = EngineLink(engine.config, params, clock.now)
+        self.bridge = Bridge(self.config, RtmidiBackend("jack"), self.link, clock)
+        self.bridge.open()
+        self.watcher = EngineWatcher(engine.config, lambda: self.link.session, self.bridge.engine_lost,
+                                     self.bridge.engine_params)
+        self.watcher.start()
+        self.bridge.start()
+        self.peer = JackPeer(self.config.in_name, self.config.out_name, client=f"peer {tag}")
+
+    def play(self, notes, length=0.15, gap=0.05, channel=0):
+        for n in notes:
+            self.peer.send(mido.Message("note_on", channel=channel, note=n, velocity=90))
+            time.sleep(length)
+            self.peer.send(mido.Message("note_off", channel=channel, note=n))
+            time.sleep(gap)
+
+    def wait_for(self, predicate, timeout=10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.bridge.stop()
+        time.sleep(0.1)  # let the final note-offs cross JACK
+        self.peer.close()
+
+
+@pytest.fixture()
+def live(jack, engine):
+    made = []
+
+    def make(mode, **config):
+        made.append(Live(engine, mode, **config))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+def test_respond_answers_a_phrase_through_jack(live):
+    rig = live("respond", modes=ModeConfig(pause_s=0.3, answer_s=1.0))
+    rig.play([60, 64, 67])
+    end = time.perf_counter()
+    assert rig.wait_for(lambda: rig.peer.note_ons(STRINGS)), "no answer on the out port"
+    assert all(t > end for t, _ in rig.peer.note_ons(STRINGS)), "the answer comes after the phrase"
+    assert rig.wait_for(lambda: rig.bridge.mode.state == "listening" and not rig.bridge.scheduler.held.sounding)
+    assert rig.wait_for(lambda: not unreleased_note_ons(rig.peer.messages()), timeout=2.0)
+
+
+def test_harmonize_voices_each_note_through_jack(live):
+    rig = live("harmonize", modes=ModeConfig(voices=2))
+    for note in (60, 62, 64):
+        before = time.perf_counter()
+        rig.peer.send(mido.Message("note_on", note=note, velocity=90))
+        assert rig.wait_for(lambda b=before: rig.peer.note_ons(STRINGS, after=b)), f"no voices for {note}"
+        time.sleep(0.1)
+        rig.peer.send(mido.Message("note_off", note=note))
+        time.sleep(0.05)
+    assert rig.wait_for(lambda: not unreleased_note_ons(rig.peer.messages()), timeout=2.0)
+    fed = [e for e in rig.bridge.latencies]
+    assert len(fed) == 3
+
+
+def test_accompany_plays_along_through_jack(live):
+    rig = live("accompany", modes=ModeConfig(horizon_s=0.3, chunk_s=0.2))
+    start = time.perf_counter()
+    rig.play([60, 62, 64, 65, 67], length=0.2)
+    assert rig.peer.note_ons(STRINGS, after=start), "the engine played while the player played"
+    rig.watcher.stop()
+    rig.bridge.stop()
+    time.sleep(0.1)
+    assert not unreleased_note_ons(rig.peer.messages())
+
+
+def test_generate_follows_an_external_midi_clock(live):
+    bpm = 150.0
+    rig = live("generate", clock=ClockConfig(quantize="1/16"), modes=ModeConfig(horizon_s=0.3, chunk_s=0.2))
+    spt = 60 / bpm / 24
+    rig.peer.send(mido.Message("start"))
+    t0 = time.perf_counter() + spt
+    for i in range(int(6.0 / spt)):  # six seconds of clock, each tick sent at its own time
+        while time.perf_counter() < t0 + i * spt:
+            time.sleep(0.0005)
+        rig.peer.send(mido.Message("clock"))
+    rig.peer.send(mido.Message("stop"))
+    time.sleep(0.2)
+    assert rig.bridge.follower.bpm == pytest.approx(bpm, rel=0.03)
+    grid = 60 / bpm / 4
+    onsets = [t for t, _ in rig.peer.note_ons(STRINGS, after=t0 + 1.0) if t < t0 + 6.0]
+    assert len(onsets) >= 3, "generate played in time with the clock"
+    errors = sorted(abs((t - t0) - grid * round((t - t0) / grid)) for t in onsets)
+    assert errors[len(errors) // 2] < grid / 4, f"onsets off the source's 1/16 grid: {errors}"
+    assert not unreleased_note_ons(rig.peer.messages()), "transport stop silenced everything"
+
+
+def test_no_stuck_notes_after_random_input_and_kill_9_of_the_engine(live, engine):
+    rig = live("accompany", thru=True)
+    rng = random.Random(3)
+    held: set[int] = set()
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        note = rng.randrange(48, 72)
+        if note in held and rng.random() < 0.7:
+            rig.peer.send(mido.Message("note_off", note=note))
+            held.discard(note)
+        else:
+            rig.peer.send(mido.Message("note_on", note=note, velocity=rng.randrange(1, 128)))
+            held.add(note)
+        time.sleep(rng.uniform(0.0, 0.06))
+    assert rig.peer.note_ons(STRINGS), "the engine was playing"
+    os.kill(engine.proc.pid, signal.SIGKILL)
+    engine.proc.wait()
+    assert rig.wait_for(lambda: not rig.bridge.engine_ok, timeout=10.0), "engine loss noticed"
+    time.sleep(0.2)
+    msgs = rig.peer.messages()
+    assert not unreleased_note_ons(msgs), "\n".join(str(m) for m in msgs[-60:])
+
+
+def test_play_command_spawns_the_engine_records_and_silences_on_sigterm(jack, model, tmp_path):
+    port, pub = free_port(), free_port()
+    record = tmp_path / "take.mid"
+    cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
+           str(model), "--port", str(port), "--pub-port", str(pub), "--record", str(record), "--no-status",
+           "--instruments", "strings", "--seed", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peer = None
+    try:
+        peer = JackPeer("MuseBridge In", "MuseBridge Out", client="cli peer", wait_s=60.0)
+        time.sleep(0.5)
+        for note in (60, 64, 67):
+            peer.send(mido.Message("note_on", note=note, velocity=80))
+            time.sleep(0.3)
+        # SIGTERM while the player still holds three notes and the voices sound
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        time.sleep(0.1)
+        assert proc.returncode == 0, err
+        assert peer.note_ons(STRINGS), err
+        assert not unreleased_note_ons(peer.messages()), "SIGTERM silenced everything"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if peer is not None:
+            peer.close()
+    mid = mido.MidiFile(record)
+    assert {"player", "strings"} <= {t.name for t in mid.tracks}
+    with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}", timeout=0.3)) as c:
+        assert not c.ping(timeout=0.3), "the engine started by play was stopped with it"
