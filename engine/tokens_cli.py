@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"file         {info['file']}")
     print(f"duration     {info['duration_s']:.2f} s")
     print(f"notes        {info['notes']}")
-    print(f"tokens       {info['tokens']}  ({info['tokens_per_note']} per note)")
+    per_note = f"{info['tokens_per_note']} per note" if info["notes"] else "no notes"
+    print(f"tokens       {info['tokens']}  ({per_note})")
     print(f"instruments  {', '.join(info['instruments']) or '(none)'}")
     print("token kinds  " + ", ".join(f"{k} {n}" for k, n in info["token_kinds"].items()))
     print(f"vocabulary   v{V.VOCAB_VERSION}, {V.VOCAB_SIZE} tokens, sha256 {info['vocab']['sha256'][:12]}")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mido
 import pytest
 from musebridge.engine import vocab as V
 from musebridge.engine.midifile import read_midi
@@ -111,3 +112,12 @@ def test_roundtrip_onto_a_folder_fails_cleanly_and_leaves_no_temporary(tmp_path)
 def test_unknown_style_is_a_clear_error():
     done = tokens(CHORALE, "--style", "dubstep")
     assert done.returncode == 2 and "choose from" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_a_file_without_notes_is_not_an_error(tmp_path):
+    path = tmp_path / "silence.mid"
+    mido.MidiFile(tracks=[mido.MidiTrack([mido.MetaMessage("track_name", name="silence")])]).save(path)
+    done = tokens(path)
+    assert done.returncode == 0 and "(no notes)" in done.stdout and "None" not in done.stdout
+    info = json.loads(tokens(path, "--json").stdout)
+    assert info["notes"] == 0 and info["tokens_per_note"] is None and info["instruments"] == []
