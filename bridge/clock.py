@@ -6,11 +6,29 @@ time.* directly, so tests can drive the scheduler, the clock follower and the mo
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from typing import Protocol
 
+log = logging.getLogger(__name__)
+
 SPIN_S = 0.0015  # the last 1.5 ms before a due time are spun, not slept: OS sleeps overshoot by up to ~1 ms
+RT_SPIN_S = 0.0003  # a real-time thread wakes within tens of microseconds: spin only the last 0.3 ms
+
+
+def try_realtime(priority: int) -> bool:
+    """Give the calling thread SCHED_FIFO `priority` (1-99; keep it below JACK's) when the system allows it
+    (Linux with an rtprio limit, e.g. the `audio` group). False, and nothing changes, elsewhere."""
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        log.debug("no real-time priority for %s: %s", threading.current_thread().name, exc)
+        return False
+    return True
 
 
 class Clock(Protocol):
@@ -23,7 +41,10 @@ class Clock(Protocol):
 
 class MonotonicClock:
     """time.perf_counter(): sub-microsecond resolution, never goes backwards. sleep_until sleeps coarsely and
-    spins the last SPIN_S seconds, so a due time is met with sub-millisecond error on an idle core."""
+    spins the last spin_s seconds, so a due time is met with sub-millisecond error on an idle core."""
+
+    def __init__(self, spin_s: float = SPIN_S):
+        self.spin_s = spin_s
 
     def now(self) -> float:
         return time.perf_counter()
@@ -35,11 +56,11 @@ class MonotonicClock:
                 return True
             if wake is not None and wake.is_set():
                 return False
-            if left > SPIN_S:
+            if left > self.spin_s:
                 if wake is not None:
-                    wake.wait(left - SPIN_S)
+                    wake.wait(left - self.spin_s)
                 else:
-                    time.sleep(left - SPIN_S)
+                    time.sleep(left - self.spin_s)
             else:
                 time.sleep(0)  # yield the core while spinning
 

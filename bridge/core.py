@@ -20,7 +20,7 @@ from collections.abc import Callable
 import mido
 from musebridge.engine.instruments import INSTRUMENT_NAMES, INSTRUMENTS
 
-from .clock import Clock
+from .clock import Clock, try_realtime
 from .config import BridgeConfig
 from .engine_link import EngineLink, to_wire
 from .errors import BridgeError, EngineLost
@@ -309,6 +309,8 @@ class Bridge:
             self._threads.append(thread)
 
     def _input_loop(self) -> None:
+        if self.config.scheduler.realtime_priority:
+            try_realtime(max(1, self.config.scheduler.realtime_priority - 1))
         while True:
             item = self.inbox.get()
             if item is _STOP:
@@ -316,6 +318,8 @@ class Bridge:
             self.handle_input(*item)
 
     def _work_loop(self) -> None:
+        if self.config.scheduler.realtime_priority:
+            try_realtime(max(1, self.config.scheduler.realtime_priority - 2))
         tick = self.config.tick_s
         while self._running.is_set():
             try:

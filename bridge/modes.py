@@ -196,16 +196,24 @@ class HarmonizeMode(Mode):
             self.host.scheduler.run_due()
 
     def _voice(self, key: tuple[int, int], t: float) -> None:
+        """The first voice is asked for alone and sounds at once; the others follow from a second request.
+        No time limit: whatever time the model puts between the voices, they sound now."""
         voices = self.host.config.modes.voices
-        # no time limit: whatever time the model puts between the voices, they sound now
-        events, _ = self.host.link.generate(notes=voices, max_tokens=8 * voices + 8)
+        first = self._sound(key, 1)
+        if first:
+            self.host.latencies.append(self.host.clock.now() - t)
+        if voices - first > 0:
+            self._sound(key, voices - first)
+
+    def _sound(self, key: tuple[int, int], n: int) -> int:
+        events, _ = self.host.link.generate(notes=n, max_tokens=8 * n + 8)
         now = self.host.clock.now()
         chosen = [(now, m) for _, m in events if is_note_on(m) or m.type == "program_change"]
         sent = self.host.play(chosen, lambda w: w)
-        self._voices.setdefault(key, []).extend(m for _, m in sent if is_note_on(m))
         self.host.scheduler.run_due()
-        if sent:
-            self.host.latencies.append(self.host.clock.now() - t)
+        started = [m for _, m in sent if is_note_on(m)]
+        self._voices.setdefault(key, []).extend(started)
+        return len(started)
 
     def silenced(self, now: float) -> None:
         self._voices.clear()

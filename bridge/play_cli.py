@@ -21,12 +21,10 @@ from musebridge.engine.instruments import INSTRUMENT_NAMES
 from musebridge.engine.protocol import MODES
 from musebridge.engine.vocab import STYLES
 
-from .clock import MonotonicClock
 from .config import BridgeConfig, load_toml
-from .core import Bridge
-from .engine_link import EngineLink, EngineWatcher
 from .errors import BridgeError
 from .launcher import EngineTarget, ensure_engine
+from .live import LiveSession
 from .midiclock import GRIDS
 from .rtmidi_ports import API_NAMES, open_backend
 from .status import StatusLine
@@ -103,18 +101,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _play(config: BridgeConfig, backend, target: EngineTarget, quiet: bool) -> int:
-    clock = MonotonicClock()
-    link = EngineLink(target.client_config(), {**config.engine, "mode": config.mode}, clock.now)
-    bridge = Bridge(config, backend, link, clock)
+    live = LiveSession(config, backend, target)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    watcher = None
     try:
-        bridge.open()
-        watcher = EngineWatcher(target.client_config(), lambda: link.session, bridge.engine_lost,
-                                bridge.engine_params)
-        watcher.start()
-        bridge.start()
+        bridge = live.start()
         print(f"musebridge play: {config.mode} mode; in {bridge.in_port.name!r}, out {bridge.out_port.name!r} "
               f"({backend.name}); Ctrl-C to stop", flush=True)
         status = StatusLine(bridge, sys.stdout, enabled=not quiet)
@@ -125,9 +116,7 @@ def _play(config: BridgeConfig, backend, target: EngineTarget, quiet: bool) -> i
         print(f"musebridge play: {exc}", file=sys.stderr)
         return 2
     finally:
-        if watcher is not None:
-            watcher.stop()
-        bridge.stop()  # silences every note, writes --record
+        live.stop()  # silences every note, writes --record
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if config.record:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import mido
 
-from .clock import Clock
+from .clock import RT_SPIN_S, Clock, try_realtime
 from .notes import HeldNotes, is_note_off, is_note_on, note_off
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,13 @@ ENGINE, THRU, GUARD = "engine", "thru", "guard"
 class SchedulerConfig:
     """max_note_s: a note still sounding this many seconds after its note-on is ended (no stuck notes).
     late_drop_s: an engine note-on that could only be sent this many seconds after its due time is dropped
-    (with its note-off) instead of sounding late. stats: timing errors kept for the percentiles."""
+    (with its note-off) instead of sounding late. stats: timing errors kept for the percentiles.
+    realtime_priority: SCHED_FIFO priority of the sending thread where allowed (0: never ask)."""
 
     max_note_s: float = 8.0
     late_drop_s: float = 0.05
     stats: int = 10_000
+    realtime_priority: int = 5
 
 
 @dataclass(order=True)
@@ -218,6 +220,9 @@ class Scheduler:
             self._thread = None
 
     def _loop(self) -> None:
+        prio = self.config.realtime_priority
+        if prio and try_realtime(prio) and isinstance(getattr(self.clock, "spin_s", None), float):
+            self.clock.spin_s = min(self.clock.spin_s, RT_SPIN_S)
         while not self._stop.is_set():
             self._wake.clear()
             due = self.next_due()
