@@ -152,3 +152,15 @@ def test_ports_command_lists_each_api():
     assert result.returncode == 0
     for api in compiled_apis():
         assert result.stdout.count(f"{api}:") >= 1
+
+
+def test_the_settings_example_in_docs_live_md_is_valid(tmp_path):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "live.md").read_text()
+    block = re.search(r"## Settings file\n\n```toml\n(.*?)```", text, re.S).group(1)
+    path = tmp_path / "example.toml"
+    path.write_text(block)
+    config = load_toml(path)
+    assert config.mode == "accompany" and config.cc.trigger == 20 and config.channels == {"strings": 2, "bass": 3}
