@@ -15,6 +15,7 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 SPIN_S = 0.0015  # the last 1.5 ms before a due time are spun, not slept: OS sleeps overshoot by up to ~1 ms
+SPIN_STEP_S = 0.0001  # sleep granularity while spinning
 RT_SPIN_S = 0.0003  # a real-time thread wakes within tens of microseconds: spin only the last 0.3 ms
 
 
@@ -62,7 +63,9 @@ class MonotonicClock:
                 else:
                     time.sleep(left - self.spin_s)
             else:
-                time.sleep(0)  # yield the core while spinning
+                # short real sleeps, not sleep(0): a thread that only yields keeps retaking the GIL, and the MIDI
+                # callback (which needs it to timestamp) would wait up to the 5 ms switch interval
+                time.sleep(min(left, SPIN_STEP_S))
 
 
 class FakeClock:

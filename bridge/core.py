@@ -120,9 +120,14 @@ class Bridge:
         return float(self.link.feed([]).get("time", 0.0))
 
     # -- engine helpers for the modes ----------------------------------------------------------------------
-    def feed(self, items: list[tuple[float, mido.Message]]) -> dict:
-        """Player messages at bridge clock times -> the engine (session times). Returns the reply."""
-        return self.link.feed([to_wire(self.session_time(t), m) for t, m in items])
+    def feed(self, items: list[tuple[float, mido.Message]], wait: bool = True) -> dict:
+        """Player messages at bridge clock times -> the engine (session times). Returns the reply ({} when
+        wait is False: the request is only sent, and the next engine call waits for both)."""
+        events = [to_wire(self.session_time(t), m) for t, m in items]
+        if not wait:
+            self.link.post_feed(events)
+            return {}
+        return self.link.feed(events)
 
     def play(self, events, to_wall: Callable[[float], float]) -> list[tuple[float, mido.Message]]:
         """Schedule engine events (time, message): times mapped by to_wall, channels remapped, program changes

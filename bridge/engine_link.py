@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 
 import mido
+import zmq
+from musebridge.engine import protocol as P
 from musebridge.engine.client import Client, ClientConfig, ClientError
 
 from .errors import BridgeError, EngineLost
@@ -44,6 +46,16 @@ def from_wire(event: dict) -> tuple[float, mido.Message] | None:
         return None
 
 
+class PipelinedClient(Client):
+    """The engine client plus post(): a request sent without waiting for its reply, so the next call() follows
+    it in the same round trip (the server answers in order; call() discards replies to other ids). Used where one
+    round trip matters: feeding the player's note right before asking for its harmony."""
+
+    def post(self, cmd: str, **args) -> None:
+        rid = f"{self._prefix}{next(self._ids)}"
+        self._socket().send_multipart([b"", P.encode_request(P.Request(rid, cmd, args))])
+
+
 class EngineLink:
     """One engine session. params: session parameters (protocol.PARAMS names)."""
 
@@ -57,7 +69,7 @@ class EngineLink:
 
     def _call(self, cmd: str, **args) -> dict:
         if self._client is None:
-            self._client = Client(self.config)
+            self._client = PipelinedClient(self.config)
         self._last_call = self._now()
         try:
             return self._client.call(cmd, **args)
@@ -95,6 +107,16 @@ class EngineLink:
     def feed(self, events: list[dict]) -> dict:
         """Player events (protocol dicts, session seconds). Returns the reply (rolled_back, time)."""
         return self._call("feed", session=self.session, events=events)
+
+    def post_feed(self, events: list[dict]) -> None:
+        """feed without waiting for the reply (it arrives before the next call's; an error in it is not seen,
+        but a lost session or server shows up in that next call)."""
+        if self._client is None:
+            self._client = PipelinedClient(self.config)
+        try:
+            self._client.post("feed", session=self.session, events=events)
+        except zmq.ZMQError as exc:
+            raise EngineLost(f"cannot send to the engine: {exc}") from None
 
     def generate(self, **limits) -> tuple[list[tuple[float, mido.Message]], float]:
         """generate with until (session seconds) / notes / max_tokens; returns (events, timeline end s)."""

@@ -186,10 +186,12 @@ class HarmonizeMode(Mode):
 
     def player(self, t, msg, now) -> None:
         key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
-        self.host.feed([(t, msg)])
         if is_note_on(msg):
+            self.host.feed([(t, msg)], wait=False)  # the harmony request follows in the same round trip
             self._voice(key, t)
-        elif is_note_off(msg):
+            return
+        self.host.feed([(t, msg)])
+        if is_note_off(msg):
             for voice in self._voices.pop(key, []):
                 self.host.scheduler.schedule(now, mido.Message("note_off", channel=voice.channel,
                                                                 note=voice.note), ENGINE)

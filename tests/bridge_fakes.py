@@ -55,6 +55,9 @@ class FakeLink:
                 self.epoch += 1
         return {"fed": len(events), "rolled_back": rolled, "time": self.time}
 
+    def post_feed(self, events: list[dict]) -> None:
+        self.feed(events)
+
     def generate(self, until=None, notes=None, max_tokens=None):
         self._check("generate")
         out, made, steps = [], 0, 0

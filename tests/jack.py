@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 
@@ -79,13 +80,22 @@ def find(ports: list[str], name: str) -> int:
 
 class JackPeer:
     """A JACK MIDI client: `send` plays into the port named `to`, and everything the port named `listen` emits
-    is kept in `heard` as (time.perf_counter() seconds, mido.Message)."""
+    is kept in `heard` as (time.perf_counter() seconds, mido.Message).
 
-    def __init__(self, to: str | None, listen: str | None, client: str = "peer", wait_s: float = 5.0):
+    callback=True stamps each message in rtmidi's callback, on JACK's process thread: exact, but that thread then
+    needs the GIL, and while other Python threads of this process hold it, a large burst arriving in one JACK
+    cycle is garbled. callback=False lets rtmidi queue messages (in C++) and a thread here drains the queue every
+    0.5 ms: nothing is lost, times are late by up to about a millisecond."""
+
+    def __init__(self, to: str | None, listen: str | None, client: str = "peer", wait_s: float = 5.0,
+                 callback: bool = True):
         import rtmidi
 
         self.heard: list[tuple[float, mido.Message]] = []
         self.out = self.inp = None
+        self._callback = callback
+        self._polling = threading.Event()
+        self._poller: threading.Thread | None = None
         deadline = time.monotonic() + wait_s
         while True:  # the bridge's ports may take a moment to appear
             try:
@@ -102,10 +112,24 @@ class JackPeer:
             self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{client} out")
             self.out.open_port(find(self.out.get_ports(), to))
         if listen is not None:
-            self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{client} in")
+            self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{client} in", queue_size_limit=65536)
             self.inp.ignore_types(sysex=True, timing=False, active_sense=True)
-            self.inp.set_callback(self._received)
+            if self._callback:
+                self.inp.set_callback(self._received)
             self.inp.open_port(find(self.inp.get_ports(), listen))
+            if not self._callback:
+                self._polling.set()
+                self._poller = threading.Thread(target=self._poll, daemon=True)
+                self._poller.start()
+
+    def _poll(self) -> None:
+        inp = self.inp
+        while self._polling.is_set():
+            event = inp.get_message()
+            if event is None:
+                time.sleep(0.0005)
+                continue
+            self.heard.append((time.perf_counter(), mido.Message.from_bytes(event[0])))
 
     def _received(self, event, _data) -> None:
         self.heard.append((time.perf_counter(), mido.Message.from_bytes(event[0])))
@@ -124,6 +148,10 @@ class JackPeer:
                 and (channel is None or m.channel == channel)]
 
     def close(self) -> None:
+        self._polling.clear()
+        if self._poller is not None:
+            self._poller.join(timeout=2.0)
+            self._poller = None
         for port in (self.out, self.inp):
             if port is not None:
                 port.close_port()

@@ -104,7 +104,7 @@ class Live:
                                      self.bridge.engine_params)
         self.watcher.start()
         self.bridge.start()
-        self.peer = JackPeer(self.config.in_name, self.config.out_name, client=f"peer {tag}")
+        self.peer = JackPeer(self.config.in_name, self.config.out_name, client=f"peer {tag}", callback=False)
 
     def play(self, notes, length=0.15, gap=0.05, channel=0):
         for n in notes:
@@ -229,7 +229,7 @@ def test_play_command_spawns_the_engine_records_and_silences_on_sigterm(jack, mo
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peer = None
     try:
-        peer = JackPeer("MuseBridge In", "MuseBridge Out", client="cli peer", wait_s=60.0)
+        peer = JackPeer("MuseBridge In", "MuseBridge Out", client="cli peer", wait_s=60.0, callback=False)
         time.sleep(0.5)
         for note in (60, 64, 67):
             peer.send(mido.Message("note_on", note=note, velocity=80))
