@@ -56,7 +56,7 @@ def draw(parts: dict[str, list[Note]], path: str | os.PathLike, title: str = "")
     ax.set_title(title)
     ax.grid(True, alpha=0.25)
     if any(parts.values()):
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     _save(fig, path, plt)
 

@@ -14,6 +14,7 @@ from musebridge import __version__
 
 # name -> (module, one-line help). Only subcommands that work are listed here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("musebridge.bridge.demo_cli", "hear it: a call-and-response exchange on the bundled model"),
     "tokens": ("musebridge.engine.tokens_cli", "tokenize a MIDI file: statistics, tokens, round trip"),
     "generate": ("musebridge.engine.generate_cli", "generate offline: from scratch, --prompt, --melody"),
     "serve": ("musebridge.engine.serve_cli", "run the engine server (ZeroMQ commands and events)"),
