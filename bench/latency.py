@@ -175,6 +175,60 @@ def measure_scheduler(n: int, rng: random.Random) -> tuple[list, list]:
     return send_err, arrival_err
 
 
+STAGES = ("JACK -> callback", "callback -> input thread", "input thread -> engine worker",
+          "engine worker -> sent (engine request)", "sent -> peer", "total")
+
+
+def measure_stages(port: int, pub_port: int, n: int) -> dict:
+    """An in-process bridge (harmonize, one voice) on the same engine, timestamped at each stage of one note:
+    what the bridge's own threads add, apart from the engine request and JACK. Percentiles per stage, ms."""
+    from dataclasses import replace
+
+    from musebridge.bridge.config import BridgeConfig, ModeConfig
+    from musebridge.bridge.launcher import EngineTarget
+    from musebridge.bridge.live import LiveSession
+
+    config = replace(BridgeConfig(mode="harmonize", api="jack", in_name="stages In", out_name="stages Out"),
+                     modes=ModeConfig(voices=1))
+    live = LiveSession(config, RtmidiBackend("jack"), EngineTarget(port=port, pub_port=pub_port))
+    bridge = live.start()
+    marks: dict[str, float] = {}
+    handle, process = bridge.handle_input, bridge.process
+
+    def handle_input(t, data):
+        marks.setdefault("callback", t)
+        marks.setdefault("input", time.perf_counter())
+        handle(t, data)
+
+    def process_item(item):
+        if item[0] == "player" and item[2].type == "note_on":
+            marks.setdefault("worker", time.perf_counter())
+        process(item)
+
+    bridge.handle_input, bridge.process = handle_input, process_item
+    bridge.scheduler.on_sent.append(
+        lambda t, m, s: marks.setdefault("sent", time.perf_counter()) if m.type == "note_on" else None)
+    peer = JackPeer("stages In", "stages Out", client="bench stages peer", wait_s=30)
+    rows = []
+    try:
+        for i in range(n):
+            marks.clear()
+            t = peer.send(mido.Message("note_on", note=60 + i % 12, velocity=80))
+            got = _first(peer, t, STRINGS)
+            if got is not None and {"callback", "input", "worker", "sent"} <= set(marks):
+                m = marks
+                rows.append([m["callback"] - t, m["input"] - m["callback"], m["worker"] - m["input"],
+                             m["sent"] - m["worker"], got - m["sent"], got - t])
+            time.sleep(0.03)
+            peer.send(mido.Message("note_off", note=60 + i % 12))
+            time.sleep(0.04)
+    finally:
+        peer.close()
+        live.stop()
+    table = np.array(rows) * 1000
+    return {name: _stats(list(table[:, k])) for k, name in enumerate(STAGES)}
+
+
 def measure_engine(port: int, n: int) -> tuple[list, list]:
     """Direct client round trips to the bridge's engine: status, and feed + generate(notes=1) (the work behind
     one harmonizing note), ms."""
@@ -211,10 +265,10 @@ def run(args: argparse.Namespace) -> int:
                                      text=True)
             procs.append(floor)
             floor.stdout.readline()
-            engine_port = _free_port()
+            engine_port, engine_pub = _free_port(), _free_port()
             play = subprocess.Popen(
                 [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize",
-                 "--model", model, "--port", str(engine_port), "--pub-port", str(_free_port()),
+                 "--model", model, "--port", str(engine_port), "--pub-port", str(engine_pub),
                  "--config", str(config), "--instruments", "strings", "--no-status", "--seed", "1"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             procs.append(play)
@@ -227,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
             lat_trigger, missed_trigger = measure_triggers(bp, args.triggers)
             send_err, arrival_err = measure_scheduler(args.events, rng)
             engine_rtt, engine_work = measure_engine(engine_port, min(args.notes, 200))
+            stages = measure_stages(engine_port, engine_pub, min(args.notes, 200))
     finally:
         for peer in peers:
             peer.close()
@@ -248,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
         "added_p99_ms": round(bridge_s["p99_ms"] - floor_s["p99_ms"], 3),
         "respond_trigger": _stats(lat_trigger) if lat_trigger else None, "respond_missed": missed_trigger,
         "engine_status_rtt": _stats(engine_rtt), "engine_feed_generate1": _stats(engine_work),
+        "bridge_stages": stages,
         "scheduler_send_error": _stats([abs(e) for e in send_err]),
         "scheduler_arrival_error": _stats([abs(e) for e in arrival_err]) if arrival_err else None,
     }
@@ -271,6 +327,9 @@ def _print(r: dict) -> None:
     for name, s in rows:
         if s:
             print(f"{name:<36}{s['n']:>6}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['max_ms']:>10.3f}")
+    print("one harmonized note, stage by stage (in-process bridge, same engine):")
+    for name, s in r["bridge_stages"].items():
+        print(f"  {name:<40}{s['n']:>6}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['max_ms']:>10.3f}")
     print(f"bridge adds over the floor: p50 {r['added_p50_ms']:.3f} ms, p99 {r['added_p99_ms']:.3f} ms "
           f"(target: p99 <= 3 ms); missed harmonies {r['harmonize_missed']}, missed answers {r['respond_missed']}")
 
