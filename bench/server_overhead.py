@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from musebridge.engine.client import Client, ClientConfig
 from musebridge.engine.model_file import default_model_path
 from musebridge.engine.service import Service

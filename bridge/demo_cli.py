@@ -17,9 +17,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import mido
 import numpy as np
-
 from musebridge.engine import pianoroll
 from musebridge.engine.client import DEFAULT_PORT, DEFAULT_PUB_PORT
 from musebridge.engine.errors import EngineError

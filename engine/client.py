@@ -81,13 +81,16 @@ class Client:
             raise ClientError(f"keys in {folder}: {exc}; create them with `musebridge keys {folder}`",
                               "keys") from None
 
+    def _open(self, kind: int, endpoint: str) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        self._secure(sock)
+        sock.connect(endpoint)
+        return sock
+
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
-            sock = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            self._secure(sock)
-            sock.connect(self.config.endpoint)
-            self._sock = sock
+            self._sock = self._open(zmq.DEALER, self.config.endpoint)
         return self._sock
 
     def call(self, cmd: str, timeout: float | None = None, **args) -> dict:
@@ -108,7 +111,8 @@ class Client:
             try:
                 reply = P.decode_reply(frames[-1])
             except P.ProtocolError as exc:
-                raise ClientError(f"{cmd}: unreadable reply from {self.config.endpoint} ({exc})", exc.code) from None
+                raise ClientError(f"{cmd}: unreadable reply from {self.config.endpoint} ({exc})",
+                                  exc.code) from None
             if reply.id != rid:
                 continue  # a late reply to an earlier, timed-out request
             if not reply.ok:
@@ -128,11 +132,7 @@ class Client:
         after `timeout` seconds without an event (None: waits forever). ZeroMQ subscriptions take a moment to
         reach the server: events published in the first few milliseconds may be missed."""
         if self._sub is None:
-            sub = self._ctx.socket(zmq.SUB)
-            sub.setsockopt(zmq.LINGER, 0)
-            self._secure(sub)
-            sub.connect(self.config.events_endpoint)
-            self._sub = sub
+            self._sub = self._open(zmq.SUB, self.config.events_endpoint)
         for topic in topics:
             self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
         return self._receive(self._sub, timeout)

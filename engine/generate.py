@@ -1,4 +1,5 @@
-"""Offline generation through the engine, file to file: from scratch, continuing a prompt, or accompanying a melody.
+"""Offline generation through the engine, file to file: from scratch, continuing a prompt, or accompanying a
+melody.
 
 All three run a real engine Session (the same code as the live server), so what you hear offline is what the
 live engine plays. Times are seconds.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import mido
 import numpy as np
@@ -69,7 +69,8 @@ def session_config(params: dict) -> SessionConfig:
     low, high = params.get("pitch_low", 0), params.get("pitch_high", 127)
     if low > high:
         raise _bad(f"pitch_low {low} is above pitch_high {high}")
-    ranges = tuple((i, low, high) for i in instruments) if ("pitch_low" in params or "pitch_high" in params) else ()
+    ranged = "pitch_low" in params or "pitch_high" in params
+    ranges = tuple((i, low, high) for i in instruments) if ranged else ()
     return SessionConfig(style=style, instruments=instruments, player_instrument=player, sampling=sampling,
                          scale=scale, pitch_ranges=ranges, max_polyphony=params.get("polyphony"))
 

@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     server = None
     if args.spawn:
-        cmd = [sys.executable, "-m", "musebridge", "serve", "--port", str(args.port), "--pub-port", str(args.pub_port)]
+        cmd = [sys.executable, "-m", "musebridge", "serve", "--port", str(args.port),
+               "--pub-port", str(args.pub_port)]
         cmd += ["--model", args.model] if args.model else []
         server = subprocess.Popen(cmd)
     try:

@@ -18,7 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
 from musebridge.engine import vocab as V
 
 from .errors import CheckpointError

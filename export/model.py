@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from musebridge.engine import vocab as V
 
 

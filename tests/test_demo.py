@@ -8,6 +8,7 @@ import sys
 
 from musebridge.engine.midifile import notes_from_events, read_midi
 from musebridge.engine.model_file import default_model_path
+
 from tests.model_fixtures import export_small
 
 

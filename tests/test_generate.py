@@ -7,10 +7,10 @@ import sys
 
 import mido
 import pytest
-
 from musebridge.engine.instruments import INSTRUMENTS
 from musebridge.engine.midifile import notes_from_events, read_midi
 from musebridge.engine.model_file import default_model_path
+
 from tests.model_fixtures import export_small
 
 CHORALE = "engine/data/chorale.mid"
@@ -24,7 +24,8 @@ def model(tmp_path_factory):
 
 
 def generate(*args, model=None):
-    cmd = [sys.executable, "-m", "musebridge", "generate", *args, "--quiet"] + (["--model", model] if model else [])
+    cmd = [sys.executable, "-m", "musebridge", "generate", *args, "--quiet"]
+    cmd += ["--model", model] if model else []
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 

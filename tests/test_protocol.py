@@ -5,7 +5,6 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from musebridge.engine import protocol as P
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53),
@@ -66,7 +65,8 @@ def test_event_round_trip(topic, seq, t, session, data):
     (raw({"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "temperature": True}}), "bad_argument"),
     (raw({"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "temperature": 99}}), "bad_argument"),
     (raw({"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "mode": "karaoke"}}), "bad_argument"),
-    (raw({"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "instruments": ["piano", 3]}}), "bad_argument"),
+    (raw({"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "instruments": ["piano", 3]}}),
+     "bad_argument"),
     (raw({"v": 1, "id": "1", "cmd": "status", "args": {"verbose": True}}), "bad_argument"),
     ([b'{"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "temperature": NaN}}'], "bad_argument"),
 ])

@@ -13,10 +13,10 @@ import time
 
 import pytest
 import zmq
-
 from musebridge.engine import protocol as P
 from musebridge.engine.client import Client, ClientConfig, ClientError
 from musebridge.engine.keys_cli import make_keys
+
 from tests.model_fixtures import export_small
 
 
