@@ -1,0 +1,165 @@
+"""The bridge with the real engine server and in-process ports (no MIDI system needed, as in `musebridge demo`):
+engine link, watcher (mode switch by `set`, server stopping), session reclaim, launcher, status line."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import mido
+import pytest
+from musebridge.bridge.config import BridgeConfig, ModeConfig
+from musebridge.bridge.errors import EngineLost
+from musebridge.bridge.launcher import EngineTarget, ensure_engine, reachable
+from musebridge.bridge.live import LiveSession
+from musebridge.bridge.ports import MemoryBackend, MemoryMidi
+from musebridge.bridge.status import status_text
+from musebridge.engine.client import Client
+
+from tests.bridge_fakes import unreleased_note_ons
+from tests.model_fixtures import export_small
+
+STRINGS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return export_small(tmp_path_factory.mktemp("model"))[1]
+
+
+class Server:
+    def __init__(self, model, *extra):
+        self.target = EngineTarget(port=free_port(), pub_port=free_port(), timeout=2.0)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "musebridge", "serve", "--model", str(model), "--port", str(self.target.port),
+             "--pub-port", str(self.target.pub_port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(200):
+            if reachable(self.target, timeout=0.3):
+                return
+            assert self.proc.poll() is None, self.proc.stderr.read()
+        raise AssertionError("server did not start")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(20)
+
+
+@pytest.fixture()
+def server(model):
+    s = Server(model, "--session-timeout", "1")
+    yield s
+    s.stop()
+
+
+class Memory:
+    """A LiveSession on in-memory ports: keyboard in, what the bridge plays out (perf_counter, message)."""
+
+    def __init__(self, target, mode, **config):
+        self.midi = MemoryMidi()
+        self.config = replace(BridgeConfig(mode=mode, engine={"instruments": ["strings"],
+                                                               "player_instrument": "piano", "seed": 5}), **config)
+        self.live = LiveSession(self.config, MemoryBackend(self.midi), target)
+        self.bridge = self.live.start()
+        self.heard: list[tuple[float, mido.Message]] = []
+        self.midi.listen("MuseBridge Out", lambda d: self.heard.append((time.perf_counter(),
+                                                                        mido.Message.from_bytes(d))))
+        self.keyboard = self.midi.sender("MuseBridge In")
+
+    def phrase(self, notes=(60, 64, 67)):
+        for n in notes:
+            self.keyboard.send(mido.Message("note_on", note=n, velocity=80))
+            time.sleep(0.1)
+            self.keyboard.send(mido.Message("note_off", note=n))
+            time.sleep(0.05)
+
+    def engine_notes(self, after=0.0):
+        return [m for t, m in list(self.heard) if t >= after and m.type == "note_on" and m.velocity
+                and m.channel == STRINGS]
+
+    def wait(self, predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return False
+
+
+def test_respond_on_memory_ports_records_both_parts(server, tmp_path):
+    path = tmp_path / "demo.mid"
+    mem = Memory(server.target, "respond", record=str(path), modes=ModeConfig(pause_s=0.3, answer_s=1.0))
+    mem.phrase()
+    assert mem.wait(lambda: mem.engine_notes()), "the engine answered"
+    assert "respond" in status_text(mem.bridge) and "engine s" in status_text(mem.bridge)
+    mem.live.stop()
+    assert not unreleased_note_ons(m for _, m in mem.heard)
+    tracks = {t.name for t in mido.MidiFile(path).tracks}
+    assert {"player", "strings"} <= tracks
+
+
+def test_mode_switch_through_the_control_protocol(server):
+    mem = Memory(server.target, "respond")
+    try:
+        time.sleep(0.3)  # the watcher's subscription reaches the server
+        with Client(server.target.client_config()) as c:
+            c.call("set", session=mem.live.link.session, mode="accompany")
+        assert mem.wait(lambda: mem.bridge.mode.name == "accompany")
+        assert mem.wait(lambda: mem.engine_notes()), "accompany plays without waiting for the player"
+    finally:
+        mem.live.stop()
+    assert not unreleased_note_ons(m for _, m in mem.heard)
+
+
+def test_server_stopping_silences_at_once(server):
+    mem = Memory(server.target, "accompany")
+    try:
+        assert mem.wait(lambda: mem.engine_notes())
+        time.sleep(0.2)
+        server.stop()  # SIGTERM: the server publishes "stopping"
+        assert mem.wait(lambda: not mem.bridge.engine_ok, timeout=5.0)
+        time.sleep(0.1)
+        assert not unreleased_note_ons(m for _, m in mem.heard)
+        assert "engine lost" in status_text(mem.bridge)
+    finally:
+        mem.live.stop()
+
+
+def test_a_reclaimed_session_is_recreated(server):
+    mem = Memory(server.target, "harmonize")
+    try:
+        first = mem.live.link.session
+        time.sleep(2.5)  # the server reclaims sessions idle for 1 s
+        start = time.perf_counter()
+        mem.keyboard.send(mido.Message("note_on", note=60, velocity=80))
+        assert mem.wait(lambda: mem.engine_notes(after=start)), "harmony after the session came back"
+        assert mem.live.link.session != first and mem.bridge.engine_ok
+        mem.keyboard.send(mido.Message("note_off", note=60))
+    finally:
+        mem.live.stop()
+    assert not unreleased_note_ons(m for _, m in mem.heard)
+
+
+def test_launcher_starts_a_server_and_reports_a_bad_model(model, tmp_path):
+    target = EngineTarget(port=free_port(), pub_port=free_port(), model=str(model))
+    started = ensure_engine(target)
+    try:
+        assert started is not None and reachable(target)
+        assert ensure_engine(target) is None, "a running server is reused"
+    finally:
+        started.stop()
+    assert not reachable(target)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(EngineLost, match="the engine server exited"):
+        ensure_engine(EngineTarget(port=free_port(), pub_port=free_port(), model=str(bad)))
