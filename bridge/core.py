@@ -129,10 +129,12 @@ class Bridge:
             return {}
         return self.link.feed(events)
 
-    def play(self, events, to_wall: Callable[[float], float]) -> list[tuple[float, mido.Message]]:
+    def play(self, events, to_wall: Callable[[float], float], quantize: bool = True) -> list:
         """Schedule engine events (time, message): times mapped by to_wall, channels remapped, program changes
-        dropped unless enabled, note-ons quantized to the clock grid (their note-offs move with them)."""
+        dropped unless enabled, note-ons quantized to the clock grid unless told not to (their note-offs move
+        with them; never into the past). Returns the scheduled (due time, message) pairs."""
         out, shift = [], {}
+        now = self.clock.now()
         for t, msg in events:
             if msg.type == "program_change" and not self.config.program_changes:
                 continue
@@ -140,8 +142,8 @@ class Bridge:
                 msg = msg.copy(channel=self._channel_map[msg.channel])
             due = to_wall(t)
             key = (getattr(msg, "channel", -1), getattr(msg, "note", -1))
-            if is_note_on(msg) and self.follower.grid is not None:
-                shift[key] = self.follower.quantize(due) - due
+            if is_note_on(msg) and quantize and self.follower.grid is not None:
+                shift[key] = self.follower.quantize(due, not_before=now) - due
                 due += shift[key]
             elif is_note_off(msg) and key in shift:
                 due += shift.pop(key)

@@ -13,6 +13,7 @@ clock (none seen for `timeout_s`), an internal clock at `bpm` runs from its own 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass
@@ -139,9 +140,13 @@ class ClockFollower:
         ref_beat, when = self._last_pos
         return when + (beat - ref_beat) * self.seconds_per_beat
 
-    def quantize(self, t: float) -> float:
-        """t (seconds) moved to the nearest grid line (unchanged without a grid)."""
+    def quantize(self, t: float, not_before: float | None = None) -> float:
+        """t (seconds) moved to the nearest grid line, or to the next one when the nearest is before
+        `not_before` (a note is never moved into the past). Unchanged without a grid."""
         if self.grid is None:
             return t
         beat = self.beat_at(t)
-        return self.time_of_beat(round(beat / self.grid) * self.grid)
+        snapped = self.time_of_beat(round(beat / self.grid) * self.grid)
+        if not_before is not None and snapped < not_before:
+            snapped = self.time_of_beat(math.ceil(beat / self.grid) * self.grid)
+        return snapped

@@ -211,7 +211,7 @@ class HarmonizeMode(Mode):
         events, _ = self.host.link.generate(notes=n, max_tokens=8 * n + 8)
         now = self.host.clock.now()
         chosen = [(now, m) for _, m in events if is_note_on(m) or m.type == "program_change"]
-        sent = self.host.play(chosen, lambda w: w)
+        sent = self.host.play(chosen, lambda w: w, quantize=False)  # voices sound now, not on the grid
         self.host.scheduler.run_due()
         started = [m for _, m in sent if is_note_on(m)]
         self._voices.setdefault(key, []).extend(started)

@@ -58,6 +58,7 @@ def test_quantize_to_sixteenths_and_triplets():
     f = ClockFollower(ClockConfig(bpm=120, quantize="1/16"), start=0.0)
     assert f.quantize(0.130) == pytest.approx(0.125)
     assert f.quantize(0.070) == pytest.approx(0.125) and f.quantize(0.060) == pytest.approx(0.0)
+    assert f.quantize(0.060, not_before=0.05) == pytest.approx(0.125), "never into the past"
     f = ClockFollower(ClockConfig(bpm=120, quantize="1/8t"), start=0.0)
     assert f.quantize(0.18) == pytest.approx(1 / 6)
     assert grid_beats("off") is None

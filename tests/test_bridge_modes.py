@@ -291,3 +291,17 @@ def test_record_writes_both_parts(tmp_path):
     notes = [m for m in mido.merge_tracks(mid.tracks) if m.type == "note_on" and m.velocity]
     assert {m.note for m in notes if m.channel == 0} == {60, 64} and any(m.channel == STRINGS for m in notes)
     assert FakeLink  # the fake engine made the strings part
+
+
+def test_harmonize_ignores_the_grid_and_respond_never_quantizes_into_the_past():
+    rig = Rig("harmonize", clock=ClockConfig(bpm=60, quantize="1/4"))
+    rig.clock.advance(0.3)
+    t = rig.clock.now()
+    rig.play(on(60))
+    assert [vt for vt, _ in rig.note_ons(STRINGS)] == [t] * 3, "voices sound now, not on the next beat"
+    rig = Rig("respond", clock=ClockConfig(bpm=60, quantize="1/4"), modes=ModeConfig(pause_s=0.2, answer_s=3.0))
+    phrase(rig, (60,))
+    rig.run(3.0)
+    answer = rig.note_ons(STRINGS)
+    assert answer and rig.bridge.scheduler.dropped_late == 0
+    assert all(abs((t - rig.bridge.origin) - round(t - rig.bridge.origin)) < 0.0051 for t, _ in answer), "on beats"
