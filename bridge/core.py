@@ -62,7 +62,7 @@ class Bridge:
         self._running = threading.Event()
         self._stopped = False
         self._channel_map = config.channel_map()
-        self._listeners: list[Callable[[str], None]] = []
+        self._opened = 0  # the engine link's session count this bridge has set its time origin for
 
     # -- setup -----------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -100,12 +100,19 @@ class Bridge:
     def _connect(self, now: float) -> None:
         try:
             self.link.open()
-            self.link.set(mode=self.mode.name)
         except EngineLost as exc:
             self._lost(str(exc), now)
             return
         self.engine_ok, self.lost_reason = True, ""
-        self.mode.enter(now)
+        self._sync_session(now)
+
+    def _sync_session(self, now: float) -> None:
+        """A new engine session (first connect, reconnect, or re-created after a reclaim) starts its timeline at
+        0: session time restarts now, and the mode starts over."""
+        if self.link.opened != self._opened:
+            self._opened = self.link.opened
+            self.origin = now
+            self.mode.enter(now)
 
     # -- time ------------------------------------------------------------------------------------------------
     def session_time(self, wall: float) -> float:
@@ -211,6 +218,8 @@ class Bridge:
 
     def _process(self, item, now: float) -> None:
         kind = item[0]
+        if self.engine_ok:
+            self._sync_session(now)
         if kind == "lost":
             self._lost(item[1], now)
         elif not self.engine_ok:
@@ -260,6 +269,7 @@ class Bridge:
                     self._connect(now)
                 return
             self.link.keepalive()
+            self._sync_session(now)
             self.mode.tick(now)
         except EngineLost as exc:
             self._lost(str(exc), now)

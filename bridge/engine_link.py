@@ -66,6 +66,7 @@ class EngineLink:
         self._client: Client | None = None
         self._now = clock_now
         self._last_call = 0.0
+        self.opened = 0  # sessions created so far (each starts its timeline at 0)
 
     def _call(self, cmd: str, **args) -> dict:
         if self._client is None:
@@ -85,6 +86,7 @@ class EngineLink:
     def open(self) -> str:
         """Create the session (EngineLost when no server answers)."""
         self.session = self._call("session.create", **self.params)["session"]
+        self.opened += 1
         log.info("engine session %s: %s", self.session, self.params)
         return self.session
 

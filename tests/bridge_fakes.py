@@ -21,6 +21,7 @@ class FakeLink:
     def __init__(self, params: dict | None = None):
         self.params = dict(params or {"instruments": ["strings"], "player_instrument": "piano"})
         self.session = None
+        self.opened = 0
         self.alive = True
         self.time = 0.0
         self.epoch = 0
@@ -37,6 +38,7 @@ class FakeLink:
     def open(self) -> str:
         self._check("session.create")
         self.session = "s1"
+        self.opened += 1
         return self.session
 
     def set(self, **params) -> dict:
