@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EngineTarget:
     """Where the engine listens (loopback TCP ports) and which model a started server loads (None: bundled).
-    wait_s: seconds to wait for a started server to answer (it loads the model first)."""
+    wait_s: seconds to wait for a started server to answer (it loads the model first). realtime_priority: the
+    SCHED_FIFO priority asked for a started server where the system allows it (below the bridge's threads,
+    above ordinary processes, so background load does not delay the live path); 0: leave it alone."""
 
     host: str = "127.0.0.1"
     port: int = 5555
@@ -27,6 +30,7 @@ class EngineTarget:
     keys: str | None = None
     timeout: float = 2.0
     wait_s: float = 60.0
+    realtime_priority: int = 1
 
     def client_config(self) -> ClientConfig:
         return ClientConfig(endpoint=f"tcp://{self.host}:{self.port}",
@@ -50,6 +54,15 @@ class EngineProcess:
                 self.proc.wait()
 
 
+def _realtime(pid: int, priority: int) -> None:
+    """SCHED_FIFO for a just-started process; its threads (started later) inherit it. Quietly nothing where
+    not allowed."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        log.debug("engine server keeps normal priority: %s", exc)
+
+
 def reachable(target: EngineTarget, timeout: float = 0.5) -> bool:
     with Client(target.client_config()) as client:
         return client.ping(timeout=timeout)
@@ -69,6 +82,8 @@ def ensure_engine(target: EngineTarget) -> EngineProcess | None:
         cmd += ["--keys", target.keys]
     log.info("starting the engine: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if target.realtime_priority:
+        _realtime(proc.pid, target.realtime_priority)
     deadline = time.monotonic() + target.wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
