@@ -48,13 +48,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser, subparsers = build_parser()
-    # Parse once to find the subcommand, then let its module add its own arguments.
-    known, _ = parser.parse_known_args(argv)
-    if known.command is None:
+    # Find the subcommand first (the first word naming one), so its module adds its own arguments before
+    # anything is parsed: `musebridge play --help` then lists play's options.
+    command = next((word for word in argv if word in SUBCOMMANDS), None)
+    if command is None:
+        parser.parse_known_args(argv)  # --help / --version at the top level
         parser.print_help()
         return 2
-    module = importlib.import_module(SUBCOMMANDS[known.command][0])
-    module.add_arguments(subparsers[known.command])
+    module = importlib.import_module(SUBCOMMANDS[command][0])
+    module.add_arguments(subparsers[command])
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
