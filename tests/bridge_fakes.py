@@ -72,6 +72,8 @@ class FakeLink:
                 out.append(off)
                 self._pending.remove(off)
             if round(self.time / STEP_S) % 2 == 0:
+                if not self._count:  # like the engine: a program change before the instrument's first note
+                    out.append((self.time, mido.Message("program_change", channel=5, program=48)))
                 pitch = 60 + self._count % 12
                 self._count += 1
                 out.append((self.time, mido.Message("note_on", channel=5, note=pitch, velocity=100 + self.epoch)))

@@ -78,6 +78,36 @@ def find(ports: list[str], name: str) -> int:
     return hits[0]
 
 
+def connect(midi, name: str) -> None:
+    """Open the port containing `name`. rtmidi opens by index: when the port list changed between listing and
+    opening (another client registering a port), the index may name another port, so check and let the caller
+    retry."""
+    ports = midi.get_ports()
+    index = find(ports, name)
+    midi.open_port(index)
+    now = midi.get_ports()
+    if index >= len(now) or now[index] != ports[index]:
+        raise LookupError(f"port list changed while opening {name!r}")
+
+
+def wait_gone(name: str, timeout: float = 10.0) -> None:
+    """Wait until no JACK port contains `name` (a client that just exited is removed by the server a little
+    later; a new client of the same name would be renamed, and a peer could connect to the old one)."""
+    import rtmidi
+
+    probe_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "gone probe in")
+    probe_out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "gone probe out")
+    try:
+        deadline = time.monotonic() + timeout
+        while any(name in p for p in probe_in.get_ports() + probe_out.get_ports()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"JACK ports containing {name!r} did not go away")
+            time.sleep(0.05)
+    finally:
+        probe_in.delete()
+        probe_out.delete()
+
+
 class JackPeer:
     """A JACK MIDI client: `send` plays into the port named `to`, and everything the port named `listen` emits
     is kept in `heard` as (time.perf_counter() seconds, mido.Message).
@@ -110,13 +140,13 @@ class JackPeer:
     def _open(self, rtmidi, to, listen, client) -> None:
         if to is not None:
             self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{client} out")
-            self.out.open_port(find(self.out.get_ports(), to))
+            connect(self.out, to)
         if listen is not None:
             self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{client} in", queue_size_limit=65536)
             self.inp.ignore_types(sysex=True, timing=False, active_sense=True)
             if self._callback:
                 self.inp.set_callback(self._received)
-            self.inp.open_port(find(self.inp.get_ports(), listen))
+            connect(self.inp, listen)
             if not self._callback:
                 self._polling.set()
                 self._poller = threading.Thread(target=self._poll, daemon=True)

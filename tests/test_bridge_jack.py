@@ -27,7 +27,7 @@ from musebridge.bridge.rtmidi_ports import RtmidiBackend
 from musebridge.engine.client import Client, ClientConfig
 
 from tests.bridge_fakes import unreleased_note_ons
-from tests.jack import JACKD, JackPeer, JackServer
+from tests.jack import JACKD, JackPeer, JackServer, wait_gone
 from tests.model_fixtures import export_small
 
 pytestmark = [pytest.mark.jack,
@@ -220,9 +220,11 @@ def test_no_stuck_notes_after_random_input_and_kill_9_of_the_engine(live, engine
     assert not unreleased_note_ons(msgs), "\n".join(str(m) for m in msgs[-60:])
 
 
-def test_play_command_spawns_the_engine_records_and_silences_on_sigterm(jack, model, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_play_command_spawns_the_engine_records_and_silences_on_a_signal(jack, model, tmp_path, sig):
     port, pub = free_port(), free_port()
     record = tmp_path / "take.mid"
+    wait_gone("MuseBridge")  # the previous play's ports
     cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
            str(model), "--port", str(port), "--pub-port", str(pub), "--record", str(record), "--no-status",
            "--instruments", "strings", "--seed", "2"]
@@ -234,13 +236,13 @@ def test_play_command_spawns_the_engine_records_and_silences_on_sigterm(jack, mo
         for note in (60, 64, 67):
             peer.send(mido.Message("note_on", note=note, velocity=80))
             time.sleep(0.3)
-        # SIGTERM while the player still holds three notes and the voices sound
-        proc.send_signal(signal.SIGTERM)
+        # the signal comes while the player still holds three notes and the voices sound
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
         time.sleep(0.1)
         assert proc.returncode == 0, err
-        assert peer.note_ons(STRINGS), err
-        assert not unreleased_note_ons(peer.messages()), "SIGTERM silenced everything"
+        assert peer.note_ons(STRINGS), (err, peer.messages())
+        assert not unreleased_note_ons(peer.messages()), "the signal silenced everything"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -305,3 +305,13 @@ def test_harmonize_ignores_the_grid_and_respond_never_quantizes_into_the_past():
     answer = rig.note_ons(STRINGS)
     assert answer and rig.bridge.scheduler.dropped_late == 0
     assert all(abs((t - rig.bridge.origin) - round(t - rig.bridge.origin)) < 0.0051 for t, _ in answer), "on beats"
+
+
+def test_instrument_channels_are_configurable_and_program_changes_optional():
+    rig = Rig("accompany", channels={"strings": 2})
+    rig.run(0.5)
+    assert rig.note_ons(2) and not rig.note_ons(STRINGS)
+    assert [(m.channel, m.program) for _, m in rig.heard if m.type == "program_change"] == [(2, 48)]
+    rig = Rig("accompany", program_changes=False)
+    rig.run(0.5)
+    assert rig.note_ons(STRINGS) and not any(m.type == "program_change" for _, m in rig.heard)
