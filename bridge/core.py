@@ -63,6 +63,7 @@ class Bridge:
         self._stopped = False
         self._channel_map = config.channel_map()
         self._opened = 0  # the engine link's session count this bridge has set its time origin for
+        self._step_epoch = 0  # the scheduler's silence epoch when the current worker step began
 
     # -- setup -----------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -155,8 +156,8 @@ class Bridge:
             elif is_note_off(msg) and key in shift:
                 due += shift.pop(key)
             out.append((due, msg))
-        self.scheduler.schedule_events(out, ENGINE)
-        return out
+        # silenced while the engine was asked (a transport stop, CC123...): that answer is not played
+        return out if self.scheduler.schedule_events(out, ENGINE, epoch=self._step_epoch) else []
 
     # -- input -----------------------------------------------------------------------------------------------
     def handle_input(self, t: float, data: list[int]) -> None:
@@ -208,6 +209,7 @@ class Bridge:
     # -- engine worker ----------------------------------------------------------------------------------------
     def process(self, item) -> None:
         """One worker item. Runs on the engine worker thread; EngineLost silences everything."""
+        self._step_epoch = self.scheduler.epoch if self.scheduler is not None else 0
         now = self.clock.now()
         try:
             self._process(item, now)
@@ -262,6 +264,7 @@ class Bridge:
 
     def tick(self, now: float) -> None:
         """Periodic worker step: reconnect after a loss, keep the session alive, let the mode plan."""
+        self._step_epoch = self.scheduler.epoch if self.scheduler is not None else 0
         try:
             if not self.engine_ok:
                 if now >= self._next_reconnect:

@@ -66,6 +66,7 @@ class Scheduler:
         self.on_sent: list[Callable[[float, mido.Message, str], None]] = []
         self.errors_s: deque[float] = deque(maxlen=self.config.stats)  # sent time - due time, seconds
         self.dropped_late = 0
+        self.epoch = 0  # counts panics: plans made before one are refused (schedule_events(epoch=...))
         self._heap: list[_Item] = []
         self._seq = itertools.count()
         self._ids = itertools.count(1)
@@ -94,10 +95,16 @@ class Scheduler:
                 self._wake.set()
             return note_id
 
-    def schedule_events(self, events: Iterable[tuple[float, mido.Message]], source: str = ENGINE) -> None:
-        """schedule() for (due_s, msg) pairs, in time order."""
-        for due, msg in sorted(events, key=lambda e: e[0]):
-            self.schedule(due, msg, source)
+    def schedule_events(self, events: Iterable[tuple[float, mido.Message]], source: str = ENGINE,
+                        epoch: int | None = None) -> bool:
+        """schedule() for (due_s, msg) pairs, in time order. With `epoch` (a value of self.epoch read before
+        the events were asked for), nothing is scheduled when a panic came in between; returns False then."""
+        with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return False
+            for due, msg in sorted(events, key=lambda e: e[0]):
+                self.schedule(due, msg, source)
+            return True
 
     def cancel_after(self, when: float, source: str = ENGINE) -> int:
         """Drop `source`'s events due after `when` (seconds) that are not yet sent, except note-offs of notes
@@ -137,6 +144,7 @@ class Scheduler:
         """Silence everything now: drop every pending event, note-off for each held note, then CC123 and CC120
         on every channel used."""
         with self._lock:
+            self.epoch += 1
             self._heap.clear()
             self._open.clear()
             self._source_of.clear()

@@ -315,3 +315,20 @@ def test_instrument_channels_are_configurable_and_program_changes_optional():
     rig = Rig("accompany", program_changes=False)
     rig.run(0.5)
     assert rig.note_ons(STRINGS) and not any(m.type == "program_change" for _, m in rig.heard)
+
+
+def test_a_panic_during_an_engine_request_drops_its_answer():
+    """The input thread silences (transport stop) while the worker waits for the engine: the reply that arrives
+    afterwards must not start notes."""
+    rig = Rig("accompany")
+    generate = rig.link.generate
+
+    def slow_generate(**limits):
+        result = generate(**limits)
+        rig.bridge.panic("transport stop")  # arrives while the request is in flight
+        return result
+
+    rig.link.generate = slow_generate
+    rig.run(0.5)
+    assert not rig.note_ons(STRINGS)
+    assert not unreleased_note_ons(m for _, m in rig.heard)

@@ -162,3 +162,13 @@ def test_thread_sends_in_order_with_the_real_clock():
         sched.stop()
     assert [m.note for m in sent[:10]] == list(range(60, 70))
     assert not unreleased_note_ons(sent)  # stop() silenced the ten notes
+
+
+def test_plans_made_before_a_panic_are_refused():
+    clock, sched, sent = make()
+    epoch = sched.epoch
+    sched.panic()
+    assert not sched.schedule_events([(0.0, on(60, 5))], ENGINE, epoch=epoch)
+    assert sched.schedule_events([(0.0, on(61, 5))], ENGINE, epoch=sched.epoch)
+    sched.run_due()
+    assert [m.note for _, m in sent if m.type == "note_on"] == [61]
