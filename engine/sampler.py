@@ -128,8 +128,9 @@ def dynamic_mask(static: np.ndarray, held: Iterable[tuple[int, int]], sounding: 
     if not held and not cap:
         return static
     mask = static.copy()
-    for inst, pitch in held:
-        mask[V.note_off_token(inst, pitch)] = 0.0
+    if held:
+        base = V.OFFSETS["note_off"]
+        mask[[base + inst * V.N_PITCHES + pitch for inst, pitch in held]] = 0.0
     if cap:
         mask[_NOTE_ONS] = -np.inf
     return mask

@@ -150,3 +150,18 @@ def test_reconfigure_new_instruments_keeps_the_timeline_and_bounds(engine):
     assert len(s.tokens) == s.cache.length <= s.cache.capacity
     ons = [m for _, m in events if m.type == "note_on" and m.velocity]
     assert ons and all(m.channel == INSTRUMENTS[7].channel for m in ons)  # old notes may still end
+
+
+def test_state_copies_are_independent():
+    from musebridge.engine.session import _State
+
+    a = _State()
+    for token in [V.time_token(5), V.velocity_token(10), V.note_on_token(4, 40)]:
+        a.apply(token, player=False)
+    a.apply(V.note_on_token(0, 60), player=True)
+    b = a.copy()
+    b.apply(V.note_off_token(4, 40), player=False)
+    b.apply(V.note_off_token(0, 60), player=True)
+    b.apply(V.time_token(7), player=False)
+    assert a.decoder.held == {(4, 40): 1} and a.player_held == {60: 1} and a.step == 5
+    assert b.decoder.held == {} and b.player_held == {} and b.step == 12
