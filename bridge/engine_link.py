@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 import mido
 import zmq
-from musebridge.engine import protocol as P
 from musebridge.engine.client import Client, ClientConfig, ClientError
 
 from .errors import BridgeError, EngineLost
@@ -46,16 +45,6 @@ def from_wire(event: dict) -> tuple[float, mido.Message] | None:
         return None
 
 
-class PipelinedClient(Client):
-    """The engine client plus post(): a request sent without waiting for its reply, so the next call() follows
-    it in the same round trip (the server answers in order; call() discards replies to other ids). Used where one
-    round trip matters: feeding the player's note right before asking for its harmony."""
-
-    def post(self, cmd: str, **args) -> None:
-        rid = f"{self._prefix}{next(self._ids)}"
-        self._socket().send_multipart([b"", P.encode_request(P.Request(rid, cmd, args))])
-
-
 class EngineLink:
     """One engine session. params: session parameters (protocol.PARAMS names)."""
 
@@ -70,7 +59,7 @@ class EngineLink:
 
     def _call(self, cmd: str, **args) -> dict:
         if self._client is None:
-            self._client = PipelinedClient(self.config)
+            self._client = Client(self.config)
         self._last_call = self._now()
         try:
             return self._client.call(cmd, **args)
@@ -114,7 +103,7 @@ class EngineLink:
         """feed without waiting for the reply (it arrives before the next call's; an error in it is not seen,
         but a lost session or server shows up in that next call)."""
         if self._client is None:
-            self._client = PipelinedClient(self.config)
+            self._client = Client(self.config)
         try:
             self._client.post("feed", session=self.session, events=events)
         except zmq.ZMQError as exc:
@@ -164,7 +153,7 @@ class EngineWatcher:
                     self._handle(event)
                     if self._stop.is_set():
                         return
-                stream = client._receive(client._sub, 0.1)  # noqa: SLF001 - resume after a quiet spell
+                stream = client.events(("server", "session", "param"), timeout=0.1)  # resume after a quiet spell
 
     def _handle(self, event) -> None:
         mine = event.session is not None and event.session == self._session()

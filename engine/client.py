@@ -55,6 +55,7 @@ class Client:
         self._prefix = f"{os.getpid()}-{id(self) & 0xFFFF:x}-"
         self._sock: zmq.Socket | None = None
         self._sub: zmq.Socket | None = None
+        self._topics: set[str] = set()
 
     def __enter__(self) -> Client:
         return self
@@ -67,6 +68,7 @@ class Client:
             if sock is not None:
                 sock.close(linger=0)
         self._sock = self._sub = None
+        self._topics = set()
 
     def _secure(self, sock: zmq.Socket) -> None:
         if not self.config.keys:
@@ -92,6 +94,14 @@ class Client:
         if self._sock is None:
             self._sock = self._open(zmq.DEALER, self.config.endpoint)
         return self._sock
+
+    def post(self, cmd: str, **args) -> str:
+        """Send a command without waiting for its reply; returns its request id. The server answers in order,
+        so a call() right after it shares the round trip (call() discards replies to other ids). For the one
+        place where a round trip matters: the player's note fed right before asking for its harmony."""
+        rid = f"{self._prefix}{next(self._ids)}"
+        self._socket().send_multipart([b"", P.encode_request(P.Request(rid, cmd, args))])
+        return rid
 
     def call(self, cmd: str, timeout: float | None = None, **args) -> dict:
         """Send one command and wait at most `timeout` seconds (default: config.timeout) for its reply.
@@ -133,8 +143,9 @@ class Client:
         reach the server: events published in the first few milliseconds may be missed."""
         if self._sub is None:
             self._sub = self._open(zmq.SUB, self.config.events_endpoint)
-        for topic in topics:
+        for topic in set(topics) - self._topics:  # calling again (same topics) resumes the same stream
             self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+            self._topics.add(topic)
         return self._receive(self._sub, timeout)
 
     @staticmethod
