@@ -25,7 +25,7 @@ from musebridge.engine.codec import Timed  # noqa: E402
 from musebridge.engine.instruments import INSTRUMENT_NAMES, instrument_class  # noqa: E402
 from musebridge.engine.midifile import encode_file, write_midi  # noqa: E402
 from musebridge.export import corpus as C  # noqa: E402
-from musebridge.export.corpus_build import BuildConfig  # noqa: E402
+from musebridge.export.corpus_build import BuildConfig, process_piece  # noqa: E402
 from musebridge.export.corpus_convert import classify_part, convert_score, load_score, score_parts  # noqa: E402
 from musebridge.export.corpus_sources import (  # noqa: E402
     PieceSpec,
@@ -358,6 +358,22 @@ def test_missing_corpus_is_a_clear_error(tmp_path, capsys):
         C.load_split(tmp_path / "nothing", "train")
     assert main(["corpus", "stats", "--root", str(tmp_path / "nothing")]) == 2
     assert "musebridge corpus build" in capsys.readouterr().err
+
+
+def test_slow_long_and_broken_pieces_are_skipped_with_a_reason(tmp_path):
+    corpus = music21_corpus_dir()
+    spec = [
+        p for p in source_pieces(Source("", "bach", "bach", instrument="voice"), corpus) if p.id == "bach-bwv1.6"
+    ]
+    slow = process_piece(spec[0], BuildConfig(root=str(tmp_path / "a"), timeout_s=0.001))
+    assert slow.reason == "timeout" and slow.record is None
+    long = process_piece(spec[0], BuildConfig(root=str(tmp_path / "b"), max_seconds=10.0))
+    assert long.reason == "too_long" and "min limit" in long.detail
+    bad_file = tmp_path / "bad.krn"
+    bad_file.write_text("this is not humdrum\n")
+    bad = process_piece(PieceSpec("bach-bad", "bach", "bad.krn", str(bad_file)), BuildConfig(root=str(tmp_path)))
+    assert bad.reason in ("error", "empty") and bad.skip_record()["id"] == "bach-bad"
+    assert not list(tmp_path.rglob("*.mid"))  # nothing half-written
 
 
 def test_build_config_defaults_to_all_cpus():
