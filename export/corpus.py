@@ -47,6 +47,31 @@ def default_root() -> Path:
     return Path(data) / "corpus" if data else Path("data") / "corpus"
 
 
+def codec_fingerprint() -> str:
+    """sha1 of the engine code that turns .mid files into tokens (codec, MIDI reader, vocabulary, instruments):
+    token files made with another fingerprint may be stale."""
+    from musebridge.engine import codec, instruments, midifile  # noqa: PLC0415
+
+    digest = hashlib.sha1()
+    for module in (codec, midifile, V, instruments):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def stale_tokens(root: str | os.PathLike) -> str | None:
+    """A one-line warning when the corpus at `root` was tokenized by other codec code than this one, else None."""
+    try:
+        made_with = json.loads((Path(root) / "manifest.json").read_text()).get("codec")
+    except (OSError, ValueError):
+        return None
+    if made_with and made_with != codec_fingerprint():
+        return (
+            f"corpus at {root} was tokenized by another version of the codec; "
+            f"run `musebridge corpus build --root {root}` to re-tokenize it (about two minutes)"
+        )
+    return None
+
+
 def split_of(piece_id: str) -> str:
     """The piece's split: the first 8 hex digits of sha1(id) mod 100: 0-89 train, 90-94 valid, 95-99 test."""
     bucket = int(hashlib.sha1(piece_id.encode()).hexdigest()[:8], 16) % 100
@@ -102,6 +127,9 @@ def load_split(root: str | os.PathLike, split: str) -> TokenSplit:
             f"corpus at {root}: the {split} split is incomplete or inconsistent; "
             f"run `musebridge corpus build --root {root}` again"
         )
+    warning = stale_tokens(root)
+    if warning:
+        log.warning(warning)
     return TokenSplit(tokens, offsets.astype(np.int64), ids, styles)
 
 
@@ -237,6 +265,7 @@ def _finish(root, config, specs, results, known, elapsed) -> BuildReport:
         "music21": config.music21,
         "max_seconds": config.max_seconds,
         "vocab": {"version": V.VOCAB_VERSION, "size": V.VOCAB_SIZE, "sha256": V.vocab_info().sha256},
+        "codec": codec_fingerprint(),
     }
     _write_atomic(root / "manifest.json", lambda fh: fh.write((json.dumps(manifest, indent=2) + "\n").encode()))
     log.info("corpus: %d pieces indexed, skipped %s", len(records), reasons or "none")

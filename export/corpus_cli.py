@@ -11,7 +11,7 @@ import sys
 
 from musebridge.engine import vocab as V
 
-from .corpus import CorpusError, build, default_root, stats
+from .corpus import CorpusError, build, default_root, stale_tokens, stats
 from .corpus_build import BuildConfig
 
 
@@ -121,8 +121,12 @@ def run(args: argparse.Namespace) -> int:
                 f"skipped: {skipped}; {report.seconds:.0f} s"
             )
             return 0
-        info = stats(args.root or default_root())
+        root = args.root or default_root()
+        info = stats(root)
+        info["stale"] = stale_tokens(root)
         print(json.dumps(info) if args.json else format_stats(info))
+        if info["stale"] and not args.json:
+            print(f"warning: {info['stale']}", file=sys.stderr)
         return 0
     except (CorpusError, FileNotFoundError) as exc:
         logging.getLogger(__name__).debug("corpus failed", exc_info=True)

@@ -353,6 +353,19 @@ def test_stats_text_and_json(built, capsys):
     assert "bach" in text and "renaissance" in text and "hours" in text and "corrupt" in text
 
 
+def test_tokens_made_by_another_codec_are_flagged(built, tmp_path, caplog):
+    root, _ = built
+    assert C.stale_tokens(root) is None
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps(manifest | {"codec": "0" * 40}))
+    assert "re-tokenize" in C.stale_tokens(copy)
+    with caplog.at_level("WARNING"):
+        C.load_split(copy, "train")
+    assert "musebridge corpus build" in caplog.text
+
+
 def test_missing_corpus_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(C.CorpusError, match="musebridge corpus build"):
         C.load_split(tmp_path / "nothing", "train")
