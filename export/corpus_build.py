@@ -199,7 +199,8 @@ def run_pieces(specs: list[PieceSpec], config: BuildConfig) -> Iterator[PieceRes
             results = (process_piece(s, config) for s in specs)
             yield from _progress(results, bar)
             return
-        ctx = multiprocessing.get_context("spawn")  # music21 is not fork-safe with threads; spawn works everywhere
+        # spawn: workers start clean (no forked progress-bar thread or parent state), the same on every platform.
+        ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(config.jobs, initializer=_worker_init, maxtasksperchild=500) as pool:
             try:
                 yield from _progress(pool.imap_unordered(_task, [(s, config) for s in specs]), bar)

@@ -128,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
         if info["stale"] and not args.json:
             print(f"warning: {info['stale']}", file=sys.stderr)
         return 0
+    except ImportError as exc:
+        missing = exc.name or exc
+        print(f"musebridge corpus: {missing} is not installed; pip install 'musebridge[train]'", file=sys.stderr)
+        return 2
     except (CorpusError, FileNotFoundError) as exc:
         logging.getLogger(__name__).debug("corpus failed", exc_info=True)
         print(f"musebridge corpus: {exc}", file=sys.stderr)
