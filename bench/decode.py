@@ -199,7 +199,7 @@ def bench_long(path: Path, threads: int, tokens: int) -> dict:
     model = Model.load(path, RuntimeOptions(threads=threads, provider="cpu"))
     session = Session(model, SessionConfig(style="bach", instruments=(0, 5), player_instrument=0,
                                            sampling=SamplingConfig(seed=0, top_p=0.95), max_polyphony=6))
-    times = np.empty(tokens)
+    times = np.zeros(tokens)  # touched now, so that RSS below measures the session, not this array
     slides, rss = [], [rss_mb()]
     for i in range(tokens):
         dropped = session.dropped
@@ -212,7 +212,8 @@ def bench_long(path: Path, threads: int, tokens: int) -> dict:
             rss.append(rss_mb())
             session.commit(session.time)
     return {"tokens": tokens, "per_token": stats(list(times)), "max_ms": round(float(times.max()) * 1e3, 3),
-            "slides": len(slides), "slide_step_max_ms": round(float(max(slides, default=0.0)) * 1e3, 3),
+            "slides": len(slides), "slide_steps": stats(slides or [0.0]),
+            "slide_step_max_ms": round(float(max(slides, default=0.0)) * 1e3, 3),
             "cache_capacity": session.cache.capacity, "cache_length": session.cache.length,
             "rss_mb": [round(r, 1) for r in rss],
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1)}

@@ -198,9 +198,9 @@ class Session:
         if need <= 0:
             return
         drop = max(self._slide, need)
-        if self._commit - self._prefix_len < drop:  # never drop speculative tokens: commit them first
-            log.debug("window slide commits %d speculative tokens", self._prefix_len + drop - self._commit)
-            self._commit_to(self._prefix_len + drop)
+        if self._commit - self._prefix_len < drop:  # never drop speculative tokens: commit them (all) first
+            log.debug("window slide commits %d speculative tokens", len(self.tokens) - self._commit)
+            self._commit_to(len(self.tokens))
         p = self._prefix_len
         self.cache.slide(p, drop)
         del self.tokens[p : p + drop], self._player[p : p + drop], self._steps[p : p + drop]
@@ -208,9 +208,14 @@ class Session:
         self.dropped += drop
 
     def _commit_to(self, index: int) -> None:
-        for i in range(self._commit, index):
-            self._committed.apply(self.tokens[i], self._player[i])
-        self._commit = max(self._commit, index)
+        if index <= self._commit:
+            return
+        if index == len(self.tokens):  # everything: a copy of the live state, not a replay
+            self._committed = self._live.copy()
+        else:
+            for i in range(self._commit, index):
+                self._committed.apply(self.tokens[i], self._player[i])
+        self._commit = index
 
     def _state_at(self, index: int) -> _State:
         """The stream state after tokens[:index] (the live state itself when index is the end: do not modify)."""
