@@ -10,7 +10,9 @@ Windows (`WindowSampler`): a window of n tokens starts at a position drawn unifo
 (so long pieces are seen in proportion to their length). When that position is inside a piece, the piece's
 prefix is re-inserted in front, so the model always knows the style and instrument set of what it continues.
 Pieces follow one another inside a window (packing, no padding except at the very end of the split); each
-one is augmented on its own. The re-inserted prefix tokens are context only: they are never loss targets.
+one is augmented on its own. A re-inserted prefix is trained like any piece start (the model learns the style
+and set tokens at position 0, and what follows a prefix at a real start); only the first token after it, which
+follows the prefix in no real piece, is not a loss target.
 """
 
 from __future__ import annotations
@@ -95,10 +97,19 @@ def write_split(root: str | os.PathLike, split: str, pieces, ids=None, styles=No
 
 @dataclass(frozen=True)
 class Window:
-    """length tokens, and for each whether it counts as a prediction target (False: re-inserted prefix, PAD)."""
+    """length tokens, and for each whether it counts as a prediction target (False: the token after a
+    re-inserted prefix, PAD)."""
 
     tokens: np.ndarray
     target: np.ndarray
+
+
+def _targets(length: int, reinserted: int | None) -> list[bool]:
+    """Which tokens of a segment are prediction targets. A re-inserted prefix is a real piece start, so its own
+    transitions (BOS -> STYLE -> SET...) are learned; the jump from it into the middle of the piece is not."""
+    if reinserted is None or reinserted >= length:
+        return [True] * length
+    return [True] * reinserted + [False] + [True] * (length - reinserted - 1)
 
 
 class WindowSampler:
@@ -130,9 +141,8 @@ class WindowSampler:
             seg = np.concatenate((head, body)).astype(np.int64)
             if self.augment_config is not None and rng is not None:
                 seg = np.asarray(augment(seg, self.augment_config, rng), dtype=np.int64)
-            kept = prefix_length(seg) if pos > a else 0
             out.extend(seg.tolist())
-            target.extend([False] * kept + [True] * (len(seg) - kept))
+            target.extend(_targets(len(seg), prefix_length(seg) if pos > a else None))
             piece, pos = piece + 1, b
         out, target = out[:length], target[:length]
         pad = length - len(out)
