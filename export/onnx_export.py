@@ -165,6 +165,7 @@ def save_atomic(onnx_model: onnx.ModelProto, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         onnx.save(onnx_model, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared and packaged
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -219,6 +220,7 @@ def quantize_int4(src: str | os.PathLike, dst: str | os.PathLike, block_size: in
 
 def _quantized(src, dst, quantize) -> None:
     dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.onnx", dir=dst.parent)
     os.close(fd)
     restore = _quiet_quantizer()
