@@ -250,7 +250,8 @@ def _run(args: argparse.Namespace) -> int:
             result["hf"] = bench_hf(model.config, args.steps, rng)
         if "recompute" not in skip:
             result["recompute"] = bench_recompute(model, rng)
-    result.update(params=model.num_params(), threads=args.threads, int8=args.int8,
+    result.update(params=model.num_params(), threads=args.threads, engine_model=str(path) if args.model else
+                  ("int8 export" if args.int8 else "fp32 export"),
                   model=str(args.checkpoint or args.model or "random default-size model"))
     _report(result, args.json)
     return 0
