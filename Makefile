@@ -9,7 +9,7 @@ DEV := $(VENV)/.installed-dev
 .PHONY: demo test lint bench clean help
 
 help:
-	@echo "make demo   run MuseBridge's demo on the bundled model (creates .venv)"
+	@echo "make demo   the call-and-response demo on the bundled model: demo.mid, demo.png (creates .venv)"
 	@echo "make test   run the test suite (creates .venv with the train and dev extras)"
 
 $(BIN)/python:
@@ -26,7 +26,7 @@ $(DEV): pyproject.toml | $(BIN)/python
 	@touch $@ $(BASE)
 
 demo: $(BASE)
-	$(BIN)/musebridge tokens engine/data/chorale.mid --roundtrip demo.mid
+	$(BIN)/musebridge demo
 
 test: $(DEV)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -35,4 +35,4 @@ lint: $(DEV)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis demo.mid
+	rm -rf $(VENV) .pytest_cache .hypothesis demo.mid demo.png
