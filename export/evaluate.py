@@ -182,8 +182,10 @@ def _table(result: dict) -> str:
     for style, f in rows:
         lines.append(f"{style:<14}{f['pieces']:>7}{f['tokens']:>10}{f['model_nll']:>11.4f}{f['ngram_nll']:>11.4f}"
                      f"{f['model_nll_per_note']:>12.4f}{f['ngram_nll_per_note']:>12.4f}")
-    lines.append(f"model is {100 * result['improvement']:.1f}% below the order-{result['ngram_order']} n-gram "
-                 f"per token on {result['split']} (nats)")
+    gain = 100 * result["improvement"]
+    side = "below" if gain >= 0 else "above"
+    lines.append(f"model is {abs(gain):.1f}% {side} the order-{result['ngram_order']} n-gram per token on "
+                 f"{result['split']} (nats; lower is better)")
     return "\n".join(lines)
 
 
