@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -218,6 +219,20 @@ def test_no_stuck_notes_after_random_input_and_kill_9_of_the_engine(live, engine
     assert not unreleased_note_ons(rig.peer.messages()), "every note-on has its note-off"
 
 
+def wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> bool:
+    """Read the process's stdout until a line containing `text` (True) or the timeout/EOF (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                return False
+            if text in line:
+                return True
+    return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_play_command_spawns_the_engine_records_and_silences_on_a_signal(jack, model, tmp_path, sig):
     port, pub = free_port(), free_port()
@@ -229,12 +244,16 @@ def test_play_command_spawns_the_engine_records_and_silences_on_a_signal(jack, m
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peer = None
     try:
+        assert wait_for_line(proc, "Ctrl-C to stop", timeout=90.0), "play reports it is ready"
         peer = JackPeer("MuseBridge In", "MuseBridge Out", client="cli peer", wait_s=60.0, callback=False)
         time.sleep(0.5)
-        for note in (60, 64, 67):
+        # hold notes until voices sound (on a loaded machine the first voices may come too late to be played)
+        for note in range(60, 84):
             peer.send(mido.Message("note_on", note=note, velocity=80))
             time.sleep(0.3)
-        # the signal comes while the player still holds three notes and the voices sound
+            if note >= 67 and peer.note_ons(STRINGS):
+                break
+        # the signal comes while the player still holds notes and the voices sound
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
         time.sleep(0.1)
