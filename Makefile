@@ -28,8 +28,14 @@ $(DEV): pyproject.toml | $(BIN)/python
 demo: $(BASE)
 	$(BIN)/musebridge demo
 
+# The real-port tests (JACK, 0.67 ms cycles) run in their own process after the rest: on a shared 2-core machine a
+# JACK client can miss its deadlines and be dropped by the server, so a failed run is repeated once; a real bug
+# fails both runs.
 test: $(DEV)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not jack" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m jack $(PYTEST_ARGS) || \
+		{ echo "JACK tests failed once; running them again to tell a bug from a missed deadline"; \
+		  $(BIN)/python -m pytest -q -m jack $(PYTEST_ARGS); }
 
 lint: $(DEV)
 	$(BIN)/ruff check .
