@@ -60,10 +60,12 @@ def piece_chunks(index: int, piece: np.ndarray, prefix_len: int, block: int, str
 
 
 def model_nll(model, data: TokenData, stride: int | None = None, batch_tokens: int = 16384,
-              device: str = "cpu") -> np.ndarray:
-    """Total NLL (nats) of each piece's tokens 1..len-1 under a GPT, in prefix-keeping sliding windows."""
+              device: str = "cpu", progress: bool = False) -> np.ndarray:
+    """Total NLL (nats) of each piece's tokens 1..len-1 under a GPT, in prefix-keeping sliding windows.
+    progress: show a tqdm bar over the batches on stderr."""
     import torch
     import torch.nn.functional as F
+    from tqdm import tqdm
 
     block = model.config.block_size
     stride = stride or max(1, block // 2)
@@ -74,7 +76,8 @@ def model_nll(model, data: TokenData, stride: int | None = None, batch_tokens: i
     out = np.zeros(len(data))
     model.to(device).eval()
     with torch.no_grad():
-        for group in _batches(chunks, batch_tokens):
+        batches = list(_batches(chunks, batch_tokens))
+        for group in tqdm(batches, desc="eval", unit="batch", disable=not progress, mininterval=1.0):
             x = np.full((len(group), len(group[-1].tokens)), V.PAD, dtype=np.int64)
             y = np.full_like(x, -1)  # -1: not scored
             for row, c in enumerate(group):
@@ -125,7 +128,7 @@ def subset(data: TokenData, limit: int | None) -> TokenData:
 
 
 def evaluate(ckpt: str, root: str, split: str, limit: int | None = None, stride: int | None = None,
-             orders=(2, 3, 4, 5), device: str = "cpu") -> dict:
+             orders=(2, 3, 4, 5), device: str = "cpu", progress: bool = False) -> dict:
     """Model and n-gram figures on one split, as the JSON object `musebridge eval --json` prints."""
     from . import ngram
     from .checkpoint import load_checkpoint
@@ -139,7 +142,7 @@ def evaluate(ckpt: str, root: str, split: str, limit: int | None = None, stride:
     log.info("n-gram (order %d) fitted and scored in %.1f s", baseline.order, time.monotonic() - t0)
     model, state = load_checkpoint(ckpt)
     t0 = time.monotonic()
-    model_fig = summarize(data, model_nll(model, data, stride=stride, device=device))
+    model_fig = summarize(data, model_nll(model, data, stride=stride, device=device, progress=progress))
     log.info("model scored in %.1f s", time.monotonic() - t0)
     m, n = model_fig["all"]["nll_per_token"], ngram_fig["all"]["nll_per_token"]
     return {
@@ -170,6 +173,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the model")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="end with one JSON line holding every figure")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _table(result: dict) -> str:
@@ -196,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         orders = tuple(int(o) for o in args.orders.split(","))
-        result = evaluate(args.ckpt, args.data, args.split, args.limit, args.stride, orders, args.device)
+        result = evaluate(args.ckpt, args.data, args.split, args.limit, args.stride, orders, args.device,
+                          progress=not args.quiet)
     except (ExportError, ValueError) as exc:
         print(f"musebridge eval: {exc}", file=sys.stderr)
         return 1

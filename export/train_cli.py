@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="autocast dtype (auto: bfloat16/float16 on CUDA, float32 on CPU)")
     hw.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     hw.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
+                        help="no progress bar (logs only)")
 
 
 def configs_from_args(args: argparse.Namespace):
