@@ -4,7 +4,6 @@ engine link, watcher (mode switch by `set`, server stopping), session reclaim, l
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,14 +21,9 @@ from musebridge.engine.client import Client
 
 from tests.bridge_fakes import unreleased_note_ons
 from tests.model_fixtures import export_small
+from tests.net import free_port, wait_until
 
 STRINGS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +81,8 @@ class Memory:
         return [m for t, m in list(self.heard) if t >= after and m.type == "note_on" and m.velocity
                 and m.channel == STRINGS]
 
-    def wait(self, predicate, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return False
+    def wait(self, predicate, timeout=10.0) -> bool:
+        return wait_until(predicate, timeout)
 
 
 def test_respond_on_memory_ports_records_both_parts(server, tmp_path):

@@ -10,7 +10,6 @@ import os
 import random
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,17 +29,12 @@ from musebridge.engine.client import Client, ClientConfig
 from tests.bridge_fakes import unreleased_note_ons
 from tests.jack import JACKD, JackPeer, JackServer, wait_gone
 from tests.model_fixtures import export_small
+from tests.net import free_port, wait_until
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(JACKD is None, reason="jackd not installed (apt install jackd2)")]
 
 STRINGS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Engine:
@@ -115,12 +109,7 @@ class Live:
             time.sleep(gap)
 
     def wait_for(self, predicate, timeout=10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return False
+        return wait_until(predicate, timeout)
 
     def close(self) -> None:
         self.watcher.stop()

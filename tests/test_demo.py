@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -10,12 +9,7 @@ from musebridge.engine.midifile import notes_from_events, read_midi
 from musebridge.engine.model_file import default_model_path
 
 from tests.model_fixtures import export_small
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 def test_demo_records_both_parts_and_draws_them(tmp_path):

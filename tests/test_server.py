@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +17,7 @@ from musebridge.engine.client import Client, ClientConfig, ClientError
 from musebridge.engine.keys_cli import make_keys
 
 from tests.model_fixtures import export_small
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 class Served:
