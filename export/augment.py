@@ -45,7 +45,9 @@ REVOICE_GROUPS: tuple[tuple[str, ...], ...] = (
 class AugmentConfig:
     """How far `augment` may go. transpose: +-semitones; tempo: (min, max) time factor; velocity: +-bins;
     humanize: +-grid steps (10 ms each) per event, applied with probability humanize_prob; revoice_prob: chance
-    to move the piece onto other instruments of its REVOICE_GROUPS group."""
+    to move the piece onto other instruments of its REVOICE_GROUPS group. prob: chance that a window is augmented
+    at all; the others train on the corpus as it is (in its written keys and tempos, which is what evaluation
+    and most players' phrases look like), so the model learns both the augmented spread and the clean priors."""
 
     transpose: int = 5
     tempo: tuple[float, float] = (0.9, 1.1)
@@ -53,6 +55,7 @@ class AugmentConfig:
     humanize: int = 1
     humanize_prob: float = 0.5
     revoice_prob: float = 0.25
+    prob: float = 1.0
 
 
 def prefix_length(tokens) -> int:
@@ -230,8 +233,11 @@ def revoice_mapping(tokens, rng: np.random.Generator) -> dict[int, int]:
 
 def augment(tokens, config: AugmentConfig, rng: np.random.Generator) -> list[int]:
     """Apply one random draw of every augmentation allowed by `config` (revoice, transpose, tempo, velocity,
-    humanize), in that order. Deterministic for a given rng state."""
+    humanize), in that order, or none of them with probability 1 - config.prob. Deterministic for a given rng
+    state."""
     out = list(int(t) for t in tokens)
+    if config.prob < 1.0 and rng.random() >= config.prob:
+        return out
     if config.revoice_prob > 0 and rng.random() < config.revoice_prob:
         out = revoice(out, revoice_mapping(out, rng))
     if config.transpose:

@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--eval-windows", type=int, default=d.eval_windows, help="validation windows")
     opt.add_argument("--seed", type=int, default=d.seed)
     opt.add_argument("--no-augment", action="store_true", help="train on the corpus as it is")
+    opt.add_argument("--augment-prob", type=float, default=AugmentConfig.prob,
+                     help="chance that a training window is augmented at all (the rest stay as written)")
     opt.add_argument("--transpose", type=int, default=AugmentConfig.transpose, help="max transposition, semitones")
     opt.add_argument("--revoice-prob", type=float, default=AugmentConfig.revoice_prob,
                      help="chance to move a window onto other instruments of its group")
@@ -72,7 +74,7 @@ def configs_from_args(args: argparse.Namespace):
     model_cfg = dataclasses.replace(PRESETS[args.config], **overrides)
     augment = None if args.no_augment else AugmentConfig(
         transpose=args.transpose, tempo=tuple(args.tempo), revoice_prob=args.revoice_prob,
-        humanize_prob=args.humanize_prob)
+        humanize_prob=args.humanize_prob, prob=args.augment_prob)
     cfg = TrainConfig(
         data=args.data, out=args.out, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_steps=args.max_steps, minutes=args.minutes, lr=args.lr, min_lr=args.min_lr,

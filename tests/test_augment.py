@@ -147,3 +147,13 @@ def test_prefix_length():
     assert A.prefix_length(V.conditioning("bach", [6, 5]) + [V.time_token(3)]) == 4
     assert A.prefix_length([V.time_token(3), V.BOS]) == 0
     assert A.prefix_length([V.BOS, V.EOS]) == 1
+
+
+def test_augment_prob_leaves_that_share_of_windows_as_written():
+    piece = synth_piece("bach", [6], seed=3)
+    cfg = A.AugmentConfig(transpose=5, velocity=3, prob=0.3)
+    rng = np.random.default_rng(11)
+    clean = sum(A.augment(piece, cfg, rng) == list(piece) for _ in range(400))
+    # 70% untouched, plus the few augmented draws that happen to be the identity (shift 0, factor 1)
+    assert 0.62 * 400 < clean < 0.8 * 400
+    assert A.augment(piece, A.AugmentConfig(prob=0.0), rng) == list(piece)
