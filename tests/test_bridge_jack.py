@@ -12,6 +12,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -129,6 +130,38 @@ def live(jack, engine):
     yield make
     for one in made:
         one.close()
+
+
+def test_input_port_loses_nothing_while_python_threads_are_busy(jack):
+    """On JACK the input port is polled (bridge/rtmidi_ports.py): a callback would need the GIL on JACK's
+    process thread and lose whole cycles of messages while another Python thread holds it."""
+    got: list[list[int]] = []
+    backend = RtmidiBackend("jack")
+    port = backend.open_input(None, got.append, virtual_name=f"burst in {uuid.uuid4().hex[:6]}")
+    peer = JackPeer(port.name, None, client="burst peer")
+    stop = threading.Event()
+
+    def busy():  # pure-Python work: holds the GIL for its whole switch interval
+        while not stop.is_set():
+            sum(range(20000))
+
+    worker = threading.Thread(target=busy, daemon=True)
+    worker.start()
+    try:
+        sent = []
+        for burst in range(200):
+            for k in range(10):
+                for msg in (mido.Message("note_on", note=40 + k, velocity=1 + burst % 127),
+                            mido.Message("note_off", note=40 + k)):
+                    peer.send(msg)
+                    sent.append(msg.bytes())
+            time.sleep(0.005)
+        assert wait_until(lambda: len(got) >= len(sent), 10.0), f"{len(sent) - len(got)} of {len(sent)} lost"
+        assert got == sent  # nothing lost, nothing reordered
+    finally:
+        stop.set()
+        peer.close()
+        port.close()
 
 
 def test_respond_answers_a_phrase_through_jack(live):
