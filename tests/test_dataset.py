@@ -86,3 +86,17 @@ def test_fixed_validation_windows_are_shared_out_between_ranks(corpus):
     parts = [np.concatenate([x for x, _ in sampler.fixed_batches(10, 3, rank=r, world=2)]) for r in range(2)]
     assert len(whole) == 10 and sum(len(p) for p in parts) == 10
     assert sorted(map(bytes, whole)) == sorted(map(bytes, np.concatenate(parts)))
+
+
+def test_some_windows_start_at_a_piece_start_so_the_first_event_is_learned(corpus):
+    data = load_split(corpus, "train")
+    sampler = WindowSampler(data, 32, None, seed=5)
+    piece_starts = 0
+    for step in range(100):
+        x, y = sampler.batch(4, step)
+        for row in range(4):
+            n = prefix_length(x[row])
+            if y[row, n - 1] != V.PAD:  # the token after the prefix is a target: a real piece start
+                piece_starts += 1
+    # START_PROB of 400 windows, plus the few whose drawn position was a piece start anyway
+    assert 0.05 * 400 < piece_starts < 0.2 * 400
