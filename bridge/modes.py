@@ -175,7 +175,8 @@ class AccompanyMode(Mode):
 
 
 class HarmonizeMode(Mode):
-    """Each player note-on at once gets `voices` notes from the model (note-ons only, sounding now); they end
+    """Each player note-on at once gets `voices` notes from the model, asked for with `now` (the engine samples
+    only note-ons at the player's time: one model step per voice); they sound at the player's velocity and end
     with the player's note-off. The engine's own note-offs are not used."""
 
     name = "harmonize"
@@ -188,7 +189,7 @@ class HarmonizeMode(Mode):
         key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
         if is_note_on(msg):
             self.host.feed([(t, msg)], wait=False)  # the harmony request follows in the same round trip
-            self._voice(key, t)
+            self._voice(key, t, msg.velocity)
             return
         self.host.feed([(t, msg)])
         if is_note_off(msg):
@@ -197,20 +198,20 @@ class HarmonizeMode(Mode):
                                                                 note=voice.note), ENGINE)
             self.host.scheduler.run_due()
 
-    def _voice(self, key: tuple[int, int], t: float) -> None:
-        """The first voice is asked for alone and sounds at once; the others follow from a second request.
-        No time limit: whatever time the model puts between the voices, they sound now."""
+    def _voice(self, key: tuple[int, int], t: float, velocity: int) -> None:
+        """The first voice is asked for alone and sounds at once; the others follow from a second request."""
         voices = self.host.config.modes.voices
-        first = self._sound(key, 1)
+        first = self._sound(key, 1, velocity)
         if first:
             self.host.latencies.append(self.host.clock.now() - t)
         if voices - first > 0:
-            self._sound(key, voices - first)
+            self._sound(key, voices - first, velocity)
 
-    def _sound(self, key: tuple[int, int], n: int) -> int:
-        events, _ = self.host.link.generate(notes=n, max_tokens=8 * n + 8)
+    def _sound(self, key: tuple[int, int], n: int, velocity: int) -> int:
+        events, _ = self.host.link.generate(notes=n, max_tokens=8 * n + 8, now=True)
         now = self.host.clock.now()
-        chosen = [(now, m) for _, m in events if is_note_on(m) or m.type == "program_change"]
+        chosen = [(now, m.copy(velocity=velocity) if is_note_on(m) else m) for _, m in events
+                  if is_note_on(m) or m.type == "program_change"]
         sent = self.host.play(chosen, lambda w: w, quantize=False)  # voices sound now, not on the grid
         self.host.scheduler.run_due()
         started = [m for _, m in sent if is_note_on(m)]

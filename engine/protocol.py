@@ -101,6 +101,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "until": Arg(NUM, low=0.0, high=1e7),  # seconds of session time
         "notes": Arg(INT, low=1, high=10_000),
         "max_tokens": Arg(INT, low=1, high=100_000),
+        "now": Arg(BOOL),  # notes that start at the current time (see engine/session.py generate)
     },
     "set": {"session": SESSION, **PARAMS},
     "reset": {"session": SESSION},

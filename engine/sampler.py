@@ -92,13 +92,15 @@ class Constraints:
                 return low, high
         return INSTRUMENTS[instrument].low, INSTRUMENTS[instrument].high
 
-    def static_mask(self) -> np.ndarray:
-        """Boolean (vocab,) array: True where a token may be generated at all."""
+    def static_mask(self, now: bool = False) -> np.ndarray:
+        """Boolean (vocab,) array: True where a token may be generated at all. now: only note-ons (notes that
+        start at the current time: no time shift, velocity change, pedal or end of piece); note-offs of sounding
+        engine notes are added per step by dynamic_mask either way."""
         allowed = np.zeros(V.VOCAB_SIZE, dtype=bool)
         o = V.OFFSETS
-        allowed[o["time"] : o["time"] + V.MAX_SHIFT_STEPS] = True
-        allowed[o["velocity"] : o["velocity"] + V.VELOCITY_BINS] = True
-        allowed[V.EOS] = self.allow_eos
+        allowed[o["time"] : o["time"] + V.MAX_SHIFT_STEPS] = not now
+        allowed[o["velocity"] : o["velocity"] + V.VELOCITY_BINS] = not now
+        allowed[V.EOS] = self.allow_eos and not now
         pitches = np.arange(V.N_PITCHES)
         in_scale = np.isin(pitches % 12, self.scale if self.scale is not None else range(12))
         for inst in self.allowed_instruments():
@@ -106,7 +108,7 @@ class Constraints:
             ok = (pitches >= low) & (pitches <= high) & (in_scale | (inst == DRUMS))
             start = V.note_on_token(inst, 0)
             allowed[start : start + V.N_PITCHES] = ok
-            allowed[V.pedal_token(inst, True)] = allowed[V.pedal_token(inst, False)] = True
+            allowed[V.pedal_token(inst, True)] = allowed[V.pedal_token(inst, False)] = not now
         return allowed
 
 

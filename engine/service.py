@@ -183,6 +183,9 @@ class Service:
         sid, live = self._get(args)
         if not any(k in args for k in ("until", "notes", "max_tokens")):
             raise _bad("generate needs 'until' (seconds), 'notes' or 'max_tokens'")
+        now = args.get("now", False)
+        if now and "until" in args:
+            raise _bad("generate: 'now' makes notes at the current time; give 'notes' or 'max_tokens', not 'until'")
         best_of = live.params.get("best_of", 1)
         budget, notes_left = args.get("max_tokens", 4096), args.get("notes")
         out, events, start = [], [], time.perf_counter()
@@ -191,7 +194,7 @@ class Service:
             chunk = budget if best_of > 1 else min(budget, STREAM_CHUNK_TOKENS)
             mark = len(live.session.tokens) + live.session.dropped
             new = live.session.generate(n_tokens=chunk, n_notes=notes_left, until_time=args.get("until"),
-                                        best_of=best_of, max_tokens=chunk)
+                                        best_of=best_of, max_tokens=chunk, now=now)
             made = len(live.session.tokens) + live.session.dropped - mark
             budget -= made
             notes = [message_to_dict(e) for e in new]

@@ -145,8 +145,7 @@ class Session:
         self.config = config
         self.cache: KVCache = model.new_cache()
         self.sampler = Sampler(config.sampling)
-        self._constraints = config.constraints()
-        self._static = additive(self._constraints.static_mask())
+        self._set_constraints(config)
         prefix = config.prefix()
         self._prefix_len = len(prefix)
         self._slide = config.slide_tokens or max(1, (self.cache.capacity - self._prefix_len) // 4)
@@ -272,35 +271,45 @@ class Session:
         """insert() for a Timed(time, msg)."""
         return self.insert(event.time, event.msg)
 
-    def step(self, score: bool = False) -> tuple[int, float, list[Timed]]:
-        """Sample and append one engine token: (token, its log-probability if `score` else 0.0, output events)."""
+    def _set_constraints(self, config: SessionConfig) -> None:
+        self._constraints = config.constraints()
+        self._static = additive(self._constraints.static_mask())
+        self._static_now = additive(self._constraints.static_mask(now=True))
+
+    def step(self, score: bool = False, now: bool = False) -> tuple[int, float, list[Timed]]:
+        """Sample and append one engine token: (token, its log-probability if `score` else 0.0, output events).
+        now: only a note-on (or the note-off of a sounding engine note): nothing that moves time."""
         held = self._live.decoder.held
-        mask = dynamic_mask(self._static, held.keys(), sum(held.values()), self._constraints.max_polyphony)
+        mask = dynamic_mask(self._static_now if now else self._static, held.keys(), sum(held.values()),
+                            self._constraints.max_polyphony)
         logits = self._next_logits()
         token = self.sampler.sample(logits, mask)
         logprob = log_prob(logits, mask, token) if score else 0.0
         return token, logprob, self._append([token], player=False)
 
     def generate(self, n_tokens: int | None = None, n_notes: int | None = None, until_time: float | None = None,
-                 best_of: int = 1, max_tokens: int = 4096) -> list[Timed]:
+                 best_of: int = 1, max_tokens: int = 4096, now: bool = False) -> list[Timed]:
         """Generate engine tokens until n_tokens, n_notes note-ons, or the timeline reaches until_time (seconds),
         whichever comes first (at most max_tokens). With best_of > 1, that many candidate continuations are
-        sampled and the one with the highest mean log-probability is kept. Returns its timed MIDI events."""
-        if n_tokens is None and n_notes is None and until_time is None:
-            raise EngineError("generate() needs n_tokens, n_notes or until_time")
+        sampled and the one with the highest mean log-probability is kept. now: notes that start at the current
+        time (a chord or a harmony for the player's note): no time shift, velocity or pedal token is sampled, so
+        each note takes one model step (plus note-offs the model chooses for its earlier notes). Returns the
+        timed MIDI events."""
+        if n_tokens is None and n_notes is None and (until_time is None or now):
+            raise EngineError("generate() needs n_tokens, n_notes or until_time (not until_time with now)")
         if best_of <= 1:
-            return self._generate(n_tokens, n_notes, until_time, max_tokens, score=False)[0]
+            return self._generate(n_tokens, n_notes, until_time, max_tokens, score=False, now=now)[0]
         start = len(self.tokens)
         best: tuple[float, list[int]] | None = None
         for _ in range(best_of):
-            _, score = self._generate(n_tokens, n_notes, until_time, max_tokens, score=True)
+            _, score = self._generate(n_tokens, n_notes, until_time, max_tokens, score=True, now=now)
             candidate = self.tokens[start:]
             if best is None or score > best[0]:
                 best = (score, candidate)
             self._rollback(start)
         return self._append(best[1], player=False) if best[1] else []
 
-    def _generate(self, n_tokens, n_notes, until_time, max_tokens, score) -> tuple[list[Timed], float]:
+    def _generate(self, n_tokens, n_notes, until_time, max_tokens, score, now) -> tuple[list[Timed], float]:
         out: list[Timed] = []
         total, count, notes = 0.0, 0, 0
         limit = min(max_tokens, n_tokens if n_tokens is not None else max_tokens)
@@ -310,7 +319,7 @@ class Session:
                 break
             if n_notes is not None and notes >= n_notes:
                 break
-            token, logprob, events = self.step(score)
+            token, logprob, events = self.step(score, now)
             out += events
             total += logprob
             count += 1
@@ -350,8 +359,7 @@ class Session:
         self.sampler = Sampler(config.sampling)
         if same_seed:
             self.sampler.rng = rng  # a new temperature does not restart the random sequence
-        self._constraints = config.constraints()
-        self._static = additive(self._constraints.static_mask())
+        self._set_constraints(config)
         if new_prefix == self.tokens[:old_len]:
             return
         self._ensure_room(max(0, len(new_prefix) - old_len))

@@ -9,6 +9,7 @@ from musebridge.bridge.clock import FakeClock
 from musebridge.bridge.config import BridgeConfig
 from musebridge.bridge.core import Bridge
 from musebridge.bridge.errors import EngineLost
+from musebridge.bridge.notes import note_off
 from musebridge.bridge.ports import MemoryBackend, MemoryMidi
 
 STEP_S = 0.05  # the fake engine advances in steps of 50 ms: a note-on every other step, 80 ms long
@@ -60,8 +61,12 @@ class FakeLink:
     def post_feed(self, events: list[dict]) -> None:
         self.feed(events)
 
-    def generate(self, until=None, notes=None, max_tokens=None):
+    def generate(self, until=None, notes=None, max_tokens=None, now=False):
         self._check("generate")
+        self.last_generate = {"until": until, "notes": notes, "max_tokens": max_tokens, "now": now}
+        if now:  # like the engine: note-ons at the current time, one step each
+            first = [] if self._count else [(self.time, mido.Message("program_change", channel=5, program=48))]
+            return first + [(self.time, self._note_on()) for _ in range(notes or max_tokens)], self.time
         out, made, steps = [], 0, 0
         while (until is None or self.time < until - 1e-9) and (notes is None or made < notes):
             if max_tokens is not None and steps >= max_tokens:
@@ -74,12 +79,15 @@ class FakeLink:
             if round(self.time / STEP_S) % 2 == 0:
                 if not self._count:  # like the engine: a program change before the instrument's first note
                     out.append((self.time, mido.Message("program_change", channel=5, program=48)))
-                pitch = 60 + self._count % 12
-                self._count += 1
-                out.append((self.time, mido.Message("note_on", channel=5, note=pitch, velocity=100 + self.epoch)))
-                self._pending.append((round(self.time + 0.08, 6), mido.Message("note_off", channel=5, note=pitch)))
+                out.append((self.time, self._note_on()))
+                self._pending.append((round(self.time + 0.08, 6), note_off(5, out[-1][1].note)))
                 made += 1
         return out, self.time
+
+    def _note_on(self) -> mido.Message:
+        pitch = 60 + self._count % 12
+        self._count += 1
+        return mido.Message("note_on", channel=5, note=pitch, velocity=100 + self.epoch)
 
     def keepalive(self) -> None:
         pass

@@ -109,9 +109,11 @@ def test_harmonize_voices_sound_with_the_note_and_end_with_it():
     rig.run(0.2)
     assert not rig.note_ons(STRINGS), "nothing without the player"
     t = rig.clock.now()
-    rig.play(on(60))
+    rig.play(on(60, velocity=37))
     voices = rig.note_ons(STRINGS)
     assert len(voices) == 3 and all(vt == t for vt, _ in voices), "voices at the same instant"
+    assert rig.link.last_generate["now"], "the engine is asked for notes at the player's time"
+    assert all(m.velocity == 37 for _, m in voices), "voices follow the player's dynamics"
     rig.run(0.5)
     assert len(rig.note_ons(STRINGS)) == 3 and stuck_notes(m for _, m in rig.heard if m.channel == STRINGS)
     rig.play(off(60))

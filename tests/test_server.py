@@ -79,6 +79,13 @@ def test_session_lifecycle_and_generation(server):
         assert {n["channel"] for n in ons} == {5}  # strings only: never the player's piano (channel 0)
         assert all(n["t"] >= 0.5 for n in ons)  # after what the player fed
         assert c.call("status")["latency"]["tokens"] > 0
+        t = out["time"]
+        c.call("feed", session=sid, events=[{"t": t, "type": "note_on", "note": 64, "velocity": 70}])
+        chord = c.call("generate", session=sid, notes=2, now=True)  # a harmony for the player's note
+        assert [n["t"] for n in chord["notes"] if n["type"] == "note_on"] == [t, t] and chord["time"] == t
+        with pytest.raises(ClientError) as info:
+            c.call("generate", session=sid, until=t + 1, now=True)
+        assert info.value.code == "bad_argument"
         c.call("session.close", session=sid)
         with pytest.raises(ClientError) as info:
             c.call("generate", session=sid, notes=1)

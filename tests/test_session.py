@@ -165,3 +165,19 @@ def test_state_copies_are_independent():
     b.apply(V.time_token(7), player=False)
     assert a.decoder.held == {(4, 40): 1} and a.player_held == {60: 1} and a.step == 5
     assert b.decoder.held == {} and b.player_held == {} and b.step == 12
+
+
+def test_now_gives_notes_at_the_players_time_one_step_each(engine):
+    s = engine.new_session(config(seed=3, max_polyphony=2))
+    for i, pitch in enumerate((60, 64, 67, 72, 65, 69)):
+        s.insert(i * 0.5, mido.Message("note_on", note=pitch, velocity=80))
+        before, t = len(s.tokens) + s.dropped, s.time
+        events = s.generate(n_notes=2, now=True)
+        made = s.tokens[len(s.tokens) - (len(s.tokens) + s.dropped - before):]
+        kinds = [V.token_kind(tok)[0] for tok in made]
+        assert s.time == t and {e.time for e in events} <= {t}, "no time passes"
+        assert kinds.count("note_on") == 2 and set(kinds) <= {"note_on", "note_off"}
+        # note-offs only for the engine's own earlier notes (the polyphony cap of 2 needs them)
+        assert len(made) <= 2 + 2
+    with pytest.raises(EngineError, match="until_time"):
+        s.generate(until_time=9.0, now=True)
