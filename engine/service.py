@@ -185,7 +185,8 @@ class Service:
             raise _bad("generate needs 'until' (seconds), 'notes' or 'max_tokens'")
         now = args.get("now", False)
         if now and "until" in args:
-            raise _bad("generate: 'now' makes notes at the current time; give 'notes' or 'max_tokens', not 'until'")
+            raise _bad("generate: 'now' makes notes at the current time; give 'notes' or 'max_tokens', "
+                       "not 'until'")
         best_of = live.params.get("best_of", 1)
         budget, notes_left = args.get("max_tokens", 4096), args.get("notes")
         out, events, start = [], [], time.perf_counter()
