@@ -1,9 +1,11 @@
 """`musebridge serve`: the engine as its own process, a ZeroMQ ROUTER for commands and a PUB for events.
 
 One thread runs the loop: poll the ROUTER, parse (engine/protocol.py), dispatch to the service
-(engine/service.py, which owns the sessions and the model), reply, publish. ROUTER replies to a client that stopped
-reading are dropped at the high-water mark, and PUB drops for slow subscribers, so one slow or vanished client
-never stalls another. Sessions unused for `session_timeout` seconds are reclaimed.
+(engine/service.py, which owns the sessions and the model), publish, reply; then, while no request waits, let the
+service run the last sampled tokens through the model (their forward pass is kept off the reply's path).
+ROUTER replies to a client that stopped reading are dropped at the high-water mark, and PUB drops for slow
+subscribers, so one slow or vanished client never stalls another. Sessions unused for `session_timeout` seconds
+are reclaimed.
 
 Security: loopback by default. Binding any other address requires CURVE keys (`musebridge keys DIR`); then only
 clients whose public key is in DIR/authorized/ may connect.
@@ -148,12 +150,21 @@ class Server:
         while not self._stop:
             if self.rep.poll(poll_ms):
                 self._serve_one()
+                while not self.rep.poll(0) and self._idle_work():
+                    pass
             if time.monotonic() - last_reap > 1.0:
                 last_reap = time.monotonic()
                 for sid in self.service.reap(self.config.session_timeout):
                     self.publish("session", {"state": "reclaimed", "timeout_s": self.config.session_timeout}, sid)
         self.publish("server", {"state": "stopping", "action": "silence all notes"})
         time.sleep(0.05)  # let the last event leave
+
+    def _idle_work(self) -> bool:
+        try:
+            return self.service.idle()
+        except Exception:  # noqa: BLE001 - like a failing command: the request that needs these logits reports it
+            log.exception("precomputing the next logits failed")
+            return False
 
     def _serve_one(self) -> None:
         try:

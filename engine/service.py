@@ -121,6 +121,15 @@ class Service:
     def handle(self, cmd: str, args: dict) -> tuple[dict, list[tuple[str, str | None, dict]]]:
         return self._handlers[cmd](args)
 
+    def idle(self) -> bool:
+        """Between requests: run one session's pending sampled token through the model (Session.precompute),
+        so the next request on it starts from ready logits. Returns True when there was work."""
+        for live in self.sessions.values():
+            if live.session.pending:
+                live.session.precompute()
+                return True
+        return False
+
     def reap(self, timeout: float) -> list[str]:
         """Close sessions unused for `timeout` seconds; returns their ids."""
         now = time.monotonic()

@@ -178,18 +178,22 @@ class Session:
         """Number of speculative (not yet committed) tokens."""
         return len(self.tokens) - self._commit
 
-    def _append(self, tokens: list[int], player: bool) -> list[Timed]:
-        """Run tokens through the model (in chunks that fit the window) and the stream state."""
+    def _append(self, tokens: list[int], player: bool, run: bool = True) -> list[Timed]:
+        """Append tokens to the timeline (in chunks that fit the window). run: put them through the model now;
+        otherwise they wait in `tokens` beyond the cache until logits are needed (`_next_logits`) or the
+        server has a moment (`precompute`): a sampled token's own forward pass is not on the reply's path."""
         out: list[Timed] = []
         for i in range(0, len(tokens), self._slide):
             chunk = tokens[i : i + self._slide]
             self._ensure_room(len(chunk))
-            self._logits = self.cache.forward(chunk)[-1].copy()
             for t in chunk:
                 out += self._live.apply(t, player)
                 self.tokens.append(t)
                 self._player.append(player)
                 self._steps.append(self._live.step)
+            self._logits = None
+            if run:
+                self._next_logits()
         return out
 
     def _ensure_room(self, n: int) -> None:
@@ -233,16 +237,30 @@ class Session:
         if dropped:
             self._live = state if state is not None else self._state_at(index)
             del self.tokens[index:], self._player[index:], self._steps[index:]
-            self.cache.truncate(index)
+            self.cache.truncate(min(index, self.cache.length))
             self._logits = None
         return dropped
 
     def _next_logits(self):
-        if self._logits is None:  # after a rollback: step the last kept token again (one token, not the past)
-            last = self.tokens[-1]
-            self.cache.truncate(len(self.tokens) - 1)
-            self._logits = self.cache.forward([last])[-1].copy()
+        """Logits for the token after the timeline. The cache holds tokens[:cache.length]: run the rest; after a
+        rollback to the cache's end, step the last kept token again (one token, never the past)."""
+        if self._logits is None:
+            n = self.cache.length
+            if n >= len(self.tokens):
+                n = len(self.tokens) - 1
+                self.cache.truncate(n)
+            self._logits = self.cache.forward(self.tokens[n:])[-1].copy()
         return self._logits
+
+    @property
+    def pending(self) -> int:
+        """Tokens on the timeline not yet through the model (a sampled token waits for the next request)."""
+        return len(self.tokens) - self.cache.length
+
+    def precompute(self) -> None:
+        """Run pending tokens through the model now (the server calls it after a reply, while it waits)."""
+        if self.pending > 0:
+            self._next_logits()
 
     # -- public API ----------------------------------------------------------------------------------------
     def commit(self, until_time: float) -> None:
@@ -285,7 +303,7 @@ class Session:
         logits = self._next_logits()
         token = self.sampler.sample(logits, mask)
         logprob = log_prob(logits, mask, token) if score else 0.0
-        return token, logprob, self._append([token], player=False)
+        return token, logprob, self._append([token], player=False, run=False)
 
     def generate(self, n_tokens: int | None = None, n_notes: int | None = None, until_time: float | None = None,
                  best_of: int = 1, max_tokens: int = 4096, now: bool = False) -> list[Timed]:

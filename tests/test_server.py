@@ -261,6 +261,19 @@ def test_a_failing_command_is_an_internal_error_and_the_server_survives():
         srv.close()
 
 
+def test_between_requests_the_service_runs_sampled_tokens_through_the_model(model):
+    from musebridge.engine.service import Service
+    from musebridge.engine.session import Engine
+
+    service = Service(Engine.load(model))
+    sid = service.handle("session.create", {"instruments": ["strings"], "seed": 2})[0]["session"]
+    service.handle("generate", {"session": sid, "max_tokens": 20})
+    session = service.sessions[sid].session
+    assert session.pending == 1  # the reply did not wait for the last token's forward pass
+    assert service.idle() and session.pending == 0
+    assert not service.idle()  # nothing left to do
+
+
 def run_cli(*args, timeout=60):
     return subprocess.run([sys.executable, "-m", "musebridge", *args], capture_output=True, text=True,
                           timeout=timeout)

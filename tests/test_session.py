@@ -125,7 +125,7 @@ def test_best_of_n_keeps_one_candidate(engine):
     s = engine.new_session(config(seed=8))
     start = len(s.tokens)
     s.generate(n_tokens=16, best_of=3)
-    assert len(s.tokens) == start + 16 == s.cache.length
+    assert len(s.tokens) == start + 16 == s.cache.length + s.pending and s.pending <= 1
     t = engine.new_session(config(seed=8))
     t.generate(n_tokens=16, best_of=3)
     assert t.tokens == s.tokens
@@ -147,7 +147,7 @@ def test_reconfigure_new_instruments_keeps_the_timeline_and_bounds(engine):
     assert s.tokens[: len(s.config.prefix())] == s.config.prefix() and s.time == time_before
     assert len(s.tokens) + s.dropped >= total - 10
     events = s.generate(n_tokens=400)
-    assert len(s.tokens) == s.cache.length <= s.cache.capacity
+    assert s.pending <= 1 and len(s.tokens) == s.cache.length + s.pending <= s.cache.capacity
     ons = [m for _, m in events if m.type == "note_on" and m.velocity]
     assert ons and all(m.channel == INSTRUMENTS[7].channel for m in ons)  # old notes may still end
 
@@ -181,3 +181,18 @@ def test_now_gives_notes_at_the_players_time_one_step_each(engine):
         assert len(made) <= 2 + 2
     with pytest.raises(EngineError, match="until_time"):
         s.generate(until_time=9.0, now=True)
+
+
+def test_a_sampled_token_runs_through_the_model_later_with_the_same_result(engine):
+    """Deferring a sampled token's forward pass (off the reply's path) changes no logits."""
+    lazy, eager = engine.new_session(config(seed=12)), engine.new_session(config(seed=12))
+    lazy.generate(n_tokens=50)
+    assert lazy.pending == 1
+    counter = Counting(lazy.cache)
+    lazy.precompute()
+    assert lazy.pending == 0 and counter.tokens == 1
+    eager._append(lazy.tokens[len(eager.tokens):], player=False)  # the same tokens, run at once
+    assert np.abs(lazy._next_logits() - eager._next_logits()).max() < 1e-4
+    lazy.generate(n_tokens=1)
+    lazy.insert(lazy.time, mido.Message("note_on", note=62, velocity=70))  # pending token and player's together
+    assert lazy.pending == 0 and counter.tokens == 1 + 1 + 2
