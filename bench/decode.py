@@ -223,6 +223,10 @@ def run(args: argparse.Namespace) -> int:
     from musebridge.engine.errors import EngineError
     from musebridge.export.errors import ExportError
 
+    if not 1 <= args.steps <= 2 * (min(CONTEXTS) - 1):
+        print(f"bench decode: --steps must be 1-{2 * (min(CONTEXTS) - 1)} (the timed tokens are centred on each "
+              f"context length, the shortest being {min(CONTEXTS)})", file=sys.stderr)
+        return 2
     try:
         return _run(args)
     except (EngineError, ExportError, OSError) as exc:
