@@ -25,12 +25,13 @@ from musebridge.cli import main as cli_main
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained by the project's own command on a synthetic corpus where each style comes with its
-    own instruments (a few hundred steps at most; seconds on a CPU)."""
+    own instruments (600 steps: about 20 s on a CPU; at 120 steps whether the model had learned to follow the
+    instrument set depended on the seed)."""
     root = tmp_path_factory.mktemp("corpus")
     write_corpus(root, (32, 4, 4), n_notes=24)
     out = root / "run"
-    argv = ["--config", "tiny", "--n-embd", "64", "--batch-size", "8", "--max-steps", "120", "--eval-interval",
-            "60", "--warmup-steps", "10", "--lr", "1e-2", "--no-augment", "--threads", "1", "--no-progress",
+    argv = ["--config", "tiny", "--n-embd", "64", "--batch-size", "8", "--max-steps", "600", "--eval-interval",
+            "100", "--warmup-steps", "10", "--lr", "3e-3", "--no-augment", "--threads", "1", "--no-progress",
             "--data", str(root), "--out", str(out)]
     assert train_cli.main(argv) == 0
     return root, out / "best.pt"
@@ -99,11 +100,11 @@ def test_trained_model_follows_the_style_and_instrument_prefix(trained):
     hits = total = 0
     for style, names in KINDS:
         wanted = kind_instruments(names)
-        for seed in range(2):
+        for seed in range(4):
             notes = note_instruments(sample(model, V.conditioning(style, wanted), 60, seed=seed))
             hits += sum(n in wanted for n in notes)
             total += len(notes)
-    assert total > 50 and hits / total >= 0.8
+    assert total > 100 and hits / total >= 0.75  # ignoring the prefix would give about 0.3
 
 
 def test_masked_sampling_gives_music_in_the_chosen_instruments(trained):
