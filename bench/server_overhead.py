@@ -3,8 +3,9 @@
     .venv/bin/python bench/server_overhead.py [--model MODEL.onnx] [--n 2000] [--json]
 
 Measures, in one run on the same model: (a) in-process `Service.handle` for `status` and for a one-token
-`generate`, (b) the same requests through the Python client to a `musebridge serve` subprocess over loopback TCP,
-(c) the same over ipc://. The overhead is (b) - (a) (and (c) - (a)) per round trip, p50/p99, in milliseconds.
+`generate`, (b) the same requests through the Python client to a `musebridge serve` subprocess over loopback TCP
+(ZeroMQ), (c) over ZeroMQ ipc://, (d) over the server's local Unix socket (`--local`, engine/local.py: the path
+`musebridge play` uses). The overhead of a path is its time minus (a), per round trip, p50/p99, in milliseconds.
 """
 
 from __future__ import annotations
@@ -53,17 +54,21 @@ def in_process(model: str, n: int) -> dict:
     return {"status": _percentiles(status), "generate_1": _percentiles(gen)}
 
 
-def through_server(model: str, n: int, ipc: str | None) -> dict:
+def through_server(model: str, n: int, transport: str, tmp: str) -> dict:
+    """transport: "tcp" (ZeroMQ over loopback), "ipc" (ZeroMQ ipc://) or "unix" (the --local socket)."""
     port, pub = _free_port(), _free_port()
     cmd = [sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
-           "--pub-port", str(pub)] + (["--ipc", ipc] if ipc else [])
+           "--pub-port", str(pub)]
+    endpoint = {"tcp": f"tcp://127.0.0.1:{port}", "ipc": f"ipc://{tmp}/musebridge-rep",
+                "unix": f"unix://{tmp}/engine.sock"}[transport]
+    cmd += {"tcp": [], "ipc": ["--ipc", tmp], "unix": ["--local", f"{tmp}/engine.sock"]}[transport]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"ipc://{ipc}/musebridge-rep" if ipc else f"tcp://127.0.0.1:{port}"
     try:
         with Client(ClientConfig(endpoint=endpoint, timeout=5.0)) as c:
             while not c.ping(timeout=0.5):
                 if proc.poll() is not None:
                     raise RuntimeError("musebridge serve exited")
+                time.sleep(0.1)
             sid = c.call("session.create", instruments=["strings"], seed=1)["session"]
             status = _time(lambda: c.call("status"), n)
             gen = _time(lambda: c.call("generate", session=sid, max_tokens=1), n)
@@ -71,6 +76,9 @@ def through_server(model: str, n: int, ipc: str | None) -> dict:
         proc.terminate()
         proc.wait(timeout=20)
     return {"status": _percentiles(status), "generate_1": _percentiles(gen)}
+
+
+PATHS = ("tcp", "ipc", "unix")
 
 
 def main(argv=None) -> int:
@@ -83,22 +91,21 @@ def main(argv=None) -> int:
         print(f"server_overhead: no model at {args.model}; pass --model", file=sys.stderr)
         return 2
     local = in_process(args.model, args.n)
-    tcp = through_server(args.model, args.n, None)
-    with tempfile.TemporaryDirectory() as tmp:
-        ipc = through_server(args.model, args.n, tmp)
-    result = {"in_process": local, "tcp": tcp, "ipc": ipc}
-    for name in ("tcp", "ipc"):
+    result = {"in_process": local}
+    for name in PATHS:
+        with tempfile.TemporaryDirectory() as tmp:
+            result[name] = through_server(args.model, args.n, name, tmp)
         result[f"{name}_overhead_ms"] = {
             k: round(result[name]["generate_1"][k] - local["generate_1"][k], 4) for k in ("p50_ms", "p99_ms")}
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"{'path':<12}{'status p50':>12}{'p99':>9}{'generate(1 token) p50':>24}{'p99':>9}   (ms)")
-    for name in ("in_process", "tcp", "ipc"):
+    for name in ("in_process", *PATHS):
         r = result[name]
         print(f"{name:<12}{r['status']['p50_ms']:>12.3f}{r['status']['p99_ms']:>9.3f}"
               f"{r['generate_1']['p50_ms']:>24.3f}{r['generate_1']['p99_ms']:>9.3f}")
-    for name in ("tcp", "ipc"):
+    for name in PATHS:
         o = result[f"{name}_overhead_ms"]
         print(f"overhead per round trip over {name}: p50 {o['p50_ms']:.3f} ms, p99 {o['p99_ms']:.3f} ms")
     return 0

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         pianoroll.matplotlib_or_error()
         print(f"starting the engine (musebridge serve on port {args.port}) ...", flush=True)
         engine = ensure_engine(target)
+        if engine is not None:
+            target = replace(target, local=engine.local)
         print(f"engine ready in {time.monotonic() - started:.1f} s; playing a folk phrase into '{IN_NAME}' "
               f"(respond mode, the model answers on {', '.join(args.instruments)})", flush=True)
         with tempfile.TemporaryDirectory(dir=out.parent if str(out.parent) else ".") as tmp:

@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     except BridgeError as exc:
         print(f"musebridge play: {exc}", file=sys.stderr)
         return 1
+    if server is not None:
+        target = replace(target, local=server.local)  # our own engine: the Unix socket fast path
     try:
         return _play(config, backend, target, quiet=args.no_status)
     finally:

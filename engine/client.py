@@ -22,6 +22,7 @@ import zmq
 
 from . import protocol as P
 from .errors import EngineError
+from .local import LocalConnection, socket_path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5555  # request/reply
@@ -38,7 +39,8 @@ class ClientError(EngineError):
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Where the server is and how long to wait. timeout: seconds per request.
+    """Where the server is and how long to wait. endpoint: tcp://, ipc:// (ZeroMQ) or unix://PATH (the server's
+    --local socket: the same requests, a faster path; engine/local.py). timeout: seconds per request.
     keys: a folder made by `musebridge keys` (client.key_secret and server.key) for CURVE, or None."""
 
     endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -54,6 +56,7 @@ class Client:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self) & 0xFFFF:x}-"
         self._sock: zmq.Socket | None = None
+        self._local: LocalConnection | None = None
         self._sub: zmq.Socket | None = None
         self._topics: set[str] = set()
 
@@ -67,7 +70,9 @@ class Client:
         for sock in (self._sock, self._sub):
             if sock is not None:
                 sock.close(linger=0)
-        self._sock = self._sub = None
+        if self._local is not None:
+            self._local.close()
+        self._sock = self._sub = self._local = None
         self._topics = set()
 
     def _secure(self, sock: zmq.Socket) -> None:
@@ -95,31 +100,55 @@ class Client:
             self._sock = self._open(zmq.DEALER, self.config.endpoint)
         return self._sock
 
+    def _send(self, cmd: str, args: dict) -> str:
+        rid = f"{self._prefix}{next(self._ids)}"
+        payload = P.encode_request(P.Request(rid, cmd, args))
+        path = socket_path(self.config.endpoint)
+        if path is None:
+            self._socket().send_multipart([b"", payload])
+            return rid
+        try:
+            if self._local is None:
+                self._local = LocalConnection(path, self.config.timeout)
+            self._local.send(payload)
+        except OSError as exc:
+            self.close()
+            raise ClientError(f"cannot reach the engine at {self.config.endpoint} ({exc}); is `musebridge serve "
+                              "--local` running?") from None
+        return rid
+
+    def _recv(self, timeout: float) -> bytes | None:
+        """The next reply frame within `timeout` seconds, or None."""
+        if self._local is None:
+            sock = self._socket()
+            return sock.recv_multipart()[-1] if sock.poll(max(1, int(timeout * 1000))) else None
+        try:
+            return self._local.recv(timeout)
+        except (OSError, P.ProtocolError) as exc:
+            self.close()
+            raise ClientError(f"lost the engine at {self.config.endpoint}: {exc}") from None
+
     def post(self, cmd: str, **args) -> str:
         """Send a command without waiting for its reply; returns its request id. The server answers in order,
         so a call() right after it shares the round trip (call() discards replies to other ids). For the one
         place where a round trip matters: the player's note fed right before asking for its harmony."""
-        rid = f"{self._prefix}{next(self._ids)}"
-        self._socket().send_multipart([b"", P.encode_request(P.Request(rid, cmd, args))])
-        return rid
+        return self._send(cmd, args)
 
     def call(self, cmd: str, timeout: float | None = None, **args) -> dict:
         """Send one command and wait at most `timeout` seconds (default: config.timeout) for its reply.
         Returns the result object; raises ClientError on timeout or on an error reply."""
-        rid = f"{self._prefix}{next(self._ids)}"
-        sock = self._socket()
-        sock.send_multipart([b"", P.encode_request(P.Request(rid, cmd, args))])
+        rid = self._send(cmd, args)
         wait = self.config.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(max(1, int(left * 1000))):
+            data = self._recv(left) if left > 0 else None
+            if data is None:
                 self.close()  # drop whatever may still arrive for this request
                 raise ClientError(f"no reply to {cmd!r} from {self.config.endpoint} within {wait:g} s; "
                                   "is `musebridge serve` running?")
-            frames = sock.recv_multipart()
             try:
-                reply = P.decode_reply(frames[-1])
+                reply = P.decode_reply(data)
             except P.ProtocolError as exc:
                 raise ClientError(f"{cmd}: unreadable reply from {self.config.endpoint} ({exc})",
                                   exc.code) from None

@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="request/reply TCP port")
     parser.add_argument("--pub-port", type=int, default=DEFAULT_PUB_PORT, help="event TCP port")
     parser.add_argument("--ipc", metavar="DIR", help="listen on ipc:// sockets in DIR instead of TCP")
+    parser.add_argument("--local", metavar="PATH", help="also answer on this Unix socket (mode 0600; the fast "
+                        "path `musebridge play` uses; clients connect with endpoint unix://PATH)")
     parser.add_argument("--keys", metavar="DIR", help="CURVE keys from `musebridge keys DIR`")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per session step")
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"))
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, pub_port=args.pub_port, ipc=args.ipc, keys=args.keys,
-                          session_timeout=args.session_timeout)
+                          local=args.local, session_timeout=args.session_timeout)
     try:
         engine = Engine.load(args.model, threads=args.threads, provider=args.provider)
         server = Server(config, Service(engine, max_sessions=args.max_sessions, model_name=args.model or ""))
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     server.install_signal_handlers()
     rep, pub = server.endpoints
     print(f"musebridge serve: model {engine.model.info.path} on {engine.model.provider}; "
-          f"commands {rep}, events {pub}", flush=True)
+          f"commands {rep}{f' and unix://{args.local}' if args.local else ''}, events {pub}", flush=True)
     try:
         server.serve_forever()
     finally:

@@ -25,6 +25,7 @@ import zmq
 from . import protocol as P
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
 from .errors import EngineError
+from .local import LocalListener
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,15 @@ class ServerError(EngineError):
 @dataclass(frozen=True)
 class ServerConfig:
     """host: interface to bind (loopback by default); port/pub_port: TCP ports; ipc: folder for ipc:// endpoints
-    instead of TCP; keys: folder from `musebridge keys` (required for non-loopback hosts); session_timeout:
-    seconds before an unused session is reclaimed; hwm: messages queued per peer before dropping."""
+    instead of TCP; local: also answer requests on this Unix socket path (engine/local.py); keys: folder from
+    `musebridge keys` (required for non-loopback hosts); session_timeout: seconds before an unused session is
+    reclaimed; hwm: messages queued per peer before dropping."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     pub_port: int = DEFAULT_PUB_PORT
     ipc: str | None = None
+    local: str | None = None
     keys: str | None = None
     session_timeout: float = 300.0
     hwm: int = 1000
@@ -95,6 +98,13 @@ class Server:
             raise ServerError(f"cannot listen on {rep_ep} / {pub_ep}: {exc}; is another server running? "
                               "choose other ports with --port/--pub-port") from None
         self.endpoints = (rep_ep, pub_ep)
+        self.local: LocalListener | None = None
+        if config.local:
+            try:
+                self.local = LocalListener(config.local)
+            except EngineError as exc:
+                self.close()
+                raise ServerError(str(exc)) from None
 
     def _secure(self, folder: Path) -> None:
         import zmq.auth  # noqa: PLC0415
@@ -148,9 +158,8 @@ class Server:
         self.publish("server", {"state": "started", "endpoint": rep_ep})
         last_reap = time.monotonic()
         while not self._stop:
-            if self.rep.poll(poll_ms):
-                self._serve_one()
-                while not self.rep.poll(0) and self._idle_work():
+            if self._serve_ready(poll_ms):
+                while not self._serve_ready(0) and self._idle_work():
                     pass
             if time.monotonic() - last_reap > 1.0:
                 last_reap = time.monotonic()
@@ -158,6 +167,26 @@ class Server:
                     self.publish("session", {"state": "reclaimed", "timeout_s": self.config.session_timeout}, sid)
         self.publish("server", {"state": "stopping", "action": "silence all notes"})
         time.sleep(0.05)  # let the last event leave
+
+    def _serve_ready(self, timeout_ms: int) -> bool:
+        """Wait up to timeout_ms for requests on the ROUTER and the local socket; answer those that came.
+        True when anything was served."""
+        poller = zmq.Poller()
+        poller.register(self.rep, zmq.POLLIN)
+        local = {} if self.local is None else {sock.fileno(): sock for sock in self.local.sockets()}
+        for fd in local:
+            poller.register(fd, zmq.POLLIN)
+        for sock in [] if self.local is None else self.local.waiting_to_send():
+            poller.register(sock.fileno(), zmq.POLLIN | zmq.POLLOUT)
+        ready = poller.poll(timeout_ms)  # (zmq socket or fd, flags); pyzmq reports plain sockets by fd
+        for key, flags in ready:
+            if key is self.rep:
+                self._serve_one()
+            elif flags & zmq.POLLIN:
+                self.local.readable(local[key], lambda payload: self.handle_frames([payload]))
+            else:
+                self.local.writable(local[key])
+        return bool(ready)
 
     def _idle_work(self) -> bool:
         try:
@@ -187,6 +216,9 @@ class Server:
         signal.signal(signal.SIGTERM, self.stop)
 
     def close(self) -> None:
+        if getattr(self, "local", None) is not None:
+            self.local.close()
+            self.local = None
         for sock in (self.rep, self.pub):
             sock.close(linger=0)
         if self._auth is not None:

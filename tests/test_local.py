@@ -1,0 +1,130 @@
+"""The local fast path (engine/local.py): frames over a Unix socket to `musebridge serve --local`, answered
+like ZeroMQ requests; bad bytes, stale socket files, unsafe folders and clients that stop reading."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from musebridge.engine import protocol as P
+from musebridge.engine.client import Client, ClientConfig, ClientError
+from musebridge.engine.errors import EngineError
+from musebridge.engine.local import HEADER, FrameReader, LocalListener, frame
+
+from tests.model_fixtures import export_small
+from tests.test_server import Served
+
+
+@given(st.lists(st.binary(max_size=300), max_size=8), st.lists(st.integers(1, 50), min_size=1, max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_frames_survive_any_chunking(payloads, cuts):
+    stream = b"".join(frame(p) for p in payloads)
+    reader, got, i, k = FrameReader(), [], 0, 0
+    while i < len(stream):
+        step = cuts[k % len(cuts)]
+        got += reader.feed(stream[i : i + step])
+        i, k = i + step, k + 1
+    assert got == payloads
+
+
+def test_an_oversized_frame_is_refused_before_it_is_read():
+    with pytest.raises(P.ProtocolError) as info:
+        FrameReader().feed(HEADER.pack(P.MAX_MESSAGE_BYTES + 1))
+    assert info.value.code == "too_large"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return export_small(tmp_path_factory.mktemp("model"))[1]
+
+
+@pytest.fixture()
+def local_server(model, tmp_path):
+    path = tmp_path / "engine.sock"
+    s = Served(model, "--local", str(path))
+    s.wait_ready()
+    yield s, path
+    s.stop()
+
+
+def unix_client(path, timeout=5.0) -> Client:
+    return Client(ClientConfig(endpoint=f"unix://{path}", timeout=timeout))
+
+
+def test_the_local_socket_answers_like_zeromq_and_only_its_owner_may_connect(local_server):
+    server, path = local_server
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with unix_client(path) as c, server.client() as z:
+        sid = c.call("session.create", instruments=["strings"], player_instrument="piano", seed=4)["session"]
+        c.post("feed", session=sid, events=[{"t": 0.0, "type": "note_on", "note": 60, "velocity": 80}])
+        out = c.call("generate", session=sid, notes=2, now=True)
+        assert [n["t"] for n in out["notes"] if n["type"] == "note_on"] == [0.0, 0.0]
+        assert sid in [s["session"] for s in z.call("session.list")["sessions"]]  # one server, two paths
+        with pytest.raises(ClientError) as info:
+            c.call("generate", session="nope", notes=1)
+        assert info.value.code == "session_not_found"
+
+
+def test_garbage_on_the_socket_never_stops_the_server(local_server):
+    server, path = local_server
+    for junk in (b"\x00\x00\x00", b"garbage that is no frame", frame(b"{not json"), HEADER.pack(2**31) + b"x",
+                 frame(b'{"v": 1, "id": "1", "cmd": "status", "args": {}}') * 3):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.connect(str(path))
+            raw.sendall(junk)
+            raw.settimeout(0.5)
+            try:
+                raw.recv(65536)
+            except TimeoutError:
+                pass
+    with unix_client(path) as c:
+        assert c.call("status")["protocol"] == P.PROTOCOL_VERSION
+
+
+def test_a_local_client_that_stops_reading_stalls_nobody(local_server):
+    server, path = local_server
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as lazy:
+        lazy.connect(str(path))
+        request = frame(P.encode_request(P.Request("x", "session.list", {})))
+        lazy.sendall(request * 2000)  # thousands of replies nobody reads
+        t0 = time.monotonic()
+        with unix_client(path) as c, server.client() as z:
+            assert c.ping(timeout=5.0) and z.ping(timeout=5.0)
+        assert time.monotonic() - t0 < 10.0
+
+
+def test_stale_socket_files_are_replaced_and_live_ones_refused(tmp_path):
+    path = tmp_path / "e.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # the file stays, nobody listens: what a killed server leaves
+    first = LocalListener(str(path))
+    try:
+        with pytest.raises(EngineError, match="another server is listening"):
+            LocalListener(str(path))
+    finally:
+        first.close()
+    assert not path.exists()
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(EngineError, match="not a socket"):
+        LocalListener(str(tmp_path / "plain"))
+
+
+def test_a_folder_others_can_write_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(EngineError, match="writable by others"):
+        LocalListener(str(shared / "e.sock"))
+
+
+def test_no_server_at_a_local_path_is_one_clear_error(tmp_path):
+    with unix_client(tmp_path / "none.sock", timeout=0.5) as c:
+        assert not c.ping(timeout=0.5)
+        with pytest.raises(ClientError, match="musebridge serve"):
+            c.call("status")
