@@ -106,6 +106,7 @@ class Service:
         self._ids = itertools.count(1)
         self._started = time.monotonic()
         self._token_ms: deque[float] = deque(maxlen=2000)
+        self._latency_cache: dict | None = None
         self._handlers = {
             "status": self.status,
             "session.create": self.create,
@@ -149,14 +150,21 @@ class Service:
     # -- commands ----------------------------------------------------------------------------------------
     def status(self, args: dict):
         info = self.engine.model.info
-        ms = np.array(self._token_ms) if self._token_ms else None
-        latency = {} if ms is None else {"token_p50_ms": float(np.percentile(ms, 50)),
-                                         "token_p99_ms": float(np.percentile(ms, 99)), "tokens": len(ms)}
         return {"model": self.model_name or info.path, "provider": self.engine.model.provider,
                 "layers": info.n_layer, "width": info.n_embd, "context": info.block_size,
                 "vocab": info.vocab.get("sha256", "")[:12], "sessions": len(self.sessions),
                 "max_sessions": self.max_sessions, "uptime_s": round(time.monotonic() - self._started, 3),
-                "latency": latency, "protocol": P.PROTOCOL_VERSION}, []
+                "latency": self._latency(), "protocol": P.PROTOCOL_VERSION}, []
+
+    def _latency(self) -> dict:
+        """Per-token p50/p99 (ms) over the last generated tokens; recomputed only after a generate (status is
+        the bridges' keepalive and must stay cheap)."""
+        if self._latency_cache is None:
+            ms = np.fromiter(self._token_ms, float, len(self._token_ms))
+            p50, p99 = np.percentile(ms, [50, 99]) if len(ms) else (None, None)
+            self._latency_cache = {} if p50 is None else {"token_p50_ms": float(p50), "token_p99_ms": float(p99),
+                                                          "tokens": len(ms)}
+        return self._latency_cache
 
     def create(self, args: dict):
         if len(self.sessions) >= self.max_sessions:
@@ -219,6 +227,7 @@ class Service:
         ms = (time.perf_counter() - start) * 1000
         if tokens:
             self._token_ms.extend([ms / tokens] * min(tokens, 64))
+            self._latency_cache = None
         events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
         return {"session": sid, "notes": out, "tokens": tokens, "time": live.session.time}, events
 
