@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 
 import mido
+import numpy as np
 
 from . import vocab as V
 from .codec import EventDecoder, EventEncoder, Timed
@@ -293,6 +294,7 @@ class Session:
         self._constraints = config.constraints()
         self._static = additive(self._constraints.static_mask())
         self._static_now = additive(self._constraints.static_mask(now=True))
+        self._now_possible = bool(np.isfinite(self._static_now).any())  # some note-on passes the constraints
 
     def step(self, score: bool = False, now: bool = False) -> tuple[int, float, list[Timed]]:
         """Sample and append one engine token: (token, its log-probability if `score` else 0.0, output events).
@@ -334,6 +336,8 @@ class Session:
         end_step = None if until_time is None else int(round(until_time / V.GRID_S))
         while count < limit:
             if end_step is not None and self._live.step >= end_step:
+                break
+            if now and not self._now_possible:  # no allowed note-on (pitch ranges x scale): nothing to add now
                 break
             if n_notes is not None and notes >= n_notes:
                 break

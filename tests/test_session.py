@@ -196,3 +196,11 @@ def test_a_sampled_token_runs_through_the_model_later_with_the_same_result(engin
     lazy.generate(n_tokens=1)
     lazy.insert(lazy.time, mido.Message("note_on", note=62, velocity=70))  # pending token and player's together
     assert lazy.pending == 0 and counter.tokens == 1 + 1 + 2
+
+
+def test_now_with_constraints_that_allow_no_note_adds_nothing(engine):
+    # strings limited to one pitch that is not in the scale: no note-on can ever be sampled
+    s = engine.new_session(config(instruments=(0, 5), scale=scale_pitch_classes("C", "major"),
+                                  pitch_ranges=((5, 61, 61),)))
+    before = list(s.tokens)
+    assert s.generate(n_notes=1, now=True) == [] and s.tokens == before
