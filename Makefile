@@ -28,7 +28,7 @@ $(DEV): pyproject.toml | $(BIN)/python
 demo: $(BASE)
 	$(BIN)/musebridge demo
 
-# The real-port tests (JACK dummy server, 0.67 ms cycles) run first, in their own process (their JACK clients and
+# The real-port tests (JACK dummy server, 2.7 ms cycles) run first, in their own process (their JACK clients and
 # threads stay out of the other tests' way); everything runs, and the target fails if either part failed.
 test: $(DEV)
 	@$(BIN)/python -m pytest -q -m jack $(PYTEST_ARGS); jack=$$?; \
