@@ -230,8 +230,8 @@ def measure_stages(port: int, pub_port: int, n: int) -> dict:
 
 
 def measure_engine(port: int, n: int) -> tuple[list, list]:
-    """Direct client round trips to the bridge's engine: status, and feed + generate(notes=1) (the work behind
-    one harmonizing note), ms."""
+    """Direct client round trips to the bridge's engine over TCP: status, and feed + generate(notes=1, now) sent
+    as harmonize mode sends them (the feed posted, the generate in the same round trip), ms."""
     from musebridge.engine.client import Client, ClientConfig
 
     rtt, work = [], []
@@ -242,8 +242,8 @@ def measure_engine(port: int, n: int) -> tuple[list, list]:
             c.call("status")
             rtt.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            c.call("feed", session=sid, events=[{"t": 0.2 * i, "type": "note_on", "note": 60, "velocity": 80}])
-            c.call("generate", session=sid, notes=1, max_tokens=16)
+            c.post("feed", session=sid, events=[{"t": 0.2 * i, "type": "note_on", "note": 60, "velocity": 80}])
+            c.call("generate", session=sid, notes=1, max_tokens=16, now=True)
             work.append((time.perf_counter() - t) * 1000)
             c.call("feed", session=sid, events=[{"t": 0.2 * i + 0.1, "type": "note_off", "note": 60}])
             time.sleep(0.01)
@@ -321,7 +321,7 @@ def _print(r: dict) -> None:
             ("bridge: note-on -> harmony note-on", r["bridge_harmonize"]),
             ("bridge: respond trigger -> answer", r["respond_trigger"]),
             ("engine: status round trip", r["engine_status_rtt"]),
-            ("engine: feed + generate(1 note)", r["engine_feed_generate1"]),
+            ("engine: feed + generate(1 note, now)", r["engine_feed_generate1"]),
             ("scheduler: send - due", r["scheduler_send_error"]),
             ("scheduler: arrival - due", r["scheduler_arrival_error"])]
     for name, s in rows:
