@@ -5,12 +5,20 @@ from __future__ import annotations
 import socket
 import time
 
+_GIVEN: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now and that this test process has not handed out
+    before (the kernel may offer a just-closed port again: a server once got the same port for commands and
+    events)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
