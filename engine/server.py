@@ -99,6 +99,8 @@ class Server:
                               "choose other ports with --port/--pub-port") from None
         self.endpoints = (rep_ep, pub_ep)
         self.local: LocalListener | None = None
+        self._poller_key: tuple | None = None
+        self._poller: zmq.Poller | None = None
         if config.local:
             try:
                 self.local = LocalListener(config.local)
@@ -171,14 +173,15 @@ class Server:
     def _serve_ready(self, timeout_ms: int) -> bool:
         """Wait up to timeout_ms for requests on the ROUTER and the local socket; answer those that came.
         True when anything was served."""
-        poller = zmq.Poller()
-        poller.register(self.rep, zmq.POLLIN)
         local = {} if self.local is None else {sock.fileno(): sock for sock in self.local.sockets()}
-        for fd in local:
-            poller.register(fd, zmq.POLLIN)
-        for sock in [] if self.local is None else self.local.waiting_to_send():
-            poller.register(sock.fileno(), zmq.POLLIN | zmq.POLLOUT)
-        ready = poller.poll(timeout_ms)  # (zmq socket or fd, flags); pyzmq reports plain sockets by fd
+        sending = () if self.local is None else tuple(s.fileno() for s in self.local.waiting_to_send())
+        if self._poller_key != (tuple(local), sending):  # rebuilt only when connections or outboxes change
+            self._poller_key = (tuple(local), sending)
+            self._poller = zmq.Poller()
+            self._poller.register(self.rep, zmq.POLLIN)
+            for fd in local:
+                self._poller.register(fd, zmq.POLLIN | (zmq.POLLOUT if fd in sending else 0))
+        ready = self._poller.poll(timeout_ms)  # (zmq socket or fd, flags); pyzmq reports plain sockets by fd
         for key, flags in ready:
             if key is self.rep:
                 self._serve_one()
