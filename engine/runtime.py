@@ -74,16 +74,25 @@ class Model:
 
 
 class _Buffers:
-    """One set of per-layer key and value buffers (1, H, capacity, D) and their OrtValues (same memory)."""
+    """One set of key and value buffers for every layer, (n_layer, 1, H, capacity, D) each, so a slide moves all
+    layers in one numpy call; and an IO binding with each layer's slice bound as both its past_* input and its
+    present_* output (onnxruntime writes the new token's keys and values in place)."""
 
-    def __init__(self, info: ModelInfo):
+    def __init__(self, model: Model):
         import onnxruntime as ort
 
-        shape = (1, info.n_head, info.block_size, info.head_size)
-        self.keys = [np.zeros(shape, np.float32) for _ in range(info.n_layer)]
-        self.values = [np.zeros(shape, np.float32) for _ in range(info.n_layer)]
-        self.ort = [(ort.OrtValue.ortvalue_from_numpy(k), ort.OrtValue.ortvalue_from_numpy(v))
-                    for k, v in zip(self.keys, self.values, strict=True)]
+        info = model.info
+        shape = (info.n_layer, 1, info.n_head, info.block_size, info.head_size)
+        self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        self.binding = model.session.io_binding()
+        self._ort = []  # the OrtValues (views of the arrays above) must live as long as the binding
+        for i in range(info.n_layer):
+            k, v = ort.OrtValue.ortvalue_from_numpy(self.keys[i]), ort.OrtValue.ortvalue_from_numpy(self.values[i])
+            self._ort += [k, v]
+            self.binding.bind_ortvalue_input(f"past_key_{i}", k)
+            self.binding.bind_ortvalue_output(f"present_key_{i}", k)
+            self.binding.bind_ortvalue_input(f"past_value_{i}", v)
+            self.binding.bind_ortvalue_output(f"present_value_{i}", v)
 
 
 def _rotate(dst: np.ndarray, src: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> None:
@@ -106,30 +115,27 @@ class KVCache:
         info = model.info
         self.capacity = info.block_size
         self.length = 0
-        self._binding = model.session.io_binding()
-        self._use(_Buffers(info))
         self._shadow: _Buffers | None = None
         self._plan: tuple[int, int] | None = None
         self._chunk = 32
         self._copied = 0  # entries keep+drop .. keep+drop+copied-1 are in the shadow, rotated
         self._seqlens = np.zeros(1, np.int32)  # P + T - 1
         self._total = np.zeros((), np.int32)  # P + T
-        self._binding.bind_cpu_input("seqlens_k", self._seqlens)
-        self._binding.bind_cpu_input("total_sequence_length", self._total)
         self._ids1 = np.zeros((1, 1), np.int64)  # one-token steps reuse these buffers: no allocation per step
         self._logits1 = np.zeros((1, 1, info.vocab_size), np.float32)
         self._bound_t = 0
         d = info.head_size
         self._inv_freq = np.float32(info.rope_base) ** (-np.arange(0, d, 2, dtype=np.float32) / np.float32(d))
+        self._use(_Buffers(model))
 
     def _use(self, buffers: _Buffers) -> None:
-        """Bind a buffer set as both past (input) and present (output): attention writes into it in place."""
+        """Run on this buffer set from now on: its binding already holds the cache; the lengths are bound here, the
+        token ids and logits on the next step."""
         self._buffers, self.keys, self.values = buffers, buffers.keys, buffers.values
-        for i, (k, v) in enumerate(buffers.ort):
-            self._binding.bind_ortvalue_input(f"past_key_{i}", k)
-            self._binding.bind_ortvalue_output(f"present_key_{i}", k)
-            self._binding.bind_ortvalue_input(f"past_value_{i}", v)
-            self._binding.bind_ortvalue_output(f"present_value_{i}", v)
+        self._binding = buffers.binding
+        self._binding.bind_cpu_input("seqlens_k", self._seqlens)
+        self._binding.bind_cpu_input("total_sequence_length", self._total)
+        self._bound_t = 0  # the next step binds its token ids and logits
 
     def _angles(self, drop: int) -> tuple[np.ndarray, np.ndarray]:
         angle = -drop * self._inv_freq
@@ -170,8 +176,8 @@ class KVCache:
         self._total[...] = self.length + t
         self.model.session.run_with_iobinding(self._binding)
         self.length += t
-        if self._plan is not None:
-            self._prepare(self._chunk)
+        if self._plan is not None:  # near the end, every step copies its own entries: the slide is only a swap
+            self._prepare(self._chunk if self.length < self.capacity - self._chunk else None)
         return logits[0]
 
     def truncate(self, n: int) -> None:
@@ -187,8 +193,9 @@ class KVCache:
         if not (0 <= keep and 0 < drop and keep + drop < self.capacity and chunk > 0):
             raise EngineError(f"cannot plan slides dropping {drop} tokens after {keep} in {self.capacity}")
         self._plan, self._chunk, self._copied = (keep, drop), chunk, 0
+        self._plan_angles = self._angles(drop)
         if self._shadow is None:
-            self._shadow = _Buffers(self.model.info)
+            self._shadow = _Buffers(self.model)
 
     def _prepare(self, budget: int | None) -> None:
         """Copy up to `budget` (None: all) more kept entries, rotated back by `drop`, into the shadow set."""
@@ -198,11 +205,11 @@ class KVCache:
         if n <= 0 or (budget is not None and n < budget):
             return
         n = n if budget is None else budget
-        cos, sin = self._angles(drop)
+        cos, sin = self._plan_angles
         dst = start - drop
-        for k, v, sk, sv in zip(self.keys, self.values, self._shadow.keys, self._shadow.values, strict=True):
-            _rotate(sk[0, :, dst : dst + n], k[0, :, start : start + n], cos, sin)
-            sv[0, :, dst : dst + n] = v[0, :, start : start + n]
+        shadow = self._shadow  # every layer at once: (n_layer, 1, H, n, D)
+        _rotate(shadow.keys[:, :, :, dst : dst + n], self.keys[:, :, :, start : start + n], cos, sin)
+        shadow.values[:, :, :, dst : dst + n] = self.values[:, :, :, start : start + n]
         self._copied += n
 
     def slide(self, keep: int, drop: int) -> None:
@@ -215,23 +222,23 @@ class KVCache:
         if self._plan == (keep, drop):
             self._prepare(None)  # the last few entries
             shadow = self._shadow
-            for k, v, sk, sv in zip(self.keys, self.values, shadow.keys, shadow.values, strict=True):
-                sk[0, :, :keep], sv[0, :, :keep] = k[0, :, :keep], v[0, :, :keep]
+            shadow.keys[:, :, :, :keep], shadow.values[:, :, :, :keep] = self.keys[:, :, :, :keep], \
+                self.values[:, :, :, :keep]
             self._shadow = self._buffers
-            self._use(shadow)
+            self._use(shadow)  # a swap: both sets keep their bindings
             self._copied = 0
         else:
             m = n - keep - drop
             cos, sin = self._angles(drop)
-            for k, v in zip(self.keys, self.values, strict=True):
-                _rotate(k[0, :, keep : keep + m], k[0, :, keep + drop : n], cos, sin)
-                v[0, :, keep : keep + m] = v[0, :, keep + drop : n]
+            k, v = self.keys, self.values
+            _rotate(k[:, :, :, keep : keep + m], k[:, :, :, keep + drop : n], cos, sin)
+            v[:, :, :, keep : keep + m] = v[:, :, :, keep + drop : n]
             self._copied = 0
         self.length = n - drop
 
     def copy_from(self, other: KVCache) -> None:
         """Make this cache a copy of another one of the same model (for best-of-N candidates)."""
-        for dst, src in zip(self.keys + self.values, other.keys + other.values, strict=True):
-            dst[:, :, : other.length] = src[:, :, : other.length]
+        n = other.length
+        self.keys[:, :, :, :n], self.values[:, :, :, :n] = other.keys[:, :, :, :n], other.values[:, :, :, :n]
         self.length = other.length
         self._copied = 0
