@@ -30,11 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session-timeout", type=float, default=300.0, metavar="S",
                         help="close sessions unused for S seconds (default 300)")
     parser.add_argument("--max-sessions", type=int, default=16)
+    parser.add_argument("--spin-ms", type=float, default=0.3, metavar="MS",
+                        help="after answering, poll this long without sleeping before blocking (default 0.3; "
+                        "0: never spin; see docs/protocol.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, pub_port=args.pub_port, ipc=args.ipc, keys=args.keys,
-                          local=args.local, session_timeout=args.session_timeout)
+                          local=args.local, session_timeout=args.session_timeout, spin_s=args.spin_ms / 1000)
+    if not 0 <= args.spin_ms <= 100:
+        print(f"musebridge serve: --spin-ms must be 0-100, got {args.spin_ms:g}", file=sys.stderr)
+        return 2
     try:
         engine = Engine.load(args.model, threads=args.threads, provider=args.provider)
         server = Server(config, Service(engine, max_sessions=args.max_sessions, model_name=args.model or ""))

@@ -261,6 +261,40 @@ def test_a_failing_command_is_an_internal_error_and_the_server_survives():
         srv.close()
 
 
+def test_spinning_after_a_reply_serves_the_next_request_and_still_stops():
+    import threading
+
+    from musebridge.engine.server import Server, ServerConfig
+
+    class Echo:
+        def handle(self, cmd, args):
+            return {"cmd": cmd}, []
+
+        def idle(self):
+            return False
+
+        def reap(self, timeout):
+            return []
+
+    srv = Server(ServerConfig(port=free_port(), pub_port=free_port(), spin_s=5.0), Echo())
+    loop = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 10}, daemon=True)
+    loop.start()
+    try:
+        with Client(ClientConfig(endpoint=srv.endpoints[0], timeout=5.0), context=zmq.Context()) as c:
+            assert c.call("status") == {"cmd": "status"}
+            assert c.call("session.list") == {"cmd": "session.list"}  # answered from inside the spin window
+    finally:
+        srv.stop()
+        loop.join(timeout=2.0)  # the 5 s spin window does not delay a stop
+        srv.close()
+    assert not loop.is_alive()
+
+
+def test_spin_out_of_range_is_one_line():
+    proc = run_cli("serve", "--spin-ms", "-1")
+    assert proc.returncode == 2 and proc.stderr.strip() == "musebridge serve: --spin-ms must be 0-100, got -1"
+
+
 def test_between_requests_the_service_runs_sampled_tokens_through_the_model(model):
     from musebridge.engine.service import Service
     from musebridge.engine.session import Engine
