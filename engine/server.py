@@ -1,8 +1,9 @@
 """`musebridge serve`: the engine as its own process, a ZeroMQ ROUTER for commands and a PUB for events.
 
 One thread runs the loop: poll the ROUTER, parse (engine/protocol.py), dispatch to the service
-(engine/service.py, which owns the sessions and the model), publish, reply; then, while no request waits, let the
-service run the last sampled tokens through the model (their forward pass is kept off the reply's path).
+(engine/service.py, which owns the sessions and the model), reply, then publish the request's events; then, while
+no request waits, let the service run the last sampled tokens through the model (their forward pass is kept off
+the reply's path), and poll a moment longer without sleeping (ServerConfig.spin_s).
 ROUTER replies to a client that stopped reading are dropped at the high-water mark, and PUB drops for slow
 subscribers, so one slow or vanished client never stalls another. Sessions unused for `session_timeout` seconds
 are reclaimed.
@@ -84,6 +85,7 @@ class Server:
         self._auth = None
         self._seq = 0
         self._stop = False
+        self._events: list[tuple[str, str | None, dict]] = []  # from the requests being answered
         self.rep = self._ctx.socket(zmq.ROUTER)
         self.pub = self._ctx.socket(zmq.PUB)
         for sock in (self.rep, self.pub):
@@ -153,9 +155,13 @@ class Server:
             log.exception("internal error in %s", req.cmd)
             return P.encode_reply(P.Reply(req.id, False, error_code="internal",
                                           error_message=f"{req.cmd} failed: {type(exc).__name__}: {exc}"))
+        self._events += events  # published after the reply has left (_publish_pending)
+        return P.encode_reply(P.Reply(req.id, True, result=result))
+
+    def _publish_pending(self) -> None:
+        events, self._events = self._events, []
         for topic, session, data in events:
             self.publish(topic, data, session)
-        return P.encode_reply(P.Reply(req.id, True, result=result))
 
     def serve_forever(self, poll_ms: int = 100) -> None:
         """Run until stop() (or SIGINT/SIGTERM via install_signal_handlers)."""
@@ -192,6 +198,8 @@ class Server:
                 self.local.readable(local[key], lambda payload: self.handle_frames([payload]))
             else:
                 self.local.writable(local[key])
+        if self._events:
+            self._publish_pending()
         return bool(ready)
 
     def _between_requests(self) -> None:
