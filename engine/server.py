@@ -87,7 +87,8 @@ class Server:
         self._stop = False
         self._events: list[tuple[str, str | None, dict]] = []  # from the requests being answered
         self.rep = self._ctx.socket(zmq.ROUTER)
-        self.pub = self._ctx.socket(zmq.PUB)
+        self.pub = self._ctx.socket(zmq.XPUB)  # a PUB that also tells us which topics anyone subscribed to
+        self._topics: set[bytes] = set()  # subscribed topic prefixes (b"" = everything)
         for sock in (self.rep, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, config.hwm)
@@ -128,8 +129,27 @@ class Server:
         for sock in (self.rep, self.pub):
             sock.curve_secretkey, sock.curve_publickey, sock.curve_server = private, public, True
 
+    def _read_subscriptions(self) -> None:
+        """XPUB passes on the first subscription to a prefix (b"\\x01" + prefix) and the last unsubscription,
+        including that of a subscriber that went away (b"\\x00" + prefix)."""
+        while True:
+            try:
+                msg = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                self._topics.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                self._topics.discard(msg[1:])
+
     def publish(self, topic: str, data: dict, session: str | None = None) -> None:
+        """Send one event, unless no subscriber wants its topic (the JSON is then not even built). Sequence
+        numbers count every event, sent or not."""
         self._seq += 1
+        self._read_subscriptions()
+        name = topic.encode("ascii")
+        if not any(name.startswith(prefix) for prefix in self._topics):
+            return
         event = P.Event(topic, self._seq, time.time(), session, data)
         try:
             self.pub.send_multipart(P.encode_event(event), flags=zmq.NOBLOCK)
@@ -188,11 +208,14 @@ class Server:
             self._poller_key = (tuple(local), sending)
             self._poller = zmq.Poller()
             self._poller.register(self.rep, zmq.POLLIN)
+            self._poller.register(self.pub, zmq.POLLIN)
             for fd in local:
                 self._poller.register(fd, zmq.POLLIN | (zmq.POLLOUT if fd in sending else 0))
         ready = self._poller.poll(timeout_ms)  # (zmq socket or fd, flags); pyzmq reports plain sockets by fd
         for key, flags in ready:
-            if key is self.rep:
+            if key is self.pub:
+                self._read_subscriptions()
+            elif key is self.rep:
                 self._serve_one()
             elif flags & zmq.POLLIN:
                 self.local.readable(local[key], lambda payload: self.handle_frames([payload]))

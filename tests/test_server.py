@@ -290,6 +290,43 @@ def test_spinning_after_a_reply_serves_the_next_request_and_still_stops():
     assert not loop.is_alive()
 
 
+def test_events_reach_subscribers_and_nobody_else_costs_anything(model):
+    """The XPUB tracks subscriptions, also of a subscriber that vanished: with nobody listening to a topic its
+    events are not built; a subscriber to it gets them, even when other subscribers come and go."""
+    from musebridge.engine.server import Server, ServerConfig
+    from musebridge.engine.service import Service
+    from musebridge.engine.session import Engine
+
+    srv = Server(ServerConfig(port=free_port(), pub_port=free_port()), Service(Engine.load(model)))
+    ctx = zmq.Context()
+
+    def settle(until):
+        for _ in range(200):
+            srv._serve_ready(10)
+            if until():
+                return
+        raise AssertionError(f"subscriptions never settled: {srv._topics}")
+
+    try:
+        watcher, passer = ctx.socket(zmq.SUB), ctx.socket(zmq.SUB)
+        for sock, topic in ((watcher, b"telemetry"), (passer, b"")):
+            sock.connect(srv.endpoints[1])
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+        settle(lambda: srv._topics == {b"telemetry", b""})
+        passer.close(linger=0)
+        settle(lambda: srv._topics == {b"telemetry"})
+        srv.publish("note", {"notes": []})  # nobody wants it
+        srv.publish("telemetry", {"tokens": 1, "ms": 0.5})
+        assert watcher.poll(2000)
+        topic, body = watcher.recv_multipart()
+        assert topic == b"telemetry" and json.loads(body)["seq"] == 2  # seq counts the unsent note event too
+        watcher.close(linger=0)
+        settle(lambda: not srv._topics)
+    finally:
+        srv.close()
+        ctx.term()
+
+
 def test_spin_out_of_range_is_one_line():
     proc = run_cli("serve", "--spin-ms", "-1")
     assert proc.returncode == 2 and proc.stderr.strip() == "musebridge serve: --spin-ms must be 0-100, got -1"
