@@ -5,7 +5,9 @@
 Measures, in one run on the same model: (a) in-process `Service.handle` for `status` and for a one-token
 `generate`, (b) the same requests through the Python client to a `musebridge serve` subprocess over loopback TCP
 (ZeroMQ), (c) over ZeroMQ ipc://, (d) over the server's local Unix socket (`--local`, engine/local.py: the path
-`musebridge play` uses). The overhead of a path is its time minus (a), per round trip, p50/p99, in milliseconds.
+`musebridge play` uses). The three servers run side by side and the requests go in interleaved blocks
+(`--rounds`), so every path sees the same load of a shared machine. The overhead of a path is its time minus
+(a), per round trip, p50/p99, in milliseconds.
 """
 
 from __future__ import annotations
@@ -37,64 +39,105 @@ def _percentiles(samples: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(a, 50)), 4), "p99_ms": round(float(np.percentile(a, 99)), 4)}
 
 
-def _time(fn, n: int) -> list[float]:
+def _time(fn, n: int, gap: float = 0.0) -> list[float]:
     out = []
     for _ in range(n):
+        if gap:
+            time.sleep(gap)
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
     return out
 
 
-def in_process(model: str, n: int) -> dict:
-    service = Service(Engine.load(model))
-    sid = service.handle("session.create", {"instruments": ["strings"], "seed": 1})[0]["session"]
-    status = _time(lambda: service.handle("status", {}), n)
-    gen = _time(lambda: service.handle("generate", {"session": sid, "max_tokens": 1}), n)
-    return {"status": _percentiles(status), "generate_1": _percentiles(gen)}
+class InProcess:
+    """The service called directly: the baseline."""
+
+    def __init__(self, model: str):
+        self.service = Service(Engine.load(model))
+        self.sid = self.service.handle("session.create", {"instruments": ["strings"], "seed": 1})[0]["session"]
+
+    def status(self) -> None:
+        self.service.handle("status", {})
+
+    def generate(self) -> None:
+        self.service.handle("generate", {"session": self.sid, "max_tokens": 1})
+
+    def close(self) -> None:
+        pass
 
 
-def through_server(model: str, n: int, transport: str, tmp: str) -> dict:
-    """transport: "tcp" (ZeroMQ over loopback), "ipc" (ZeroMQ ipc://) or "unix" (the --local socket)."""
-    port, pub = _free_port(), _free_port()
-    cmd = [sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
-           "--pub-port", str(pub)]
-    endpoint = {"tcp": f"tcp://127.0.0.1:{port}", "ipc": f"ipc://{tmp}/musebridge-rep",
-                "unix": f"unix://{tmp}/engine.sock"}[transport]
-    cmd += {"tcp": [], "ipc": ["--ipc", tmp], "unix": ["--local", f"{tmp}/engine.sock"]}[transport]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with Client(ClientConfig(endpoint=endpoint, timeout=5.0)) as c:
-            while not c.ping(timeout=0.5):
-                if proc.poll() is not None:
-                    raise RuntimeError("musebridge serve exited")
-                time.sleep(0.1)
-            sid = c.call("session.create", instruments=["strings"], seed=1)["session"]
-            status = _time(lambda: c.call("status"), n)
-            gen = _time(lambda: c.call("generate", session=sid, max_tokens=1), n)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-    return {"status": _percentiles(status), "generate_1": _percentiles(gen)}
+class Served:
+    """A `musebridge serve` subprocess and a client on one transport: "tcp" (ZeroMQ over loopback), "ipc"
+    (ZeroMQ ipc://) or "unix" (the --local socket)."""
+
+    def __init__(self, model: str, transport: str, tmp: str):
+        port, pub = _free_port(), _free_port()
+        cmd = [sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
+               "--pub-port", str(pub)]
+        endpoint = {"tcp": f"tcp://127.0.0.1:{port}", "ipc": f"ipc://{tmp}/musebridge-rep",
+                    "unix": f"unix://{tmp}/engine.sock"}[transport]
+        cmd += {"tcp": [], "ipc": ["--ipc", tmp], "unix": ["--local", f"{tmp}/engine.sock"]}[transport]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = Client(ClientConfig(endpoint=endpoint, timeout=5.0))
+        while not self.client.ping(timeout=0.5):
+            if self.proc.poll() is not None:
+                raise RuntimeError("musebridge serve exited")
+            time.sleep(0.1)
+        self.sid = self.client.call("session.create", instruments=["strings"], seed=1)["session"]
+
+    def status(self) -> None:
+        self.client.call("status")
+
+    def generate(self) -> None:
+        self.client.call("generate", session=self.sid, max_tokens=1)
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
 
 
 PATHS = ("tcp", "ipc", "unix")
 
 
+def measure(model: str, n: int, rounds: int, tmp: str, gap: float = 0.0) -> dict:
+    """n requests of each kind per path, in `rounds` interleaved blocks (every path sees the same drift of a
+    shared machine), `gap` seconds of sleep before each request (0: back to back)."""
+    paths = {"in_process": InProcess(model)}
+    try:
+        for name in PATHS:
+            folder = Path(tmp) / name
+            folder.mkdir()
+            paths[name] = Served(model, name, str(folder))
+        samples = {name: {"status": [], "generate_1": []} for name in paths}
+        block = max(1, n // rounds)
+        for _ in range(rounds):
+            for name, path in paths.items():
+                samples[name]["status"] += _time(path.status, block, gap)
+                samples[name]["generate_1"] += _time(path.generate, block, gap)
+    finally:
+        for path in paths.values():
+            path.close()
+    return {name: {kind: _percentiles(v) for kind, v in kinds.items()} for name, kinds in samples.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(default_model_path()))
-    p.add_argument("--n", type=int, default=2000, help="requests per measurement")
+    p.add_argument("--n", type=int, default=2000, help="requests of each kind per path")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved blocks the requests are split into")
+    p.add_argument("--gap-ms", type=float, default=0.0,
+                   help="sleep before each request, as between a player's notes (default 0: back to back)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not Path(args.model).is_file():
         print(f"server_overhead: no model at {args.model}; pass --model", file=sys.stderr)
         return 2
-    local = in_process(args.model, args.n)
-    result = {"in_process": local}
+    with tempfile.TemporaryDirectory() as tmp:
+        result = measure(args.model, args.n, args.rounds, tmp, args.gap_ms / 1000)
+    local = result["in_process"]
     for name in PATHS:
-        with tempfile.TemporaryDirectory() as tmp:
-            result[name] = through_server(args.model, args.n, name, tmp)
         result[f"{name}_overhead_ms"] = {
             k: round(result[name]["generate_1"][k] - local["generate_1"][k], 4) for k in ("p50_ms", "p99_ms")}
     if args.json:
