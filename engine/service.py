@@ -89,6 +89,18 @@ def message_from_dict(event: dict) -> Timed:
         raise _bad(f"event {event!r}: {exc}") from None
 
 
+def _fed_event(event: dict) -> tuple[bool, Timed]:
+    """A `feed` event -> (ends an engine note?, Timed). `"engine": true` marks the end of one of the engine's
+    own notes (a note-off on the channel it was generated on): a harmony voice ended with the player's note."""
+    engine = event.get("engine", False)
+    if not isinstance(engine, bool):
+        raise _bad(f"event {event!r}: 'engine' must be true or false")
+    item = message_from_dict({k: v for k, v in event.items() if k != "engine"})
+    if engine and not (item.msg.type == "note_off" or (item.msg.type == "note_on" and item.msg.velocity == 0)):
+        raise _bad(f"event {event!r}: an engine event can only end an engine note (note_off)")
+    return engine, item
+
+
 def message_to_dict(item: Timed) -> dict:
     fields = item.msg.dict()
     fields.pop("time", None)
@@ -188,12 +200,12 @@ class Service:
 
     def feed(self, args: dict):
         sid, live = self._get(args)
-        items = [message_from_dict(e) for e in args["events"]]  # validate all before changing anything
-        if live.session.config.player_instrument is None:
+        items = [_fed_event(e) for e in args["events"]]  # validate all before changing anything
+        if live.session.config.player_instrument is None and not all(engine for engine, _ in items):
             raise _bad("this session has no player_instrument; set one with `set` first")
         rolled = 0
-        for item in sorted(items, key=lambda i: i.time):
-            rolled += live.session.feed(item).rolled_back
+        for engine, item in sorted(items, key=lambda i: i[1].time):
+            rolled += live.session.feed(item, engine).rolled_back
         return {"session": sid, "fed": len(items), "rolled_back": rolled, "time": live.session.time}, []
 
     def generate(self, args: dict):

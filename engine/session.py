@@ -139,6 +139,18 @@ def encode_player(state: _State, step: int, msg: mido.Message, instrument: int) 
     return (_time_tokens(step - state.step) + body) if body else []
 
 
+def encode_engine_off(state: _State, step: int, msg: mido.Message) -> list[int]:
+    """Tokens ending an engine note at grid `step` (>= state.step): `msg` is a note-off (or velocity-0 note-on)
+    on the channel the engine played that note on. None for a note the engine is not sounding."""
+    if not (msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0)):
+        return []
+    decoder = state.decoder
+    sounding = [cls for (cls, pitch) in decoder.held if pitch == msg.note and decoder.channels[cls] == msg.channel]
+    if not sounding:
+        return []
+    return _time_tokens(step - state.step) + [V.note_off_token(sounding[0], msg.note)]
+
+
 class Session:
     """A live timeline over one KV cache. Not thread-safe: one caller (the server's session loop) at a time."""
 
@@ -269,26 +281,31 @@ class Session:
         step = int(round(until_time / V.GRID_S))
         self._commit_to(bisect.bisect_right(self._steps, step, lo=self._commit))
 
-    def insert(self, time_s: float, msg: mido.Message) -> Insertion:
+    def insert(self, time_s: float, msg: mido.Message, engine: bool = False) -> Insertion:
         """A player event at its true time (seconds): roll back speculative tokens planned after it, append its
-        tokens, and commit everything up to it. Events earlier than the committed time are placed at it."""
-        if self.config.player_instrument is None:
+        tokens, and commit everything up to it. Events earlier than the committed time are placed at it.
+        engine: `msg` is instead the end of one of the engine's own notes (a note-off on the channel it was
+        generated on), cut short by whoever plays it: a harmony voice that ends with the player's note."""
+        if self.config.player_instrument is None and not engine:
             raise EngineError("this session has no player_instrument; set one in SessionConfig")
         step = max(int(round(time_s / V.GRID_S)), self._committed.step)
         cut = bisect.bisect_right(self._steps, step, lo=self._commit)
         state = self._state_at(cut)
         step = max(step, state.step)
-        tokens = encode_player(state, step, msg, self.config.player_instrument)
+        if engine:
+            tokens = encode_engine_off(state, step, msg)
+        else:
+            tokens = encode_player(state, step, msg, self.config.player_instrument)
         if not tokens:
             return Insertion(0, step * V.GRID_S)
         dropped = self._rollback(cut, state)
-        self._append(tokens, player=True)
+        self._append(tokens, player=not engine)
         self._commit_to(len(self.tokens))
         return Insertion(dropped, step * V.GRID_S)
 
-    def feed(self, event: Timed) -> Insertion:
+    def feed(self, event: Timed, engine: bool = False) -> Insertion:
         """insert() for a Timed(time, msg)."""
-        return self.insert(event.time, event.msg)
+        return self.insert(event.time, event.msg, engine)
 
     def _set_constraints(self, config: SessionConfig) -> None:
         self._constraints = config.constraints()
@@ -296,11 +313,14 @@ class Session:
         self._static_now = additive(self._constraints.static_mask(now=True))
         self._now_possible = bool(np.isfinite(self._static_now).any())  # some note-on passes the constraints
 
-    def step(self, score: bool = False, now: bool = False) -> tuple[int, float, list[Timed]]:
+    def step(self, score: bool = False, now: bool = False,
+             keep: frozenset | set = frozenset()) -> tuple[int, float, list[Timed]]:
         """Sample and append one engine token: (token, its log-probability if `score` else 0.0, output events).
-        now: only a note-on (or the note-off of a sounding engine note): nothing that moves time."""
+        now: only a note-on (or the note-off of a sounding engine note): nothing that moves time.
+        keep: engine notes (class, pitch) that may not end at this step (those `now` just started)."""
         held = self._live.decoder.held
-        mask = dynamic_mask(self._static_now if now else self._static, held.keys(), sum(held.values()),
+        releasable = [key for key in held if key not in keep]
+        mask = dynamic_mask(self._static_now if now else self._static, releasable, sum(held.values()),
                             self._constraints.max_polyphony)
         logits = self._next_logits()
         token = self.sampler.sample(logits, mask)
@@ -334,6 +354,7 @@ class Session:
         total, count, notes = 0.0, 0, 0
         limit = min(max_tokens, n_tokens if n_tokens is not None else max_tokens)
         end_step = None if until_time is None else int(round(until_time / V.GRID_S))
+        started: set[tuple[int, int]] = set()  # with `now`: this call's notes, never ended in it (0-length)
         while count < limit:
             if end_step is not None and self._live.step >= end_step:
                 break
@@ -341,14 +362,23 @@ class Session:
                 break
             if n_notes is not None and notes >= n_notes:
                 break
-            token, logprob, events = self.step(score, now)
+            if now and self._capped() and set(self._live.decoder.held) <= started:
+                break  # at the polyphony cap with only this call's notes sounding: no room for another now
+            token, logprob, events = self.step(score, now, started if now else frozenset())
             out += events
             total += logprob
             count += 1
-            notes += V.token_kind(token)[0] == "note_on"
+            kind, arg = V.token_kind(token)
+            if kind == "note_on":
+                notes += 1
+                started.add(divmod(arg, V.N_PITCHES))
             if token == V.EOS:
                 break
         return out, total / max(count, 1)
+
+    def _capped(self) -> bool:
+        cap = self._constraints.max_polyphony
+        return cap is not None and sum(self._live.decoder.held.values()) >= cap
 
     def plan(self, until_time: float, best_of: int = 1) -> list[Timed]:
         """Generate the speculative future up to `until_time` (seconds); returns the new engine events."""

@@ -345,6 +345,29 @@ def test_between_requests_the_service_runs_sampled_tokens_through_the_model(mode
     assert not service.idle()  # nothing left to do
 
 
+def test_feed_can_end_the_engines_own_notes(model):
+    from musebridge.engine.service import Service
+    from musebridge.engine.session import Engine
+
+    service = Service(Engine.load(model))
+    sid = service.handle("session.create", {"instruments": ["strings"], "player_instrument": "piano",
+                                            "seed": 4})[0]["session"]
+    service.handle("feed", {"session": sid, "events": [{"t": 0.5, "type": "note_on", "note": 60, "velocity": 80}]})
+    notes = service.handle("generate", {"session": sid, "notes": 2, "now": True})[0]["notes"]
+    voices = [n for n in notes if n["type"] == "note_on"]
+    assert len(voices) == 2
+    ends = [{"t": 0.9, "type": "note_off", "channel": v["channel"], "note": v["note"], "engine": True}
+            for v in voices]
+    service.handle("feed", {"session": sid, "events": [{"t": 0.9, "type": "note_off", "note": 60}, *ends]})
+    session = service.sessions[sid].session
+    assert not session._live.decoder.held and session.time == pytest.approx(0.9)
+    for bad, match in (({"engine": "yes"}, "'engine' must be true or false"),
+                       ({"type": "note_on", "velocity": 64}, "can only end an engine note")):
+        event = {**ends[0], **bad}
+        with pytest.raises(P.ProtocolError, match=match):
+            service.handle("feed", {"session": sid, "events": [event]})
+
+
 def run_cli(*args, timeout=60):
     return subprocess.run([sys.executable, "-m", "musebridge", *args], capture_output=True, text=True,
                           timeout=timeout)

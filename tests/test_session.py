@@ -183,6 +183,26 @@ def test_now_gives_notes_at_the_players_time_one_step_each(engine):
         s.generate(until_time=9.0, now=True)
 
 
+def test_ending_engine_notes_from_outside_leaves_nothing_for_now_to_release(engine):
+    """A harmony voice ends with the player's note: fed back as an engine note-off at that time, it ends the
+    note in the stream too, so the next `now` request is one model step per voice (no note-offs first)."""
+    s = engine.new_session(config(seed=5, max_polyphony=2))
+    for i, pitch in enumerate((60, 64, 67, 72, 65, 69)):
+        s.insert(i * 0.5, mido.Message("note_on", note=pitch, velocity=80))
+        before = len(s.tokens) + s.dropped
+        voices = [e.msg for e in s.generate(n_notes=2, now=True) if e.msg.type == "note_on"]
+        made = s.tokens[len(s.tokens) - (len(s.tokens) + s.dropped - before):]
+        assert [V.token_kind(tok)[0] for tok in made] == ["note_on", "note_on"], "no note-off to sample first"
+        s.insert(i * 0.5 + 0.25, mido.Message("note_off", note=pitch))
+        for v in voices:
+            s.insert(i * 0.5 + 0.25, mido.Message("note_off", channel=v.channel, note=v.note), engine=True)
+        assert not s._live.decoder.held and s.time == i * 0.5 + 0.25
+    n = len(s.tokens)
+    s.insert(3.5, mido.Message("note_off", channel=5, note=40), engine=True)  # not sounding: nothing
+    s.insert(3.5, mido.Message("note_on", channel=5, note=40, velocity=0), engine=True)
+    assert len(s.tokens) == n
+
+
 def test_a_sampled_token_runs_through_the_model_later_with_the_same_result(engine):
     """Deferring a sampled token's forward pass (off the reply's path) changes no logits."""
     lazy, eager = engine.new_session(config(seed=12)), engine.new_session(config(seed=12))
