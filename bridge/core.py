@@ -128,10 +128,13 @@ class Bridge:
         return float(self.link.feed([]).get("time", 0.0))
 
     # -- engine helpers for the modes ----------------------------------------------------------------------
-    def feed(self, items: list[tuple[float, mido.Message]], wait: bool = True) -> dict:
+    def feed(self, items: list[tuple[float, mido.Message]], wait: bool = True,
+             engine_ends: list[tuple[float, mido.Message]] = ()) -> dict:
         """Player messages at bridge clock times -> the engine (session times). Returns the reply ({} when
-        wait is False: the request is only sent, and the next engine call waits for both)."""
+        wait is False: the request is only sent, and the next engine call waits for both). engine_ends:
+        note-offs (engine channels) for engine notes the bridge ended itself, fed as `"engine": true`."""
         events = [to_wire(self.session_time(t), m) for t, m in items]
+        events += [{**to_wire(self.session_time(t), m), "engine": True} for t, m in engine_ends]
         if not wait:
             self.link.post_feed(events)
             return {}

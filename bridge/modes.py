@@ -177,13 +177,15 @@ class AccompanyMode(Mode):
 class HarmonizeMode(Mode):
     """Each player note-on at once gets `voices` notes from the model, asked for with `now` (the engine samples
     only note-ons at the player's time: one model step per voice); they sound at the player's velocity and end
-    with the player's note-off. The engine's own note-offs are not used."""
+    with the player's note-off, which is fed to the engine together with the voices' ends (`"engine": true`
+    note-offs), so the engine's timeline matches what sounded. The engine's own note-offs are not used."""
 
     name = "harmonize"
 
     def enter(self, now: float) -> None:
         self.state = "listening"
-        self._voices: dict[tuple[int, int], list[mido.Message]] = {}
+        self._voices: dict[tuple[int, int], list[mido.Message]] = {}  # player note -> voices as sent
+        self._engine_notes: dict[tuple[int, int], list[mido.Message]] = {}  # ... as the engine made them
 
     def player(self, t, msg, now) -> None:
         key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
@@ -191,12 +193,15 @@ class HarmonizeMode(Mode):
             self.host.feed([(t, msg)], wait=False)  # the harmony request follows in the same round trip
             self._voice(key, t, msg.velocity)
             return
-        self.host.feed([(t, msg)])
+        ends = []
         if is_note_off(msg):
-            for voice in self._voices.pop(key, []):
+            for voice in self._voices.pop(key, []):  # silenced first: the engine round trip comes after
                 self.host.scheduler.schedule(now, mido.Message("note_off", channel=voice.channel,
                                                                 note=voice.note), ENGINE)
             self.host.scheduler.run_due()
+            ends = [(t, mido.Message("note_off", channel=m.channel, note=m.note))
+                    for m in self._engine_notes.pop(key, [])]
+        self.host.feed([(t, msg)], engine_ends=ends)
 
     def _voice(self, key: tuple[int, int], t: float, velocity: int) -> None:
         """The first voice is asked for alone and sounds at once; the others follow from a second request."""
@@ -216,10 +221,12 @@ class HarmonizeMode(Mode):
         self.host.scheduler.run_due()
         started = [m for _, m in sent if is_note_on(m)]
         self._voices.setdefault(key, []).extend(started)
+        self._engine_notes.setdefault(key, []).extend(m for _, m in chosen if is_note_on(m))
         return len(started)
 
     def silenced(self, now: float) -> None:
         self._voices.clear()
+        self._engine_notes.clear()
 
 
 class GenerateMode(Mode):

@@ -120,6 +120,21 @@ def test_harmonize_voices_sound_with_the_note_and_end_with_it():
     assert not stuck_notes(m for _, m in rig.heard)
 
 
+def test_harmonize_tells_the_engine_its_voices_ended_with_the_players_note():
+    rig = Rig("harmonize", modes=ModeConfig(voices=2), channels={"strings": 2})
+    rig.play(on(60))
+    voices = [m for _, m in rig.heard if m.type == "note_on" and m.channel == 2]
+    assert len(voices) == 2
+    rig.link.fed.clear()
+    rig.play(off(60))
+    player, *ends = rig.link.fed
+    assert player["type"] == "note_off" and player["note"] == 60 and "engine" not in player
+    assert [(e["type"], e["channel"], e["note"], e["engine"]) for e in ends] == \
+        [("note_off", STRINGS, v.note, True) for v in voices], "engine channels, not the remapped ones"
+    assert {e["t"] for e in ends} == {player["t"]}
+    assert not stuck_notes(m for _, m in rig.heard)
+
+
 # -- generate --------------------------------------------------------------------------------------------------
 def clock_ticks(rig, bpm, seconds, step=0.001):
     """An external clock source: a tick every 1/24 beat, the bridge pumped every `step` seconds."""
