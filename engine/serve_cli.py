@@ -36,11 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = ServerConfig(host=args.host, port=args.port, pub_port=args.pub_port, ipc=args.ipc, keys=args.keys,
-                          local=args.local, session_timeout=args.session_timeout, spin_s=args.spin_ms / 1000)
     if not 0 <= args.spin_ms <= 100:
         print(f"musebridge serve: --spin-ms must be 0-100, got {args.spin_ms:g}", file=sys.stderr)
         return 2
+    config = ServerConfig(host=args.host, port=args.port, pub_port=args.pub_port, ipc=args.ipc, keys=args.keys,
+                          local=args.local, session_timeout=args.session_timeout, spin_s=args.spin_ms / 1000)
     try:
         engine = Engine.load(args.model, threads=args.threads, provider=args.provider)
         server = Server(config, Service(engine, max_sessions=args.max_sessions, model_name=args.model or ""))

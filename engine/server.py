@@ -1,12 +1,12 @@
-"""`musebridge serve`: the engine as its own process, a ZeroMQ ROUTER for commands and a PUB for events.
+"""`musebridge serve`: the engine as its own process, a ZeroMQ ROUTER for commands and an XPUB for events.
 
 One thread runs the loop: poll the ROUTER, parse (engine/protocol.py), dispatch to the service
 (engine/service.py, which owns the sessions and the model), reply, then publish the request's events; then, while
 no request waits, let the service run the last sampled tokens through the model (their forward pass is kept off
 the reply's path), and poll a moment longer without sleeping (ServerConfig.spin_s).
-ROUTER replies to a client that stopped reading are dropped at the high-water mark, and PUB drops for slow
-subscribers, so one slow or vanished client never stalls another. Sessions unused for `session_timeout` seconds
-are reclaimed.
+ROUTER replies to a client that stopped reading are dropped at the high-water mark, and the XPUB drops for slow
+subscribers (and builds no event for a topic nobody subscribed to), so one slow or vanished client never stalls
+another. Sessions unused for `session_timeout` seconds are reclaimed.
 
 Security: loopback by default. Binding any other address requires CURVE keys (`musebridge keys DIR`); then only
 clients whose public key is in DIR/authorized/ may connect.
