@@ -14,6 +14,7 @@ import json
 import sys
 
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT, Client, ClientConfig, ClientError
+from .server import ServerConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--pub-port", type=int, default=DEFAULT_PUB_PORT)
+    parser.add_argument("--ipc", metavar="DIR", help="a server started with `serve --ipc DIR` (no TCP)")
+    parser.add_argument("--local", metavar="PATH", help="send commands over the Unix socket of `serve --local "
+                        "PATH` (events still come from the TCP or --ipc events endpoint)")
     parser.add_argument("--keys", metavar="DIR", help="CURVE keys folder (client.key_secret, server.key)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
 
@@ -55,8 +59,12 @@ def _call(client: Client, args) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
-    config = ClientConfig(endpoint=f"tcp://{host}:{args.port}", events_endpoint=f"tcp://{host}:{args.pub_port}",
-                          timeout=args.timeout, keys=args.keys)
+    endpoint, events = f"tcp://{host}:{args.port}", f"tcp://{host}:{args.pub_port}"
+    if args.ipc:
+        endpoint, events = ServerConfig(ipc=args.ipc).endpoints()
+    if args.local:
+        endpoint = f"unix://{args.local}"
+    config = ClientConfig(endpoint=endpoint, events_endpoint=events, timeout=args.timeout, keys=args.keys)
     with Client(config) as client:
         try:
             if args.action == "watch":

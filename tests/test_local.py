@@ -3,6 +3,7 @@ like ZeroMQ requests; bad bytes, stale socket files, unsafe folders and clients 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -17,7 +18,8 @@ from musebridge.engine.errors import EngineError
 from musebridge.engine.local import HEADER, FrameReader, LocalListener, frame
 
 from tests.model_fixtures import export_small
-from tests.test_server import Served
+from tests.net import free_port
+from tests.test_server import Served, run_cli
 
 
 @given(st.lists(st.binary(max_size=300), max_size=8), st.lists(st.integers(1, 50), min_size=1, max_size=20))
@@ -68,6 +70,25 @@ def test_the_local_socket_answers_like_zeromq_and_only_its_owner_may_connect(loc
         with pytest.raises(ClientError) as info:
             c.call("generate", session="nope", notes=1)
         assert info.value.code == "session_not_found"
+
+
+def test_ctl_reaches_a_server_on_its_local_socket_or_ipc_folder(local_server, model, tmp_path):
+    _, path = local_server
+    status = run_cli("ctl", "status", "--local", str(path), "--port", str(free_port()))  # no TCP server there
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["sessions"] == 0
+    folder = tmp_path / "ipc"
+    folder.mkdir()
+    ipc = Served(model, "--ipc", str(folder))
+    try:
+        with Client(ClientConfig(endpoint=f"ipc://{folder}/musebridge-rep", timeout=0.5)) as c:
+            for _ in range(120):
+                if c.ping(timeout=0.5):
+                    break
+        listed = run_cli("ctl", "sessions", "--ipc", str(folder))
+        assert listed.returncode == 0 and json.loads(listed.stdout) == {"sessions": []}
+    finally:
+        ipc.stop()
 
 
 def test_garbage_on_the_socket_never_stops_the_server(local_server):
