@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--player-instrument", metavar="NAME", help="what the player plays (default piano)")
     parser.add_argument("--temperature", type=float, help="sampling temperature (0.05-5)")
     parser.add_argument("--seed", type=int, help="sampling seed")
+    parser.add_argument("--context", type=int, metavar="TOKENS", help="tokens of the past the model sees (from 32 "
+                        "to its block size, 1024 for the bundled model; default: all): shorter answers faster and "
+                        "remembers less")
     parser.add_argument("--channel", type=int, metavar="1-16", help="listen to this MIDI channel only")
     parser.add_argument("--thru", action="store_true", default=None, help="also pass the player's notes to --out")
     parser.add_argument("--bpm", type=float, help="internal clock tempo when no MIDI clock comes in (120)")
@@ -68,7 +71,7 @@ def build_config(args: argparse.Namespace) -> BridgeConfig:
         top["channel"] = args.channel - 1
     engine = {k: v for k, v in {"style": args.style, "instruments": args.instruments,
                                 "player_instrument": args.player_instrument, "temperature": args.temperature,
-                                "seed": args.seed}.items() if v is not None}
+                                "seed": args.seed, "context": args.context}.items() if v is not None}
     clock = {k: v for k, v in {"bpm": args.bpm, "quantize": args.quantize}.items() if v is not None}
     for name in [*(args.instruments or []), *([args.player_instrument] if args.player_instrument else [])]:
         if name not in INSTRUMENT_NAMES:

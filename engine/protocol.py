@@ -84,6 +84,7 @@ PARAMS: dict[str, Arg] = {
     "key": Arg(STR),
     "polyphony": Arg(INT, low=1, high=64),
     "best_of": Arg(INT, low=1, high=16),
+    "context": Arg(INT, low=32, high=100_000),  # tokens; at most the model's block size (session.create only)
     "mode": Arg(STR, choices=MODES),
 }
 

@@ -65,8 +65,9 @@ class Model:
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
-    def new_cache(self) -> KVCache:
-        return KVCache(self)
+    def new_cache(self, capacity: int | None = None) -> KVCache:
+        """A cache of `capacity` tokens (default: the model's block size; smaller is a shorter context)."""
+        return KVCache(self, capacity)
 
     def end_profiling(self) -> str:
         """Stop profiling; returns the profile file name ('' when profiling is off)."""
@@ -78,11 +79,11 @@ class _Buffers:
     layers in one numpy call; and an IO binding with each layer's slice bound as both its past_* input and its
     present_* output (onnxruntime writes the new token's keys and values in place)."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, capacity: int):
         import onnxruntime as ort
 
         info = model.info
-        shape = (info.n_layer, 1, info.n_head, info.block_size, info.head_size)
+        shape = (info.n_layer, 1, info.n_head, capacity, info.head_size)
         self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         self.binding = model.session.io_binding()
         self._ort = []  # the OrtValues (views of the arrays above) must live as long as the binding
@@ -110,10 +111,12 @@ class KVCache:
     `chunk` entries that the slide will keep are copied, rotated, into a second set of buffers, so `slide` only
     finishes the last few entries and swaps the sets (no latency spike; twice the cache memory)."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, capacity: int | None = None):
         self.model = model
         info = model.info
-        self.capacity = info.block_size
+        self.capacity = info.block_size if capacity is None else capacity
+        if not 1 <= self.capacity <= info.block_size:
+            raise EngineError(f"a cache holds 1-{info.block_size} tokens with this model, not {capacity}")
         self.length = 0
         self._shadow: _Buffers | None = None
         self._plan: tuple[int, int] | None = None
@@ -126,7 +129,7 @@ class KVCache:
         self._bound_t = 0
         d = info.head_size
         self._inv_freq = np.float32(info.rope_base) ** (-np.arange(0, d, 2, dtype=np.float32) / np.float32(d))
-        self._use(_Buffers(model))
+        self._use(_Buffers(model, self.capacity))
 
     def _use(self, buffers: _Buffers) -> None:
         """Run on this buffer set from now on: its binding already holds the cache; the lengths are bound here, the
@@ -195,7 +198,7 @@ class KVCache:
         self._plan, self._chunk, self._copied = (keep, drop), chunk, 0
         self._plan_angles = self._angles(drop)
         if self._shadow is None:
-            self._shadow = _Buffers(self.model)
+            self._shadow = _Buffers(self.model, self.capacity)
 
     def _prepare(self, budget: int | None) -> None:
         """Copy up to `budget` (None: all) more kept entries, rotated back by `drop`, into the shadow set."""

@@ -72,7 +72,8 @@ def session_config(params: dict) -> SessionConfig:
     ranged = "pitch_low" in params or "pitch_high" in params
     ranges = tuple((i, low, high) for i in instruments) if ranged else ()
     return SessionConfig(style=style, instruments=instruments, player_instrument=player, sampling=sampling,
-                         scale=scale, pitch_ranges=ranges, max_polyphony=params.get("polyphony"))
+                         scale=scale, pitch_ranges=ranges, max_polyphony=params.get("polyphony"),
+                         context=params.get("context"))
 
 
 def message_from_dict(event: dict) -> Timed:
@@ -183,6 +184,9 @@ class Service:
             raise P.ProtocolError("overloaded", f"{len(self.sessions)} sessions open, the limit is "
                                   f"{self.max_sessions}; close one or start the server with --max-sessions")
         params = {"mode": "respond", **args}
+        block = self.engine.model.info.block_size
+        if params.get("context", block) > block:
+            raise _bad(f"context {params['context']} is longer than this model's {block} tokens")
         session = self.engine.new_session(session_config(params))
         sid = f"s{next(self._ids)}"
         self.sessions[sid] = LiveSession(session, params)

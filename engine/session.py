@@ -41,7 +41,9 @@ class SessionConfig:
 
     style: style name (vocab.STYLES). instruments: classes of the piece (conditioning SET tokens); the engine
     plays those other than player_instrument. scale/pitch_ranges/max_polyphony: see sampler.Constraints.
-    slide_tokens: tokens dropped per window slide (default: a quarter of the cache).
+    slide_tokens: tokens dropped per window slide (default: a quarter of the cache). context: tokens the model
+    sees (the window; default: the model's block size): shorter answers faster and remembers less. Fixed for the
+    session's life.
     """
 
     style: str = "unknown"
@@ -53,6 +55,7 @@ class SessionConfig:
     max_polyphony: int | None = None
     allow_eos: bool = False
     slide_tokens: int | None = None
+    context: int | None = None
 
     def constraints(self) -> Constraints:
         return Constraints(instruments=self.instruments, player_instrument=self.player_instrument,
@@ -156,7 +159,7 @@ class Session:
 
     def __init__(self, model: Model, config: SessionConfig):
         self.config = config
-        self.cache: KVCache = model.new_cache()
+        self.cache: KVCache = model.new_cache(config.context)
         self.sampler = Sampler(config.sampling)
         self._set_constraints(config)
         prefix = config.prefix()
@@ -405,6 +408,8 @@ class Session:
         """New sampling, constraints or conditioning from the next token on. Sampling and constraints are swapped
         in place; a new style or instrument set rewrites the conditioning prefix and the window is read once
         more behind it (one prefill of at most block_size tokens, no change to the timeline)."""
+        if config.context != self.config.context:
+            raise EngineError("the context length is fixed when a session is created; create a new session")
         old_len, new_prefix = self._prefix_len, config.prefix()
         rng, same_seed = self.sampler.rng, config.sampling.seed == self.config.sampling.seed
         self.config = config

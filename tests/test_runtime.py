@@ -50,6 +50,22 @@ def test_capacity_is_enforced_and_slide_frees_room(model):
         cache.slide(3, 200)
 
 
+def test_a_shorter_cache_is_a_shorter_context_with_the_same_results(model):
+    """A session's `context`: a cache smaller than the block size slides within it, exactly as a full-size
+    cache slid at the same points."""
+    small, full = model.new_cache(40), model.new_cache()
+    small.plan_slides(3, 10, chunk=4)
+    for x in toks(120, 6):
+        if small.length == small.capacity:
+            small.slide(3, 10)
+            full.slide(3, 10)
+        a, b = small.forward([x]).copy(), full.forward([x]).copy()
+        assert np.abs(a - b).max() < 1e-5 and small.length == full.length <= 40
+    for bad in (0, model.info.block_size + 1):
+        with pytest.raises(EngineError, match="1-128 tokens"):
+            model.new_cache(bad)
+
+
 def test_copy_from_gives_the_same_continuation(model):
     a = model.new_cache()
     a.forward(toks(20, 3))

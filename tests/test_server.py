@@ -14,6 +14,7 @@ import pytest
 import zmq
 from musebridge.engine import protocol as P
 from musebridge.engine.client import Client, ClientConfig, ClientError
+from musebridge.engine.errors import EngineError
 from musebridge.engine.keys_cli import make_keys
 
 from tests.model_fixtures import export_small
@@ -366,6 +367,21 @@ def test_feed_can_end_the_engines_own_notes(model):
         event = {**ends[0], **bad}
         with pytest.raises(P.ProtocolError, match=match):
             service.handle("feed", {"session": sid, "events": [event]})
+
+
+def test_context_is_chosen_at_creation(model):
+    from musebridge.engine.service import Service
+    from musebridge.engine.session import Engine
+
+    service = Service(Engine.load(model))
+    sid = service.handle("session.create", {"instruments": ["strings"], "context": 48, "seed": 2})[0]["session"]
+    service.handle("generate", {"session": sid, "max_tokens": 200})  # several slides within 48 tokens
+    assert service.sessions[sid].session.cache.capacity == 48
+    assert len(service.sessions[sid].session.tokens) <= 48
+    with pytest.raises(P.ProtocolError, match="longer than this model's 128 tokens"):
+        service.handle("session.create", {"context": 129})
+    with pytest.raises(EngineError, match="fixed when a session is created"):
+        service.handle("set", {"session": sid, "context": 64})
 
 
 def run_cli(*args, timeout=60):
