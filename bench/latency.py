@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notes", type=int, default=300, help="harmonized notes (and as many floor notes)")
     parser.add_argument("--triggers", type=int, default=40, help="respond triggers")
     parser.add_argument("--events", type=int, default=1000, help="scheduled events for the timing error")
+    parser.add_argument("--context", type=int, help="the engine sessions' context in tokens (default: all)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -179,7 +180,7 @@ STAGES = ("JACK -> callback", "callback -> input thread", "input thread -> engin
           "engine worker -> sent (engine request)", "sent -> peer", "total")
 
 
-def measure_stages(port: int, pub_port: int, n: int) -> dict:
+def measure_stages(port: int, pub_port: int, n: int, session: dict) -> dict:
     """An in-process bridge (harmonize, one voice) on the same engine, timestamped at each stage of one note:
     what the bridge's own threads add, apart from the engine request and JACK. Percentiles per stage, ms."""
     from dataclasses import replace
@@ -188,8 +189,8 @@ def measure_stages(port: int, pub_port: int, n: int) -> dict:
     from musebridge.bridge.launcher import EngineTarget
     from musebridge.bridge.live import LiveSession
 
-    config = replace(BridgeConfig(mode="harmonize", api="jack", in_name="stages In", out_name="stages Out"),
-                     modes=ModeConfig(voices=1))
+    base = BridgeConfig(mode="harmonize", api="jack", in_name="stages In", out_name="stages Out")
+    config = replace(base, modes=ModeConfig(voices=1), engine={**base.engine, **session})
     live = LiveSession(config, RtmidiBackend("jack"), EngineTarget(port=port, pub_port=pub_port))
     bridge = live.start()
     marks: dict[str, float] = {}
@@ -229,14 +230,15 @@ def measure_stages(port: int, pub_port: int, n: int) -> dict:
     return {name: _stats(list(table[:, k])) for k, name in enumerate(STAGES)}
 
 
-def measure_engine(port: int, n: int) -> tuple[list, list]:
+def measure_engine(port: int, n: int, session: dict) -> tuple[list, list]:
     """Direct client round trips to the bridge's engine over TCP: status, and feed + generate(notes=1, now) sent
     as harmonize mode sends them (the feed posted, the generate in the same round trip), ms."""
     from musebridge.engine.client import Client, ClientConfig
 
     rtt, work = [], []
     with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}", timeout=5.0)) as c:
-        sid = c.call("session.create", instruments=["strings"], player_instrument="piano", seed=3)["session"]
+        sid = c.call("session.create", instruments=["strings"], player_instrument="piano", seed=3,
+                     **session)["session"]
         for i in range(n):
             t = time.perf_counter()
             c.call("status")
@@ -269,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
             play = subprocess.Popen(
                 [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize",
                  "--model", model, "--port", str(engine_port), "--pub-port", str(engine_pub),
-                 "--config", str(config), "--instruments", "strings", "--no-status", "--seed", "1"],
+                 "--config", str(config), "--instruments", "strings", "--no-status", "--seed", "1",
+                 *(["--context", str(args.context)] if args.context else [])],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             procs.append(play)
             play.stdout.readline()  # "musebridge play: harmonize mode; ..."
@@ -280,8 +283,9 @@ def run(args: argparse.Namespace) -> int:
             lat_floor, lat_bridge, missed = measure_notes(fp, bp, args.notes, rng)
             lat_trigger, missed_trigger = measure_triggers(bp, args.triggers)
             send_err, arrival_err = measure_scheduler(args.events, rng)
-            engine_rtt, engine_work = measure_engine(engine_port, min(args.notes, 200))
-            stages = measure_stages(engine_port, engine_pub, min(args.notes, 200))
+            session = {"context": args.context} if args.context else {}
+            engine_rtt, engine_work = measure_engine(engine_port, min(args.notes, 200), session)
+            stages = measure_stages(engine_port, engine_pub, min(args.notes, 200), session)
     finally:
         for peer in peers:
             peer.close()
@@ -297,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": __import__("os").cpu_count(), "python": platform.python_version(), "model": model_name,
+        "context": args.context or "all",
         "jack": "jackd -d dummy -r 48000 -p 32 (0.67 ms period)",
         "floor_passthrough": floor_s, "bridge_harmonize": bridge_s, "harmonize_missed": missed,
         "added_p50_ms": round(bridge_s["p50_ms"] - floor_s["p50_ms"], 3),
@@ -315,7 +320,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(r: dict) -> None:
-    print(f"machine: {r['machine']}, {r['cpus']} CPUs, Python {r['python']}; {r['jack']}; model: {r['model']}")
+    print(f"machine: {r['machine']}, {r['cpus']} CPUs, Python {r['python']}; {r['jack']}; model: {r['model']}; "
+          f"context: {r['context']}")
     print(f"{'path':<36}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     rows = [("floor: pass-through client", r["floor_passthrough"]),
             ("bridge: note-on -> harmony note-on", r["bridge_harmonize"]),
