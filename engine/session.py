@@ -16,7 +16,6 @@ are dropped (`KVCache.slide`): memory stays bounded by the model's block size.
 from __future__ import annotations
 
 import bisect
-import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,14 +24,13 @@ import mido
 import numpy as np
 
 from . import vocab as V
-from .codec import EventDecoder, EventEncoder, Timed
+from .codec import EventEncoder, Timed
 from .errors import EngineError
 from .runtime import KVCache, Model, RuntimeOptions
 from .sampler import Constraints, Sampler, SamplingConfig, additive, dynamic_mask, log_prob
+from .timeline import State, encode_engine_off, encode_player
 
 log = logging.getLogger(__name__)
-
-_PLAYER_KINDS = ("note_on", "note_off", "pedal_on", "pedal_off")
 
 
 @dataclass(frozen=True)
@@ -77,83 +75,6 @@ class Insertion:
     time: float
 
 
-class _State:
-    """Stream state after some tokens: grid step, velocity bin, engine notes (in the decoder), player notes."""
-
-    def __init__(self) -> None:
-        self.step = 0
-        self.vel_bin: int | None = None
-        self.decoder = EventDecoder()
-        self.player_held: dict[int, int] = {}
-        self.player_pedal = False
-
-    def apply(self, token: int, player: bool) -> list[Timed]:
-        """Advance by one token; returns the engine's output events (none for the player's tokens)."""
-        kind, arg = V.token_kind(token)
-        if kind == "time":
-            self.step += arg + 1
-        elif kind == "velocity":
-            self.vel_bin = arg
-        if player and kind in _PLAYER_KINDS:
-            pitch = arg % V.N_PITCHES
-            if kind == "note_on":
-                self.player_held[pitch] = self.player_held.get(pitch, 0) + 1
-            elif kind == "note_off":
-                self.player_held[pitch] -= 1
-                if not self.player_held[pitch]:
-                    del self.player_held[pitch]
-            else:
-                self.player_pedal = kind == "pedal_on"
-            return []
-        return self.decoder.feed(token)
-
-    def copy(self) -> _State:
-        """An independent copy (containers copied one level deep: their items are immutable). copy.deepcopy
-        took about 1 ms here; this takes a few microseconds."""
-        new = copy.copy(self)
-        new.player_held = dict(self.player_held)
-        new.decoder = copy.copy(self.decoder)
-        for name, value in vars(new.decoder).items():
-            if isinstance(value, (dict, list, set)):
-                setattr(new.decoder, name, value.copy())
-        return new
-
-
-def _time_tokens(steps: int) -> list[int]:
-    full, rest = divmod(steps, V.MAX_SHIFT_STEPS)
-    return [V.time_token(V.MAX_SHIFT_STEPS)] * full + ([V.time_token(rest)] if rest else [])
-
-
-def encode_player(state: _State, step: int, msg: mido.Message, instrument: int) -> list[int]:
-    """Tokens for a player message at grid `step` (>= state.step) after `state`, played as class `instrument`.
-    Notes and the sustain pedal produce tokens; a note-off for a note the player is not holding produces none."""
-    body: list[int] = []
-    if msg.type == "note_on" and msg.velocity > 0:
-        vbin = V.velocity_bin(msg.velocity)
-        vel = [V.velocity_token(vbin)] if vbin != state.vel_bin else []
-        body = vel + [V.note_on_token(instrument, msg.note)]
-    elif msg.type in ("note_on", "note_off"):
-        if state.player_held.get(msg.note):
-            body = [V.note_off_token(instrument, msg.note)]
-    elif msg.type == "control_change" and msg.control == 64:
-        down = msg.value >= 64
-        if down != state.player_pedal:
-            body = [V.pedal_token(instrument, down)]
-    return (_time_tokens(step - state.step) + body) if body else []
-
-
-def encode_engine_off(state: _State, step: int, msg: mido.Message) -> list[int]:
-    """Tokens ending an engine note at grid `step` (>= state.step): `msg` is a note-off (or velocity-0 note-on)
-    on the channel the engine played that note on. None for a note the engine is not sounding."""
-    if not (msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0)):
-        return []
-    decoder = state.decoder
-    sounding = [cls for (cls, pitch) in decoder.held if pitch == msg.note and decoder.channels[cls] == msg.channel]
-    if not sounding:
-        return []
-    return _time_tokens(step - state.step) + [V.note_off_token(sounding[0], msg.note)]
-
-
 class Session:
     """A live timeline over one KV cache. Not thread-safe: one caller (the server's session loop) at a time."""
 
@@ -171,8 +92,8 @@ class Session:
         self.tokens: list[int] = []  # mirrors the cache
         self._player: list[bool] = []
         self._steps: list[int] = []  # grid step after each token
-        self._live = _State()
-        self._committed = _State()
+        self._live = State()
+        self._committed = State()
         self._commit = 0
         self._logits = None
         self.dropped = 0  # tokens dropped by window slides so far
@@ -236,7 +157,7 @@ class Session:
                 self._committed.apply(self.tokens[i], self._player[i])
         self._commit = index
 
-    def _state_at(self, index: int) -> _State:
+    def _state_at(self, index: int) -> State:
         """The stream state after tokens[:index] (the live state itself when index is the end: do not modify)."""
         if index == len(self.tokens):
             return self._live
@@ -245,7 +166,7 @@ class Session:
             state.apply(self.tokens[i], self._player[i])
         return state
 
-    def _rollback(self, index: int, state: _State | None = None) -> int:
+    def _rollback(self, index: int, state: State | None = None) -> int:
         """Drop the speculative tokens from `index` on (cache truncation); returns how many."""
         if index < self._commit:
             raise EngineError("cannot roll back into the committed past")

@@ -153,9 +153,9 @@ def test_reconfigure_new_instruments_keeps_the_timeline_and_bounds(engine):
 
 
 def test_state_copies_are_independent():
-    from musebridge.engine.session import _State
+    from musebridge.engine.timeline import State
 
-    a = _State()
+    a = State()
     for token in [V.time_token(5), V.velocity_token(10), V.note_on_token(4, 40)]:
         a.apply(token, player=False)
     a.apply(V.note_on_token(0, 60), player=True)
