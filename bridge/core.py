@@ -361,10 +361,7 @@ class Bridge:
             return
         self._stopped = True
         self._running.clear()
-        if self.in_port is not None:
-            self.in_port.close()
-            self.in_port = None
-        self.inbox.put(_STOP)
+        self.inbox.put(_STOP)  # input that still arrives is dropped: the input thread ends at the sentinel
         self.work.put(_STOP)
         for thread in self._threads:
             thread.join(timeout=5.0)
@@ -372,9 +369,13 @@ class Bridge:
         if self.scheduler is not None:
             self.scheduler.stop(panic=True)
         self.link.close()
-        if self.out_port is not None:
-            self.out_port.close()
-            self.out_port = None
         if self.recorder is not None and self.config.record:
             self.recorder.write(self.config.record)
             self.recorder = None
+        # The ports go last: the notes are silenced and the take is saved even if a MIDI driver fails on close
+        # (JACK's port teardown races its process thread in rtmidi; docs/live.md, "Design decisions").
+        for name in ("in_port", "out_port"):
+            port = getattr(self, name)
+            if port is not None:
+                port.close()
+                setattr(self, name, None)

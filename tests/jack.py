@@ -20,6 +20,12 @@ import mido
 JACKD = shutil.which("jackd")
 
 
+# rtmidi objects of closed peers. Unregistering a JACK port races the client's process thread inside rtmidi
+# (it can read a port that is being torn down: a rare segfault, seen once in CI on a peer's close). A peer's
+# ports are therefore only torn down once jackd has stopped, when no process thread runs any more.
+_RETIRED: list = []
+
+
 class JackServer:
     """jackd with the dummy driver at `rate` Hz and `period` frames; start() waits until clients can connect.
     The tests use 128 frames (2.7 ms): on a loaded 2-core VM a 32-frame cycle (0.67 ms) is often missed, and
@@ -66,6 +72,8 @@ class JackServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        while _RETIRED:  # about a second per output port: rtmidi waits for a process cycle that never comes
+            _RETIRED.pop().delete()
         if self._previous is None:
             os.environ.pop("JACK_DEFAULT_SERVER", None)
         else:
@@ -180,12 +188,10 @@ class JackPeer:
                 and (channel is None or m.channel == channel)]
 
     def close(self) -> None:
+        """Stop listening; the ports themselves are torn down when the JACK server stops (see _RETIRED)."""
         self._polling.clear()
         if self._poller is not None:
             self._poller.join(timeout=2.0)
             self._poller = None
-        for port in (self.out, self.inp):
-            if port is not None:
-                port.close_port()
-                port.delete()
+        _RETIRED.extend(port for port in (self.out, self.inp) if port is not None)
         self.out = self.inp = None
