@@ -184,8 +184,8 @@ class HarmonizeMode(Mode):
 
     def enter(self, now: float) -> None:
         self.state = "listening"
-        self._voices: dict[tuple[int, int], list[mido.Message]] = {}  # player note -> voices as sent
-        self._engine_notes: dict[tuple[int, int], list[mido.Message]] = {}  # ... as the engine made them
+        # player note -> its voices: (note-on as sent, the same note-on as the engine made it, on its channel)
+        self._voices: dict[tuple[int, int], list[tuple[mido.Message, mido.Message]]] = {}
 
     def player(self, t, msg, now) -> None:
         key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
@@ -193,14 +193,12 @@ class HarmonizeMode(Mode):
             self.host.feed([(t, msg)], wait=False)  # the harmony request follows in the same round trip
             self._voice(key, t, msg.velocity)
             return
-        ends = []
-        if is_note_off(msg):
-            for voice in self._voices.pop(key, []):  # silenced first: the engine round trip comes after
-                self.host.scheduler.schedule(now, mido.Message("note_off", channel=voice.channel,
-                                                                note=voice.note), ENGINE)
-            self.host.scheduler.run_due()
-            ends = [(t, mido.Message("note_off", channel=m.channel, note=m.note))
-                    for m in self._engine_notes.pop(key, [])]
+        voices = self._voices.pop(key, []) if is_note_off(msg) else []
+        for sent, _ in voices:  # silenced first: the engine round trip comes after
+            self.host.scheduler.schedule(now, mido.Message("note_off", channel=sent.channel, note=sent.note),
+                                         ENGINE)
+        self.host.scheduler.run_due()
+        ends = [(t, mido.Message("note_off", channel=made.channel, note=made.note)) for _, made in voices]
         self.host.feed([(t, msg)], engine_ends=ends)
 
     def _voice(self, key: tuple[int, int], t: float, velocity: int) -> None:
@@ -219,14 +217,13 @@ class HarmonizeMode(Mode):
                   if is_note_on(m) or m.type == "program_change"]
         sent = self.host.play(chosen, lambda w: w, quantize=False)  # voices sound now, not on the grid
         self.host.scheduler.run_due()
-        started = [m for _, m in sent if is_note_on(m)]
-        self._voices.setdefault(key, []).extend(started)
-        self._engine_notes.setdefault(key, []).extend(m for _, m in chosen if is_note_on(m))
+        started = [m for _, m in sent if is_note_on(m)]  # play() keeps every note-on, in order
+        made = [m for _, m in chosen if is_note_on(m)]
+        self._voices.setdefault(key, []).extend(zip(started, made, strict=False))
         return len(started)
 
     def silenced(self, now: float) -> None:
         self._voices.clear()
-        self._engine_notes.clear()
 
 
 class GenerateMode(Mode):

@@ -3,7 +3,7 @@
 ZeroMQ hands every message to an I/O thread on each side, so one request/reply wakes four threads; on this
 project's 2-core VM that makes a round trip 0.4-0.9 ms (docs/benchmarks.md, "Server round trip"). A Unix socket
 read by the server's own loop wakes two. `musebridge serve --local PATH` listens there too, with the same frames,
-the same commands and the same replies (engine/protocol.py); events stay on the PUB socket. `musebridge play`
+the same commands and the same replies (engine/protocol.py); events stay on the events socket. `musebridge play`
 uses it for the engine it starts itself, and `Client(ClientConfig(endpoint="unix:///path"))` for scripts.
 
 Wire format, in one place: each frame is a 4-byte little-endian length, then that many bytes: a request as

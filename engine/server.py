@@ -144,9 +144,8 @@ class Server:
 
     def publish(self, topic: str, data: dict, session: str | None = None) -> None:
         """Send one event, unless no subscriber wants its topic (the JSON is then not even built). Sequence
-        numbers count every event, sent or not."""
+        numbers count every event, sent or not. Subscriptions are read by the loop (_serve_ready)."""
         self._seq += 1
-        self._read_subscriptions()
         name = topic.encode("ascii")
         if not any(name.startswith(prefix) for prefix in self._topics):
             return

@@ -24,6 +24,7 @@ from .codec import Timed
 from .instruments import INSTRUMENT_NAMES
 from .sampler import SamplingConfig, scale_pitch_classes
 from .session import Engine, Session, SessionConfig
+from .timeline import ends_note
 
 EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
 STREAM_CHUNK_TOKENS = 32  # generate publishes notes after every chunk of this many tokens
@@ -97,7 +98,7 @@ def _fed_event(event: dict) -> tuple[bool, Timed]:
     if not isinstance(engine, bool):
         raise _bad(f"event {event!r}: 'engine' must be true or false")
     item = message_from_dict({k: v for k, v in event.items() if k != "engine"})
-    if engine and not (item.msg.type == "note_off" or (item.msg.type == "note_on" and item.msg.velocity == 0)):
+    if engine and not ends_note(item.msg):
         raise _bad(f"event {event!r}: an engine event can only end an engine note (note_off)")
     return engine, item
 

@@ -79,10 +79,15 @@ def encode_player(state: State, step: int, msg: mido.Message, instrument: int) -
     return (_time_tokens(step - state.step) + body) if body else []
 
 
+def ends_note(msg: mido.Message) -> bool:
+    """A note-off, or a note-on of velocity 0."""
+    return msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0)
+
+
 def encode_engine_off(state: State, step: int, msg: mido.Message) -> list[int]:
     """Tokens ending an engine note at grid `step` (>= state.step): `msg` is a note-off (or velocity-0 note-on)
     on the channel the engine played that note on. No tokens for a note the engine is not sounding."""
-    if not (msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0)):
+    if not ends_note(msg):
         return []
     decoder = state.decoder
     sounding = [cls for (cls, pitch) in decoder.held if pitch == msg.note and decoder.channels[cls] == msg.channel]
