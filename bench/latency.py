@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from musebridge.bridge.clock import MonotonicClock  # noqa: E402
+from musebridge.bridge.engine_link import LIVE_CONTEXT  # noqa: E402
 from musebridge.bridge.rtmidi_ports import RtmidiBackend  # noqa: E402
 from musebridge.bridge.scheduler import Scheduler  # noqa: E402
+from musebridge.engine.runtime import Model  # noqa: E402
 
 from tests.jack import JackPeer, JackServer  # noqa: E402
 
@@ -64,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notes", type=int, default=300, help="harmonized notes (and as many floor notes)")
     parser.add_argument("--triggers", type=int, default=40, help="respond triggers")
     parser.add_argument("--events", type=int, default=1000, help="scheduled events for the timing error")
-    parser.add_argument("--context", type=int, help="the engine sessions' context in tokens (default: all)")
+    parser.add_argument("--context", type=int, help=f"the engine sessions' context in tokens (default: as "
+                        f"`play`: {LIVE_CONTEXT}, or the model's block size when smaller)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -261,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model, model_name = _model(args.model, Path(tmp))
+            context = args.context or min(LIVE_CONTEXT, Model.load(model).info.block_size)
             config = Path(tmp) / "bench.toml"
             config.write_text(CONFIG)
             floor = subprocess.Popen([sys.executable, "-c", FLOOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -272,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
                 [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize",
                  "--model", model, "--port", str(engine_port), "--pub-port", str(engine_pub),
                  "--config", str(config), "--instruments", "strings", "--no-status", "--seed", "1",
-                 *(["--context", str(args.context)] if args.context else [])],
+                 "--context", str(context)],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             procs.append(play)
             play.stdout.readline()  # "musebridge play: harmonize mode; ..."
@@ -283,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
             lat_floor, lat_bridge, missed = measure_notes(fp, bp, args.notes, rng)
             lat_trigger, missed_trigger = measure_triggers(bp, args.triggers)
             send_err, arrival_err = measure_scheduler(args.events, rng)
-            session = {"context": args.context} if args.context else {}
+            session = {"context": context}
             engine_rtt, engine_work = measure_engine(engine_port, min(args.notes, 200), session)
             stages = measure_stages(engine_port, engine_pub, min(args.notes, 200), session)
     finally:
@@ -301,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": __import__("os").cpu_count(), "python": platform.python_version(), "model": model_name,
-        "context": args.context or "all",
+        "context": context,
         "jack": "jackd -d dummy -r 48000 -p 32 (0.67 ms period)",
         "floor_passthrough": floor_s, "bridge_harmonize": bridge_s, "harmonize_missed": missed,
         "added_p50_ms": round(bridge_s["p50_ms"] - floor_s["p50_ms"], 3),

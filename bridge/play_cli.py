@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, help="sampling temperature (0.05-5)")
     parser.add_argument("--seed", type=int, help="sampling seed")
     parser.add_argument("--context", type=int, metavar="TOKENS", help="tokens of the past the model sees (from 32 "
-                        "to its block size, 1024 for the bundled model; default: all): shorter answers faster and "
-                        "remembers less")
+                        "to its block size, 1024 for the bundled model; default: 256, or the block size when "
+                        "smaller): shorter answers faster and remembers less")
     parser.add_argument("--channel", type=int, metavar="1-16", help="listen to this MIDI channel only")
     parser.add_argument("--thru", action="store_true", default=None, help="also pass the player's notes to --out")
     parser.add_argument("--bpm", type=float, help="internal clock tempo when no MIDI clock comes in (120)")

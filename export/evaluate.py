@@ -8,6 +8,8 @@ The transformer reads pieces longer than its block_size in sliding windows that 
 the first window is the piece's first block_size tokens; each next window is the prefix followed by the most
 recent tokens, and scores only the `stride` tokens it adds (default block_size / 2), so every scored token sees
 at least block_size - stride - prefix tokens of context — what the engine does when its window slides.
+`--context N` scores with windows of N tokens instead of block_size (stride N / 2 by default): what an engine
+session created with that `context` sees, so the cost of a shorter, quicker context can be read off.
 
 The n-gram baseline (export/ngram.py) is fitted on the corpus's train split, its order (2..5) chosen on the
 valid split.
@@ -29,6 +31,8 @@ from .dataset import TokenData, load_split
 from .errors import ExportError
 
 log = logging.getLogger(__name__)
+
+MIN_CONTEXT = 32  # the smallest engine session context (docs/protocol.md, PARAMS `context`)
 
 
 @dataclass(frozen=True)
@@ -60,14 +64,17 @@ def piece_chunks(index: int, piece: np.ndarray, prefix_len: int, block: int, str
 
 
 def model_nll(model, data: TokenData, stride: int | None = None, batch_tokens: int = 16384,
-              device: str = "cpu", progress: bool = False) -> np.ndarray:
-    """Total NLL (nats) of each piece's tokens 1..len-1 under a GPT, in prefix-keeping sliding windows.
-    progress: show a tqdm bar over the batches on stderr."""
+              device: str = "cpu", progress: bool = False, context: int | None = None) -> np.ndarray:
+    """Total NLL (nats) of each piece's tokens 1..len-1 under a GPT, in prefix-keeping sliding windows of
+    `context` tokens (default: the model's block size). progress: show a tqdm bar over the batches on stderr."""
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    block = model.config.block_size
+    block = context or model.config.block_size
+    if not MIN_CONTEXT <= block <= model.config.block_size:
+        raise ExportError(f"context {block}: give {MIN_CONTEXT} to {model.config.block_size} tokens "
+                          "(the model's block size)")
     stride = stride or max(1, block // 2)
     prefix_lens = data.prefix_lengths()
     chunks = [c for i in range(len(data))
@@ -128,7 +135,7 @@ def subset(data: TokenData, limit: int | None) -> TokenData:
 
 
 def evaluate(ckpt: str, root: str, split: str, limit: int | None = None, stride: int | None = None,
-             orders=(2, 3, 4, 5), device: str = "cpu", progress: bool = False) -> dict:
+             orders=(2, 3, 4, 5), device: str = "cpu", progress: bool = False, context: int | None = None) -> dict:
     """Model and n-gram figures on one split, as the JSON object `musebridge eval --json` prints."""
     from . import ngram
     from .checkpoint import load_checkpoint
@@ -142,12 +149,14 @@ def evaluate(ckpt: str, root: str, split: str, limit: int | None = None, stride:
     log.info("n-gram (order %d) fitted and scored in %.1f s", baseline.order, time.monotonic() - t0)
     model, state = load_checkpoint(ckpt)
     t0 = time.monotonic()
-    model_fig = summarize(data, model_nll(model, data, stride=stride, device=device, progress=progress))
+    model_fig = summarize(data, model_nll(model, data, stride=stride, device=device, progress=progress,
+                                          context=context))
     log.info("model scored in %.1f s", time.monotonic() - t0)
     m, n = model_fig["all"]["nll_per_token"], ngram_fig["all"]["nll_per_token"]
     return {
         "split": split, "ckpt": str(ckpt), "params": model.num_params(), "config": model.config.to_dict(),
-        "stride": stride or model.config.block_size // 2,
+        "context": context or model.config.block_size,
+        "stride": stride or (context or model.config.block_size) // 2,
         "model_nll": m, "ngram_nll": n, "improvement": 1.0 - m / n,
         "model_nll_per_note": model_fig["all"]["nll_per_note"],
         "ngram_nll_per_note": ngram_fig["all"]["nll_per_note"],
@@ -169,6 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split to score (train, valid, test)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N pieces (quick look)")
     parser.add_argument("--stride", type=int, default=None, help="tokens scored per sliding window")
+    parser.add_argument("--context", type=int, default=None, metavar="TOKENS",
+                        help="window length (default: the model's block size), as `play --context`")
     parser.add_argument("--orders", default="2,3,4,5", help="n-gram orders to try on the valid split")
     parser.add_argument("--device", default="cpu", help="torch device for the model")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -201,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         orders = tuple(int(o) for o in args.orders.split(","))
         result = evaluate(args.ckpt, args.data, args.split, args.limit, args.stride, orders, args.device,
-                          progress=not args.quiet)
+                          progress=not args.quiet, context=args.context)
     except (ExportError, ValueError) as exc:
         print(f"musebridge eval: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from dataclasses import replace
 import mido
 import pytest
 from musebridge.bridge.config import BridgeConfig, ModeConfig
+from musebridge.bridge.engine_link import EngineLink
 from musebridge.bridge.errors import EngineLost
 from musebridge.bridge.launcher import EngineTarget, ensure_engine, reachable
 from musebridge.bridge.live import LiveSession
@@ -137,6 +138,27 @@ def test_a_reclaimed_session_is_recreated(server):
     finally:
         mem.live.stop()
     assert not unreleased_note_ons(m for _, m in mem.heard)
+
+
+def _live_context(target, params: dict) -> int:
+    link = EngineLink(target.client_config(), {"instruments": ["strings"], **params}, time.monotonic)
+    try:
+        sid = link.open()
+        with Client(target.client_config()) as c:
+            return next(s["params"]["context"] for s in c.call("session.list")["sessions"] if s["session"] == sid)
+    finally:
+        link.close()
+
+
+def test_a_live_session_sees_256_tokens_unless_told(server, tmp_path):
+    assert _live_context(server.target, {}) == 128  # this model's whole block is shorter
+    assert _live_context(server.target, {"context": 64}) == 64
+    longer = Server(export_small(tmp_path, block_size=512)[1])
+    try:
+        assert _live_context(longer.target, {}) == 256
+        assert _live_context(longer.target, {"context": 512}) == 512
+    finally:
+        longer.stop()
 
 
 def test_launcher_starts_a_server_and_reports_a_bad_model(model, tmp_path):

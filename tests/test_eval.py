@@ -14,6 +14,7 @@ from musebridge.engine.instruments import INSTRUMENTS
 from musebridge.export import ngram, train_cli
 from musebridge.export.checkpoint import load_checkpoint
 from musebridge.export.dataset import TokenData, load_split
+from musebridge.export.errors import ExportError
 from musebridge.export.evaluate import model_nll, piece_chunks
 from musebridge.export.model import GPT, GPTConfig
 from musebridge.export.sample import sample
@@ -82,6 +83,20 @@ def test_sliding_windows_match_a_full_pass_when_the_piece_fits():
     assert model_nll(model, data, stride=7)[0] == pytest.approx(full, rel=1e-5)  # fits: one window
 
 
+def test_a_shorter_context_scores_in_windows_of_that_length():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=256)).eval()
+    piece = np.array(V.conditioning("bach", [6]) + [V.time_token(5), V.note_on_token(6, 60)] * 60 + [V.EOS])
+    data = TokenData(piece, np.array([0, len(piece)]), ("a",), ("bach",))
+    whole = model_nll(model, data)[0]  # 124 tokens: one window
+    short = model_nll(model, data, context=32)[0]
+    assert short == pytest.approx(model_nll(model, data, stride=16, context=32)[0])  # stride: context / 2
+    assert short != pytest.approx(whole, rel=1e-4)  # windows of 32: less to attend to, other figures
+    for bad in (31, 257):
+        with pytest.raises(ExportError, match=f"context {bad}: give 32 to 256 tokens"):
+            model_nll(model, data, context=bad)
+
+
 def test_eval_json_last_line(trained, capsys):
     root, ckpt = trained
     assert cli_main(["eval", "--ckpt", str(ckpt), "--data", str(root), "--json", "--orders", "2,3"]) == 0
@@ -91,6 +106,7 @@ def test_eval_json_last_line(trained, capsys):
     assert result["tokens"] == len(data.tokens) - len(data) and result["pieces"] == len(data)
     assert set(result["per_style"]) == set(data.styles)
     assert result["model_nll"] < np.log(V.VOCAB_SIZE)
+    assert result["context"] == load_checkpoint(ckpt)[0].config.block_size
 
 
 def test_trained_model_follows_the_style_and_instrument_prefix(trained):
