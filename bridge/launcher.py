@@ -91,7 +91,7 @@ def ensure_engine(target: EngineTarget) -> EngineProcess | None:
     if target.keys:
         cmd += ["--keys", target.keys]
     local = os.path.join(tempfile.mkdtemp(prefix="musebridge-"), "engine.sock")  # a folder only we can enter
-    cmd += ["--local", local]
+    cmd += ["--local", local, "--parent", str(os.getpid())]  # it stops when this process is gone, even killed
     log.info("starting the engine: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if target.realtime_priority:

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spin-ms", type=float, default=0.3, metavar="MS",
                         help="after answering, poll this long without sleeping before blocking (default 0.3; "
                         "0: never spin; see docs/protocol.md)")
+    parser.add_argument("--parent", type=int, metavar="PID", help="stop when process PID (the program that "
+                        "started this server) is gone")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"musebridge serve: --spin-ms must be 0-100, got {args.spin_ms:g}", file=sys.stderr)
         return 2
     config = ServerConfig(host=args.host, port=args.port, pub_port=args.pub_port, ipc=args.ipc, keys=args.keys,
-                          local=args.local, session_timeout=args.session_timeout, spin_s=args.spin_ms / 1000)
+                          local=args.local, session_timeout=args.session_timeout, spin_s=args.spin_ms / 1000,
+                          parent=args.parent)
     try:
         engine = Engine.load(args.model, threads=args.threads, provider=args.provider)
         server = Server(config, Service(engine, max_sessions=args.max_sessions, model_name=args.model or ""))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ class ServerConfig:
     reclaimed; hwm: messages queued per peer before dropping; spin_s: after a request is answered (and the
     sampled tokens are precomputed), keep polling without sleeping for this many seconds before blocking, so
     the next request of a burst (a bridge's second voice, a scripted loop) is picked up without the wake-up
-    cost of a sleeping process (0 turns it off; CPU cost: at most spin_s per request)."""
+    cost of a sleeping process (0 turns it off; CPU cost: at most spin_s per request). parent: the process id of
+    the program that started this server (`musebridge play`): when it is gone, even killed, the server stops
+    within about a second instead of lingering."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -54,6 +57,7 @@ class ServerConfig:
     session_timeout: float = 300.0
     hwm: int = 1000
     spin_s: float = 0.0003
+    parent: int | None = None
 
     def endpoints(self) -> tuple[str, str]:
         if self.ipc:
@@ -193,6 +197,9 @@ class Server:
                 self._between_requests()
             if time.monotonic() - last_reap > 1.0:
                 last_reap = time.monotonic()
+                if self.config.parent is not None and os.getppid() != self.config.parent:
+                    log.warning("process %d, which started this server, is gone: stopping", self.config.parent)
+                    break
                 for sid in self.service.reap(self.config.session_timeout):
                     self.publish("session", {"state": "reclaimed", "timeout_s": self.config.session_timeout}, sid)
         self.publish("server", {"state": "stopping", "action": "silence all notes"})

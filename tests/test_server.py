@@ -416,3 +416,34 @@ def test_example_script_switches_style_and_saves(server, tmp_path):
     notes = notes_from_events(midi.events, midi.end_time)
     assert {n.instrument for n in notes} >= {0}  # the player's part is there
     assert len(notes) >= 163
+
+
+def test_a_server_stops_when_the_program_that_started_it_is_killed(model):
+    """`musebridge play` starts its engine with --parent: a killed bridge must not leave a server behind."""
+    port, pub = free_port(), free_port()
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import os, subprocess, sys, time\n"
+         f"p = subprocess.Popen([sys.executable, '-m', 'musebridge', 'serve', '--model', {str(model)!r}, "
+         f"'--port', '{port}', '--pub-port', '{pub}', '--parent', str(os.getpid())], "
+         "stderr=subprocess.DEVNULL)\nprint(p.pid, flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    server = int(starter.stdout.readline())
+    with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}")) as c:
+        assert any(c.ping(timeout=0.5) for _ in range(40)), "the server answers while its starter lives"
+    starter.kill()
+    starter.wait()
+    assert wait_gone(server, 15), "the server outlived the program that started it"
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """True once process `pid` has exited (gone, or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
