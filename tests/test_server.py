@@ -427,11 +427,13 @@ def test_a_server_stops_when_the_program_that_started_it_is_killed(model):
          f"'--port', '{port}', '--pub-port', '{pub}', '--parent', str(os.getpid())], "
          "stderr=subprocess.DEVNULL)\nprint(p.pid, flush=True)\ntime.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
-    server = int(starter.stdout.readline())
-    with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}")) as c:
-        assert any(c.ping(timeout=0.5) for _ in range(40)), "the server answers while its starter lives"
-    starter.kill()
-    starter.wait()
+    try:
+        server = int(starter.stdout.readline())
+        with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}")) as c:
+            assert any(c.ping(timeout=0.5) for _ in range(40)), "the server answers while its starter lives"
+    finally:
+        starter.kill()
+        starter.wait()
     assert wait_gone(server, 15), "the server outlived the program that started it"
 
 
