@@ -24,6 +24,7 @@ from typing import Any
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024  # requests larger than this are refused with "too_large"
 MAX_ID_CHARS = 64
+MIN_CONTEXT = 32  # the shortest session context, tokens
 
 # Error codes: code -> when it is sent. The server only ever replies with these.
 ERRORS: dict[str, str] = {
@@ -84,7 +85,7 @@ PARAMS: dict[str, Arg] = {
     "key": Arg(STR),
     "polyphony": Arg(INT, low=1, high=64),
     "best_of": Arg(INT, low=1, high=16),
-    "context": Arg(INT, low=32, high=100_000),  # tokens; at most the model's block size (session.create only)
+    "context": Arg(INT, low=MIN_CONTEXT, high=100_000),  # tokens; at most the block size (session.create only)
     "mode": Arg(STR, choices=MODES),
 }
 

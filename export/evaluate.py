@@ -26,13 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from musebridge.engine import vocab as V
+from musebridge.engine.protocol import MIN_CONTEXT
 
 from .dataset import TokenData, load_split
 from .errors import ExportError
 
 log = logging.getLogger(__name__)
-
-MIN_CONTEXT = 32  # the smallest engine session context (docs/protocol.md, PARAMS `context`)
 
 
 @dataclass(frozen=True)
@@ -148,15 +147,15 @@ def evaluate(ckpt: str, root: str, split: str, limit: int | None = None, stride:
     ngram_fig = summarize(data, ngram.nll(baseline, [data.piece(i) for i in range(len(data))]))
     log.info("n-gram (order %d) fitted and scored in %.1f s", baseline.order, time.monotonic() - t0)
     model, state = load_checkpoint(ckpt)
+    window = context or model.config.block_size
     t0 = time.monotonic()
     model_fig = summarize(data, model_nll(model, data, stride=stride, device=device, progress=progress,
-                                          context=context))
+                                          context=window))
     log.info("model scored in %.1f s", time.monotonic() - t0)
     m, n = model_fig["all"]["nll_per_token"], ngram_fig["all"]["nll_per_token"]
     return {
         "split": split, "ckpt": str(ckpt), "params": model.num_params(), "config": model.config.to_dict(),
-        "context": context or model.config.block_size,
-        "stride": stride or (context or model.config.block_size) // 2,
+        "context": window, "stride": stride or window // 2,
         "model_nll": m, "ngram_nll": n, "improvement": 1.0 - m / n,
         "model_nll_per_note": model_fig["all"]["nll_per_note"],
         "ngram_nll_per_note": ngram_fig["all"]["nll_per_note"],

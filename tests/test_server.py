@@ -438,14 +438,17 @@ def test_a_server_stops_when_the_program_that_started_it_is_killed(model):
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
-    """True once process `pid` has exited (gone, or a zombie nobody reaped yet)."""
+    """True once process `pid` has exited (gone, or on Linux a zombie nobody reaped yet)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
+            os.kill(pid, 0)
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     return True
-        except FileNotFoundError:
+        except ProcessLookupError:
             return True
+        except FileNotFoundError:  # no /proc (macOS): os.kill above is the test
+            pass
         time.sleep(0.1)
     return False
