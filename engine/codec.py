@@ -106,10 +106,7 @@ class EventEncoder:
     def _advance(self, step: int) -> list[int]:
         delta = step - self._step
         self._step = step
-        tokens = [V.time_token(V.MAX_SHIFT_STEPS)] * (delta // V.MAX_SHIFT_STEPS)
-        if delta % V.MAX_SHIFT_STEPS:
-            tokens.append(V.time_token(delta % V.MAX_SHIFT_STEPS))
-        return tokens
+        return V.time_tokens(delta)
 
     def _note_on(self, msg: mido.Message) -> list[int]:
         if msg.velocity == 0:

@@ -96,6 +96,7 @@ class Session:
         self._committed = State()
         self._commit = 0
         self._logits = None
+        self._tentative = 0  # time tokens at the end put there by anticipate(), not yet any event's
         self.dropped = 0  # tokens dropped by window slides so far
         self._append(prefix, player=False)
         self._commit_to(len(self.tokens))
@@ -103,8 +104,8 @@ class Session:
     # -- timeline ------------------------------------------------------------------------------------------
     @property
     def time(self) -> float:
-        """End of the planned timeline, seconds."""
-        return self._live.step * V.GRID_S
+        """End of the planned timeline, seconds (an anticipated time shift is not part of it yet)."""
+        return self._steps[len(self._steps) - 1 - self._tentative] * V.GRID_S
 
     @property
     def committed_time(self) -> float:
@@ -199,9 +200,30 @@ class Session:
         if self.pending > 0:
             self._next_logits()
 
+    def _drop_tentative(self) -> None:
+        if self._tentative:
+            self._rollback(len(self.tokens) - self._tentative)
+            self._tentative = 0
+
     # -- public API ----------------------------------------------------------------------------------------
+    def anticipate(self, time_s: float) -> int:
+        """The player may play at `time_s` (seconds): put the time shift to that grid step at the end of the
+        timeline now, tentatively, so that a player event there finds it through the model already (run it
+        with precompute(), as the server does between requests). Nothing is added where the timeline already
+        reaches that step. The next player event keeps the shift if it lands on that step; any other change
+        takes it back first: the token stream is the same as without it. Returns the tentative tokens."""
+        target = int(round(time_s / V.GRID_S))
+        end = self._steps[len(self._steps) - 1 - self._tentative]
+        tokens = V.time_tokens(target - end) if target > end else []
+        if tokens != self.tokens[len(self.tokens) - self._tentative:]:
+            self._drop_tentative()
+            self._append(tokens, player=True, run=False)
+            self._tentative = len(tokens)
+        return self._tentative
+
     def commit(self, until_time: float) -> None:
         """Mark the speculative tokens at or before `until_time` (seconds) as sounded: no rollback past them."""
+        self._drop_tentative()
         step = int(round(until_time / V.GRID_S))
         self._commit_to(bisect.bisect_right(self._steps, step, lo=self._commit))
 
@@ -213,6 +235,8 @@ class Session:
         if self.config.player_instrument is None and not engine:
             raise EngineError("this session has no player_instrument; set one in SessionConfig")
         step = max(int(round(time_s / V.GRID_S)), self._committed.step)
+        if step != self._live.step:  # an anticipated time shift is kept only by an event at its step
+            self._drop_tentative()
         cut = bisect.bisect_right(self._steps, step, lo=self._commit)
         state = self._state_at(cut)
         step = max(step, state.step)
@@ -222,6 +246,7 @@ class Session:
             tokens = encode_player(state, step, msg, self.config.player_instrument)
         if not tokens:
             return Insertion(0, step * V.GRID_S)
+        self._tentative = 0  # kept: this event's time shift
         dropped = self._rollback(cut, state)
         self._append(tokens, player=not engine)
         self._commit_to(len(self.tokens))
@@ -242,6 +267,7 @@ class Session:
         """Sample and append one engine token: (token, its log-probability if `score` else 0.0, output events).
         now: only a note-on (or the note-off of a sounding engine note): nothing that moves time.
         keep: engine notes (class, pitch) that may not end at this step (those `now` just started)."""
+        self._drop_tentative()
         held = self._live.decoder.held
         releasable = [key for key in held if key not in keep]
         mask = dynamic_mask(self._static_now if now else self._static, releasable, sum(held.values()),
@@ -261,6 +287,7 @@ class Session:
         timed MIDI events."""
         if n_tokens is None and n_notes is None and (until_time is None or now):
             raise EngineError("generate() needs n_tokens, n_notes or until_time (not until_time with now)")
+        self._drop_tentative()
         if best_of <= 1:
             return self._generate(n_tokens, n_notes, until_time, max_tokens, score=False, now=now)[0]
         start = len(self.tokens)
@@ -316,6 +343,7 @@ class Session:
         """Append a prompt (timed MIDI messages, seconds from the session start) as committed history the engine
         continues from, in any instruments; it counts as the engine's own part (its notes may be ended by the
         engine). Long prompts slide the window as they go. Returns the number of tokens added."""
+        self._drop_tentative()
         encoder = EventEncoder()
         tokens: list[int] = []
         for time_s, msg in events:
@@ -331,6 +359,7 @@ class Session:
         more behind it (one prefill of at most block_size tokens, no change to the timeline)."""
         if config.context != self.config.context:
             raise EngineError("the context length is fixed when a session is created; create a new session")
+        self._drop_tentative()
         old_len, new_prefix = self._prefix_len, config.prefix()
         rng, same_seed = self.sampler.rng, config.sampling.seed == self.config.sampling.seed
         self.config = config

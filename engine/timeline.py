@@ -56,11 +56,6 @@ class State:
         return new
 
 
-def _time_tokens(steps: int) -> list[int]:
-    full, rest = divmod(steps, V.MAX_SHIFT_STEPS)
-    return [V.time_token(V.MAX_SHIFT_STEPS)] * full + ([V.time_token(rest)] if rest else [])
-
-
 def encode_player(state: State, step: int, msg: mido.Message, instrument: int) -> list[int]:
     """Tokens for a player message at grid `step` (>= state.step) after `state`, played as class `instrument`.
     Notes and the sustain pedal produce tokens; a note-off for a note the player is not holding produces none."""
@@ -76,7 +71,7 @@ def encode_player(state: State, step: int, msg: mido.Message, instrument: int) -
         down = msg.value >= 64
         if down != state.player_pedal:
             body = [V.pedal_token(instrument, down)]
-    return (_time_tokens(step - state.step) + body) if body else []
+    return (V.time_tokens(step - state.step) + body) if body else []
 
 
 def ends_note(msg: mido.Message) -> bool:
@@ -93,4 +88,4 @@ def encode_engine_off(state: State, step: int, msg: mido.Message) -> list[int]:
     sounding = [cls for (cls, pitch) in decoder.held if pitch == msg.note and decoder.channels[cls] == msg.channel]
     if not sounding:
         return []
-    return _time_tokens(step - state.step) + [V.note_off_token(sounding[0], msg.note)]
+    return V.time_tokens(step - state.step) + [V.note_off_token(sounding[0], msg.note)]

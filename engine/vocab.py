@@ -127,6 +127,12 @@ def time_token(steps: int) -> int:
     return OFFSETS["time"] + steps - 1
 
 
+def time_tokens(steps: int) -> list[int]:
+    """TIME tokens advancing `steps` (>= 0) grid steps: as few as possible, the full seconds first."""
+    full, rest = divmod(steps, MAX_SHIFT_STEPS)
+    return [time_token(MAX_SHIFT_STEPS)] * full + ([time_token(rest)] if rest else [])
+
+
 def velocity_token(bin_: int) -> int:
     return OFFSETS["velocity"] + bin_
 

@@ -132,19 +132,14 @@ def _timeline(arr: np.ndarray) -> tuple[list[int], list[int]]:
     return events, steps
 
 
-def _time_tokens(delta: int) -> list[int]:
-    full, rest = divmod(delta, V.MAX_SHIFT_STEPS)
-    return [V.time_token(V.MAX_SHIFT_STEPS)] * full + ([V.time_token(rest)] if rest else [])
-
-
 def _retime(events: list[int], steps: list[int], end: int) -> list[int]:
     """Tokens for events at absolute (non-decreasing) steps, then a final advance to `end`."""
     out, now = [], 0
     for token, step in zip(events, steps, strict=True):
-        out += _time_tokens(step - now)
+        out += V.time_tokens(step - now)
         out.append(token)
         now = step
-    return out + _time_tokens(end - now)
+    return out + V.time_tokens(end - now)
 
 
 def stretch_time(tokens, factor: float) -> list[int]:

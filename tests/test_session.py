@@ -6,6 +6,8 @@ from __future__ import annotations
 import mido
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from model_fixtures import export_small
 from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
@@ -224,3 +226,55 @@ def test_now_with_constraints_that_allow_no_note_adds_nothing(engine):
                                   pitch_ranges=((5, 61, 61),)))
     before = list(s.tokens)
     assert s.generate(n_notes=1, now=True) == [] and s.tokens == before
+
+
+def test_an_anticipated_time_shift_takes_the_players_note_off_the_critical_path(engine):
+    """anticipate(t) runs the time shift to t through the model before the player plays (precompute); a note at
+    that grid step then runs only its own tokens, and the stream is exactly what it would have been."""
+    a, b = engine.new_session(config(seed=9)), engine.new_session(config(seed=9))
+    for s in (a, b):
+        s.insert(0.5, mido.Message("note_on", note=60, velocity=80))
+        s.generate(n_notes=2, now=True)
+    end = a.time
+    assert a.anticipate(2.3) == 2 and a.time == end  # TIME 1 s, TIME 0.8 s: tentative, not yet the timeline's
+    assert a.anticipate(2.3) == 2 and a.anticipate(0.2) == 0  # nothing to add before the end of the timeline
+    a.anticipate(2.304)  # the same 10 ms grid step: kept as it is
+    a.precompute()
+    counter = Counting(a.cache)
+    a.insert(2.3, mido.Message("note_on", note=64, velocity=80))
+    b.insert(2.3, mido.Message("note_on", note=64, velocity=80))
+    assert counter.tokens == 1 and a.tokens == b.tokens  # the note alone (same velocity bin: no VEL token)
+    assert np.abs(a._next_logits() - b._next_logits()).max() < 1e-4
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.sampled_from(["anticipate", "on", "off", "voices", "engine_off", "commit",
+                                                "plan"]),
+                              st.integers(0, 150)), max_size=40))
+def test_anticipation_never_changes_the_token_stream(engine, ops):
+    """Whatever the player does after anticipate() (a note at that step, another step, nothing), and whatever
+    the engine does next, the tokens are those of a session that never anticipated (window slides included)."""
+    a = engine.new_session(config(seed=3, slide_tokens=16, context=64))
+    b = engine.new_session(config(seed=3, slide_tokens=16, context=64))
+    for op, dt in ops:
+        t = b.time + dt / 200  # times a few grid steps apart: anticipations and events often share a step
+        if op == "anticipate":
+            a.anticipate(t)
+            a.precompute()
+            continue
+        for s in (a, b):
+            if op in ("on", "off"):
+                s.insert(t, mido.Message("note_on", note=60 + dt % 5, velocity=1 + dt % 127 if op == "on" else 0))
+            elif op == "voices":
+                s.generate(n_notes=1 + dt % 2, now=True)
+            elif op == "engine_off":
+                for cls, pitch in list(s._live.decoder.held)[:1]:
+                    s.insert(t, mido.Message("note_off", channel=s._live.decoder.channels[cls], note=pitch),
+                             engine=True)
+            elif op == "commit":
+                s.commit(t)
+            else:
+                s.plan(until_time=t + 0.1)
+    a._drop_tentative()
+    assert a.tokens == b.tokens and a.dropped == b.dropped and a.time == b.time
+    assert np.abs(a._next_logits() - b._next_logits()).max() < 1e-4
