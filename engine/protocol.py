@@ -105,6 +105,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "max_tokens": Arg(INT, low=1, high=100_000),
         "now": Arg(BOOL),  # notes that start at the current time (see engine/session.py generate)
     },
+    "anticipate": {"session": SESSION, "t": Arg(NUM, required=True, low=0.0, high=1e7)},  # session seconds
     "set": {"session": SESSION, **PARAMS},
     "reset": {"session": SESSION},
 }

@@ -128,6 +128,7 @@ class Service:
             "session.list": self.list,
             "feed": self.feed,
             "generate": self.generate,
+            "anticipate": self.anticipate,
             "set": self.set,
             "reset": self.reset,
         }
@@ -247,6 +248,12 @@ class Service:
             self._latency_cache = None
         events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
         return {"session": sid, "notes": out, "tokens": tokens, "time": live.session.time}, events
+
+    def anticipate(self, args: dict):
+        """Session.anticipate: the time shift to `t` is run through the model between requests (idle)."""
+        sid, live = self._get(args)
+        tokens = live.session.anticipate(args["t"])
+        return {"session": sid, "tokens": tokens, "time": live.session.time}, []
 
     def set(self, args: dict):
         sid, live = self._get(args)

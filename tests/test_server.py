@@ -126,6 +126,9 @@ def test_bad_arguments_and_overload(server):
         with pytest.raises(ClientError) as info:
             c.call("dance")
         assert info.value.code == "unknown_command"
+        with pytest.raises(ClientError) as info:
+            c.call("anticipate", session="s999", t=1.0)
+        assert info.value.code == "session_not_found"
         ids = [c.call("session.create")["session"] for _ in range(4 - len(c.call("session.list")["sessions"]))]
         with pytest.raises(ClientError) as info:
             c.call("session.create")
@@ -367,6 +370,25 @@ def test_feed_can_end_the_engines_own_notes(model):
         event = {**ends[0], **bad}
         with pytest.raises(P.ProtocolError, match=match):
             service.handle("feed", {"session": sid, "events": [event]})
+
+
+def test_anticipate_prepares_the_players_time_shift_between_requests(model):
+    from musebridge.engine.service import Service
+    from musebridge.engine.session import Engine
+
+    service = Service(Engine.load(model))
+    sid = service.handle("session.create", {"instruments": ["strings"], "player_instrument": "piano",
+                                            "seed": 4})[0]["session"]
+    result = service.handle("anticipate", {"session": sid, "t": 0.5})[0]
+    session = service.sessions[sid].session
+    assert result == {"session": sid, "tokens": 1, "time": 0.0} and session.pending == 1
+    assert service.idle() and session.pending == 0  # run after the reply, while the server waits
+    tokens = list(session.tokens)
+    service.handle("feed", {"session": sid, "events": [{"t": 0.5, "type": "note_on", "note": 60, "velocity": 80}]})
+    assert session.tokens[: len(tokens)] == tokens and session.pending == 0 and session.time == 0.5
+    for args in ({"session": sid}, {"session": sid, "t": -1}, {"session": sid, "t": "soon"}):
+        with pytest.raises(P.ProtocolError, match="anticipate: .*'t'"):
+            P.check_args("anticipate", args)
 
 
 def test_context_is_chosen_at_creation(model):
