@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from musebridge.bridge.clock import MonotonicClock  # noqa: E402
+from musebridge.bridge.config import ModeConfig  # noqa: E402
 from musebridge.bridge.engine_link import LIVE_CONTEXT  # noqa: E402
 from musebridge.bridge.rtmidi_ports import RtmidiBackend  # noqa: E402
 from musebridge.bridge.scheduler import Scheduler  # noqa: E402
@@ -68,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=1000, help="scheduled events for the timing error")
     parser.add_argument("--context", type=int, help=f"the engine sessions' context in tokens (default: as "
                         f"`play`: {LIVE_CONTEXT}, or the model's block size when smaller)")
+    parser.add_argument("--anticipate-s", type=float, default=ModeConfig().anticipate_s,
+                        help="harmonize: [modes] anticipate_s of the bridge (default: as `play`; 0: off)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -266,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
             model, model_name = _model(args.model, Path(tmp))
             context = args.context or min(LIVE_CONTEXT, Model.load(model).info.block_size)
             config = Path(tmp) / "bench.toml"
-            config.write_text(CONFIG)
+            config.write_text(CONFIG + f"anticipate_s = {args.anticipate_s}\n")
             floor = subprocess.Popen([sys.executable, "-c", FLOOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
             procs.append(floor)
@@ -305,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": __import__("os").cpu_count(), "python": platform.python_version(), "model": model_name,
-        "context": context,
+        "context": context, "anticipate_s": args.anticipate_s,
         "jack": "jackd -d dummy -r 48000 -p 32 (0.67 ms period)",
         "floor_passthrough": floor_s, "bridge_harmonize": bridge_s, "harmonize_missed": missed,
         "added_p50_ms": round(bridge_s["p50_ms"] - floor_s["p50_ms"], 3),
@@ -325,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(r: dict) -> None:
     print(f"machine: {r['machine']}, {r['cpus']} CPUs, Python {r['python']}; {r['jack']}; model: {r['model']}; "
-          f"context: {r['context']}")
+          f"context: {r['context']}; anticipate_s: {r['anticipate_s']}")
     print(f"{'path':<36}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     rows = [("floor: pass-through client", r["floor_passthrough"]),
             ("bridge: note-on -> harmony note-on", r["bridge_harmonize"]),

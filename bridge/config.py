@@ -67,7 +67,9 @@ class CCMap:
 class ModeConfig:
     """Turn-taking and planning. pause_s: respond waits this long after the player's last note (or pause_beats
     at the current tempo when set). answer_s / answer_beats: length of an answer. horizon_s: how far ahead
-    accompany/generate plan; chunk_s: seconds generated per engine call. voices: harmonize voices per note."""
+    accompany/generate plan; chunk_s: seconds generated per engine call. voices: harmonize voices per note.
+    anticipate_s: harmonize asks the engine to prepare the time shift to each coming 10 ms step (the `anticipate`
+    command: one model step per 10 ms on the server) while the player played within this many seconds; 0: off."""
 
     pause_s: float = 0.6
     pause_beats: float | None = None
@@ -76,12 +78,15 @@ class ModeConfig:
     horizon_s: float = 0.3
     chunk_s: float = 0.25
     voices: int = 3
+    anticipate_s: float = 10.0
 
     def __post_init__(self):
         if not 1 <= self.voices <= 16:
             raise ConfigError(f"voices must be 1-16, got {self.voices}")
         if min(self.pause_s, self.answer_s, self.horizon_s, self.chunk_s) <= 0:
             raise ConfigError("pause, answer, horizon and chunk lengths must be positive")
+        if self.anticipate_s < 0:
+            raise ConfigError(f"anticipate_s must be >= 0 (0: off), got {self.anticipate_s}")
 
 
 @dataclass(frozen=True)

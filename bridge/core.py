@@ -346,7 +346,7 @@ class Bridge:
         tick = self.config.tick_s
         while self._running.is_set():
             try:
-                item = self.work.get(timeout=tick)
+                item = self.work.get(timeout=max(0.0, min(tick, self.mode.wake_in(self.clock.now()))))
             except queue.Empty:
                 item = None
             if item is _STOP:

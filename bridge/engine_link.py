@@ -107,11 +107,19 @@ class EngineLink:
     def post_feed(self, events: list[dict]) -> None:
         """feed without waiting for the reply (it arrives before the next call's; an error in it is not seen,
         but a lost session or server shows up in that next call)."""
+        self._post("feed", session=self.session, events=events)
+
+    def anticipate(self, t: float) -> None:
+        """Tell the engine the player may play at session time t (s): it prepares the time shift (no reply
+        awaited; docs/protocol.md, "Anticipation")."""
+        self._post("anticipate", session=self.session, t=round(max(t, 0.0), 6))
+
+    def _post(self, cmd: str, **args) -> None:
         if self._client is None:
             self._client = Client(self.config)
         try:
-            self._client.post("feed", session=self.session, events=events)
-        except zmq.ZMQError as exc:
+            self._client.post(cmd, **args)
+        except (zmq.ZMQError, ClientError) as exc:
             raise EngineLost(f"cannot send to the engine: {exc}") from None
 
     def generate(self, **limits) -> tuple[list[tuple[float, mido.Message]], float]:

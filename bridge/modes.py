@@ -9,8 +9,10 @@ No mode ever blocks the MIDI callback: all of this runs on the bridge's engine w
 from __future__ import annotations
 
 import logging
+import math
 
 import mido
+from musebridge.engine.vocab import GRID_S
 
 from .notes import is_note_off, is_note_on
 from .scheduler import ENGINE
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 
 REF_SECONDS_PER_BEAT = 0.5  # generate mode: one engine second is two beats (the model's 120 bpm) at any tempo
 ANSWER_FIRST_TOKENS = 64  # respond: tokens allowed for the first answer note (it must sound within ~20 ms)
+ANTICIPATE_LEAD_S = 0.0005  # harmonize: the next grid step's time shift is asked for this long before it starts
 
 
 class Mode:
@@ -47,6 +50,10 @@ class Mode:
 
     def tick(self, now: float) -> None:
         pass
+
+    def wake_in(self, now: float) -> float:
+        """Seconds until this mode wants its next tick (the worker also ticks every tick_s)."""
+        return math.inf
 
     def silenced(self, now: float) -> None:
         """Everything was just silenced (panic, CC123, transport stop, engine loss)."""
@@ -186,8 +193,11 @@ class HarmonizeMode(Mode):
         self.state = "listening"
         # player note -> its voices: (note-on as sent, the same note-on as the engine made it, on its channel)
         self._voices: dict[tuple[int, int], list[tuple[mido.Message, mido.Message]]] = {}
+        self._last_player = -math.inf  # bridge clock time of the player's last note
+        self._anticipated: int | None = None  # the grid step the engine was last told the player may play at
 
     def player(self, t, msg, now) -> None:
+        self._last_player = now
         key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
         if is_note_on(msg):
             self.host.feed([(t, msg)], wait=False)  # the harmony request follows in the same round trip
@@ -221,6 +231,27 @@ class HarmonizeMode(Mode):
         made = [m for _, m in chosen if is_note_on(m)]
         self._voices.setdefault(key, []).extend(zip(started, made, strict=False))
         return len(started)
+
+    def _coming_step(self, now: float) -> int | None:
+        """The grid step a player event would land on ANTICIPATE_LEAD_S from now; None when the player has been
+        quiet for longer than anticipate_s (or it is 0)."""
+        window = self.host.config.modes.anticipate_s
+        if not window or now - self._last_player > window:
+            return None
+        return round((self.host.session_time(now) + ANTICIPATE_LEAD_S) / GRID_S)
+
+    def tick(self, now: float) -> None:
+        """At each grid step, tell the engine the player may play there (docs/protocol.md, "Anticipation")."""
+        step = self._coming_step(now)
+        if step is not None and step != self._anticipated:
+            self._anticipated = step
+            self.host.link.anticipate(step * GRID_S)
+
+    def wake_in(self, now: float) -> float:
+        if self._coming_step(now) is None:
+            return math.inf
+        x = (self.host.session_time(now) + ANTICIPATE_LEAD_S) / GRID_S
+        return (math.floor(x - 0.5) + 1.5 - x) * GRID_S + 1e-5  # just past the next step's start
 
     def silenced(self, now: float) -> None:
         self._voices.clear()

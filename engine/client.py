@@ -12,6 +12,7 @@ are matched to requests by id and stale ones are discarded.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -121,7 +122,8 @@ class Client:
         """The next reply frame within `timeout` seconds, or None."""
         if self._local is None:
             sock = self._socket()
-            return sock.recv_multipart()[-1] if sock.poll(max(1, int(timeout * 1000))) else None
+            ms = max(1, math.ceil(timeout * 1000)) if timeout > 0 else 0  # 0: only what has arrived
+            return sock.recv_multipart()[-1] if sock.poll(ms) else None
         try:
             return self._local.recv(timeout)
         except (OSError, P.ProtocolError) as exc:
@@ -131,7 +133,12 @@ class Client:
     def post(self, cmd: str, **args) -> str:
         """Send a command without waiting for its reply; returns its request id. The server answers in order,
         so a call() right after it shares the round trip (call() discards replies to other ids). For the one
-        place where a round trip matters: the player's note fed right before asking for its harmony."""
+        place where a round trip matters: the player's note fed right before asking for its harmony. Replies
+        that have already arrived (to earlier posts) are read and dropped first, without waiting, so a stream of
+        posts (anticipate, every 10 ms) leaves no backlog for the next call to read."""
+        if self._sock is not None or self._local is not None:
+            while self._recv(0) is not None:
+                pass
         return self._send(cmd, args)
 
     def call(self, cmd: str, timeout: float | None = None, **args) -> dict:

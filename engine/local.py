@@ -220,16 +220,14 @@ class LocalConnection:
         self.sock.sendall(frame(payload))
 
     def recv(self, timeout: float) -> bytes | None:
-        """The next reply frame, or None after `timeout` seconds. ConnectionError when the server hung up."""
+        """The next reply frame, or None after `timeout` seconds (0: only one that has arrived).
+        ConnectionError when the server hung up."""
         deadline = time.monotonic() + timeout
         while not self._ready:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
+            self.sock.settimeout(max(0.0, deadline - time.monotonic()))  # 0: non-blocking, what has arrived
             try:
                 data = self.sock.recv(_READ)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 return None
             if not data:
                 raise ConnectionError("the engine server closed the connection")

@@ -27,6 +27,7 @@ class FakeLink:
         self.time = 0.0
         self.epoch = 0
         self.fed: list[dict] = []
+        self.anticipated: list[float] = []  # session times of `anticipate` calls
         self.calls: list[str] = []
         self._pending: list[tuple[float, mido.Message]] = []
         self._count = 0
@@ -60,6 +61,10 @@ class FakeLink:
 
     def post_feed(self, events: list[dict]) -> None:
         self.feed(events)
+
+    def anticipate(self, t: float) -> None:
+        self._check("anticipate")
+        self.anticipated.append(t)
 
     def generate(self, until=None, notes=None, max_tokens=None, now=False):
         self._check("generate")

@@ -3,12 +3,16 @@ scripted engine (tests/bridge_fakes.py)."""
 
 from __future__ import annotations
 
+import math
+
 import mido
 import pytest
 from musebridge.bridge.config import CCMap, ModeConfig
 from musebridge.bridge.errors import EngineLost
 from musebridge.bridge.midiclock import ClockConfig
+from musebridge.bridge.modes import ANTICIPATE_LEAD_S
 from musebridge.bridge.scheduler import SchedulerConfig
+from musebridge.engine.vocab import GRID_S
 
 from tests.bridge_fakes import FakeLink, Rig, cc, off, on, stuck_notes, unreleased_note_ons
 
@@ -133,6 +137,38 @@ def test_harmonize_tells_the_engine_its_voices_ended_with_the_players_note():
         [("note_off", STRINGS, v.note, True) for v in voices], "engine channels, not the remapped ones"
     assert {e["t"] for e in ends} == {player["t"]}
     assert not stuck_notes(m for _, m in rig.heard)
+
+
+def test_harmonize_anticipates_each_grid_step_while_the_player_is_active():
+    """At each 10 ms step (ANTICIPATE_LEAD_S early) the engine hears where the player may play next, so the
+    note's time shift is ready; never before the first note, not after anticipate_s of silence, not when off."""
+    rig = Rig("harmonize", modes=ModeConfig(voices=1, anticipate_s=1.5))
+    rig.run(0.2, step=0.001)
+    assert rig.link.anticipated == [] and rig.bridge.mode.wake_in(rig.clock.now()) == math.inf
+    rig.play(on(60))
+    sent = []
+    for _ in range(100):
+        now = rig.clock.now()
+        wait = rig.bridge.mode.wake_in(now)
+        assert 0 < wait <= GRID_S + 1e-4
+        before = len(rig.link.anticipated)
+        rig.clock.advance(wait)
+        rig.bridge.pump()  # the worker wakes when the mode asked: one anticipation per step, on time
+        assert len(rig.link.anticipated) == before + 1
+        sent.append((rig.bridge.session_time(rig.clock.now()), rig.link.anticipated[-1]))
+    for when, t in sent:  # asked for just before the step starts (a note at t +- 5 ms lands on it)
+        assert 0 < (round(t / GRID_S) - 0.5) * GRID_S - when <= ANTICIPATE_LEAD_S
+    steps = [round(t / GRID_S) for _, t in sent]
+    assert steps == list(range(steps[0], steps[0] + 100))
+    rig.play(off(60))
+    rig.run(1.6, step=0.001)
+    quiet = len(rig.link.anticipated)
+    rig.run(0.3, step=0.001)
+    assert len(rig.link.anticipated) == quiet, "no anticipation after anticipate_s without the player"
+    off_rig = Rig("harmonize", modes=ModeConfig(voices=1, anticipate_s=0))
+    off_rig.play(on(60))
+    off_rig.run(0.2, step=0.001)
+    assert off_rig.link.anticipated == [] and off_rig.bridge.mode.wake_in(off_rig.clock.now()) == math.inf
 
 
 # -- generate --------------------------------------------------------------------------------------------------

@@ -72,6 +72,24 @@ def test_the_local_socket_answers_like_zeromq_and_only_its_owner_may_connect(loc
         assert info.value.code == "session_not_found"
 
 
+def test_posts_leave_no_backlog_of_replies_on_either_transport(local_server):
+    """A bridge posts `anticipate` every 10 ms and calls rarely: each post first drops the replies that have
+    arrived, so the next call does not read through hundreds of them."""
+    server, path = local_server
+    with unix_client(path) as c, server.client() as z:
+        for client in (c, z):
+            sid = client.call("session.create", instruments=["strings"], player_instrument="piano")["session"]
+            for i in range(50):
+                client.post("anticipate", session=sid, t=0.01 * (i + 1))
+                time.sleep(0.003)  # the reply arrives meanwhile
+            time.sleep(0.05)
+            left = 0
+            while client._recv(0) is not None:  # what a call would have had to read first
+                left += 1
+            assert left == 1, "only the last post's reply is waiting"
+            assert client.call("session.list")["sessions"]
+
+
 def test_ctl_reaches_a_server_on_its_local_socket_or_ipc_folder(local_server, model, tmp_path):
     _, path = local_server
     status = run_cli("ctl", "status", "--local", str(path), "--port", str(free_port()))  # no TCP server there
