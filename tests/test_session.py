@@ -245,6 +245,13 @@ def test_an_anticipated_time_shift_takes_the_players_note_off_the_critical_path(
     b.insert(2.3, mido.Message("note_on", note=64, velocity=80))
     assert counter.tokens == 1 and a.tokens == b.tokens  # the note alone (same velocity bin: no VEL token)
     assert np.abs(a._next_logits() - b._next_logits()).max() < 1e-4
+    a.anticipate(2.5)
+    a.precompute()
+    counter.tokens = 0
+    for s in (a, b):  # a note elsewhere: the shift is taken back, and nothing runs again for it
+        s.insert(2.61, mido.Message("note_on", note=62, velocity=80))
+    assert counter.tokens == 2 and a.tokens == b.tokens  # TIME, NOTE: the last kept token is not run again
+    assert np.abs(a._next_logits() - b._next_logits()).max() < 1e-4
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
