@@ -21,7 +21,6 @@ import argparse
 import json
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from musebridge.bridge.scheduler import Scheduler  # noqa: E402
 from musebridge.engine.runtime import Model  # noqa: E402
 
 from tests.jack import JackPeer, JackServer  # noqa: E402
+from tests.net import free_port  # noqa: E402
 
 STRINGS = 5
 FLOOR = """
@@ -72,12 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anticipate-s", type=float, default=ModeConfig().anticipate_s,
                         help="harmonize: [modes] anticipate_s of the bridge (default: as `play`; 0: off)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model(path: str | None, folder: Path) -> tuple[str, str]:
@@ -274,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
                                      text=True)
             procs.append(floor)
             floor.stdout.readline()
-            engine_port, engine_pub = _free_port(), _free_port()
+            engine_port, engine_pub = free_port(), free_port()
             play = subprocess.Popen(
                 [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize",
                  "--model", model, "--port", str(engine_port), "--pub-port", str(engine_pub),

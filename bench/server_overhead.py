@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,11 +26,8 @@ from musebridge.engine.model_file import default_model_path
 from musebridge.engine.service import Service
 from musebridge.engine.session import Engine
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.net import free_port  # noqa: E402
 
 
 def _percentiles(samples: list[float]) -> dict:
@@ -72,7 +68,7 @@ class Served:
     (ZeroMQ ipc://) or "unix" (the --local socket)."""
 
     def __init__(self, model: str, transport: str, tmp: str):
-        port, pub = _free_port(), _free_port()
+        port, pub = free_port(), free_port()  # never the same port twice
         cmd = [sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
                "--pub-port", str(pub)]
         endpoint = {"tcp": f"tcp://127.0.0.1:{port}", "ipc": f"ipc://{tmp}/musebridge-rep",
