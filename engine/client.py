@@ -106,7 +106,12 @@ class Client:
         payload = P.encode_request(P.Request(rid, cmd, args))
         path = socket_path(self.config.endpoint)
         if path is None:
-            self._socket().send_multipart([b"", payload])
+            try:  # never block: a server that stopped reading fills the queue (1,000 requests) in 10 s of posts
+                self._socket().send_multipart([b"", payload], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self.close()
+                raise ClientError(f"the engine at {self.config.endpoint} takes no more requests (1,000 are "
+                                  "waiting); is it stuck? restart `musebridge serve`") from None
             return rid
         try:
             if self._local is None:

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -135,6 +136,33 @@ def test_bad_arguments_and_overload(server):
         assert info.value.code == "overloaded"
         for sid in ids:
             c.call("session.close", session=sid)
+
+
+def test_posting_to_a_server_that_stopped_reading_fails_instead_of_blocking(model):
+    """A bridge posts `anticipate` every 10 ms without waiting for replies: if the server hangs, the posts must
+    end in an error (the bridge then silences and reconnects), never block the bridge's worker for good."""
+    s = Served(model)
+    s.wait_ready()
+    outcome = []
+
+    def post_until_refused():
+        with s.client() as c:
+            try:
+                for _ in range(500_000):
+                    c.post("anticipate", session="s1", t=1.0)
+            except ClientError as exc:
+                outcome.append(exc)
+
+    s.proc.send_signal(signal.SIGSTOP)
+    try:
+        poster = threading.Thread(target=post_until_refused, daemon=True)
+        poster.start()
+        poster.join(60)
+        assert not poster.is_alive(), "post() blocked"
+        assert outcome and "takes no more requests" in str(outcome[0])
+    finally:
+        s.proc.send_signal(signal.SIGCONT)
+        s.stop()
 
 
 def test_idle_sessions_are_reclaimed(server):
