@@ -5,7 +5,8 @@
 Measures, in one run on the same model: (a) in-process `Service.handle` for `status` and for a one-token
 `generate`, (b) the same requests through the Python client to a `musebridge serve` subprocess over loopback TCP
 (ZeroMQ), (c) over ZeroMQ ipc://, (d) over the server's local Unix socket (`--local`, engine/local.py: the path
-`musebridge play` uses). The three servers run side by side and the requests go in interleaved blocks
+`musebridge play` uses), (e) over its direct loopback TCP port (`--direct-port`: the same frames as (d), no
+ZeroMQ). The four servers run side by side and the requests go in interleaved blocks
 (`--rounds`), so every path sees the same load of a shared machine. The overhead of a path is its time minus
 (a), per round trip, p50/p99, in milliseconds.
 """
@@ -65,15 +66,17 @@ class InProcess:
 
 class Served:
     """A `musebridge serve` subprocess and a client on one transport: "tcp" (ZeroMQ over loopback), "ipc"
-    (ZeroMQ ipc://) or "unix" (the --local socket)."""
+    (ZeroMQ ipc://), "unix" (the --local socket) or "direct" (the --direct-port loopback TCP port)."""
 
     def __init__(self, model: str, transport: str, tmp: str):
         port, pub = free_port(), free_port()  # never the same port twice
         cmd = [sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
                "--pub-port", str(pub)]
+        direct = free_port()
         endpoint = {"tcp": f"tcp://127.0.0.1:{port}", "ipc": f"ipc://{tmp}/musebridge-rep",
-                    "unix": f"unix://{tmp}/engine.sock"}[transport]
-        cmd += {"tcp": [], "ipc": ["--ipc", tmp], "unix": ["--local", f"{tmp}/engine.sock"]}[transport]
+                    "unix": f"unix://{tmp}/engine.sock", "direct": f"direct://127.0.0.1:{direct}"}[transport]
+        cmd += {"tcp": [], "ipc": ["--ipc", tmp], "unix": ["--local", f"{tmp}/engine.sock"],
+                "direct": ["--direct-port", str(direct)]}[transport]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client = Client(ClientConfig(endpoint=endpoint, timeout=5.0))
         while not self.client.ping(timeout=0.5):
@@ -94,7 +97,7 @@ class Served:
         self.proc.wait(timeout=20)
 
 
-PATHS = ("tcp", "ipc", "unix")
+PATHS = ("tcp", "ipc", "unix", "direct")
 
 
 def measure(model: str, n: int, rounds: int, tmp: str, gap: float = 0.0) -> dict:

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"starting the engine (musebridge serve on port {args.port}) ...", flush=True)
         engine = ensure_engine(target)
         if engine is not None:
-            target = replace(target, local=engine.local)
+            target = replace(target, direct=engine.direct)
         print(f"engine ready in {time.monotonic() - started:.1f} s; playing a folk phrase into '{IN_NAME}' "
               f"(respond mode, the model answers on {', '.join(args.instruments)})", flush=True)
         with tempfile.TemporaryDirectory(dir=out.parent if str(out.parent) else ".") as tmp:

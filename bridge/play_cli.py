@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"musebridge play: {exc}", file=sys.stderr)
         return 1
     if server is not None:
-        target = replace(target, local=server.local)  # our own engine: the Unix socket fast path
+        target = replace(target, direct=server.direct)  # our own engine: the direct fast path
     try:
         return _play(config, backend, target, quiet=args.no_status)
     finally:

@@ -23,7 +23,7 @@ import zmq
 
 from . import protocol as P
 from .errors import EngineError
-from .local import LocalConnection, socket_path
+from .local import LocalConnection, direct_address
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5555  # request/reply
@@ -40,14 +40,21 @@ class ClientError(EngineError):
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Where the server is and how long to wait. endpoint: tcp://, ipc:// (ZeroMQ) or unix://PATH (the server's
-    --local socket: the same requests, a faster path; engine/local.py). timeout: seconds per request.
-    keys: a folder made by `musebridge keys` (client.key_secret and server.key) for CURVE, or None."""
+    """Where the server is and how long to wait. endpoint: tcp://, ipc:// (ZeroMQ), unix://PATH (the server's
+    --local socket) or direct://127.0.0.1:PORT (its --direct-port): the same requests, a faster path
+    (engine/local.py). timeout: seconds per request. keys: a folder made by `musebridge keys`
+    (client.key_secret and server.key) for CURVE, or None."""
 
     endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
     events_endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PUB_PORT}"
     timeout: float = 2.0
     keys: str | None = None
+
+    def __post_init__(self):
+        try:
+            direct_address(self.endpoint)
+        except EngineError as exc:
+            raise ClientError(str(exc), "bad_argument") from None
 
 
 class Client:
@@ -104,8 +111,8 @@ class Client:
     def _send(self, cmd: str, args: dict) -> str:
         rid = f"{self._prefix}{next(self._ids)}"
         payload = P.encode_request(P.Request(rid, cmd, args))
-        path = socket_path(self.config.endpoint)
-        if path is None:
+        address = direct_address(self.config.endpoint)
+        if address is None:
             try:  # never block: a server that stopped reading fills the queue (1,000 requests) in 10 s of posts
                 self._socket().send_multipart([b"", payload], flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -115,12 +122,13 @@ class Client:
             return rid
         try:
             if self._local is None:
-                self._local = LocalConnection(path, self.config.timeout)
+                self._local = LocalConnection(address, self.config.timeout)
             self._local.send(payload)
         except OSError as exc:
             self.close()
+            option = "--local PATH" if isinstance(address, str) else "--direct-port PORT"
             raise ClientError(f"cannot reach the engine at {self.config.endpoint} ({exc}); is `musebridge serve "
-                              "--local` running?") from None
+                              f"{option}` running?") from None
         return rid
 
     def _recv(self, timeout: float) -> bytes | None:

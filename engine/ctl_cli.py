@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ipc", metavar="DIR", help="a server started with `serve --ipc DIR` (no TCP)")
     parser.add_argument("--local", metavar="PATH", help="send commands over the Unix socket of `serve --local "
                         "PATH` (events still come from the TCP or --ipc events endpoint)")
+    parser.add_argument("--direct-port", type=int, metavar="PORT",
+                        help="send commands over the loopback TCP port of `serve --direct-port PORT`")
     parser.add_argument("--keys", metavar="DIR", help="CURVE keys folder (client.key_secret, server.key)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
 
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         endpoint, events = ServerConfig(ipc=args.ipc).endpoints()
     if args.local:
         endpoint = f"unix://{args.local}"
+    elif args.direct_port is not None:
+        endpoint = f"direct://127.0.0.1:{args.direct_port}"
     config = ClientConfig(endpoint=endpoint, events_endpoint=events, timeout=args.timeout, keys=args.keys)
     with Client(config) as client:
         try:

@@ -1,10 +1,13 @@
-"""The local fast path: the control protocol's request and reply frames over a Unix domain socket.
+"""The direct transport: the control protocol's request and reply frames on a plain stream socket read by the
+server's own loop, a Unix domain socket (`unix://PATH`) or loopback TCP (`direct://127.0.0.1:PORT`).
 
 ZeroMQ hands every message to an I/O thread on each side, so one request/reply wakes four threads; on this
-project's 2-core VM that makes a round trip 0.4-0.9 ms (docs/benchmarks.md, "Server round trip"). A Unix socket
-read by the server's own loop wakes two. `musebridge serve --local PATH` listens there too, with the same frames,
-the same commands and the same replies (engine/protocol.py); events stay on the events socket. `musebridge play`
-uses it for the engine it starts itself, and `Client(ClientConfig(endpoint="unix:///path"))` for scripts.
+project's 2-core VM that makes a round trip 0.2-0.3 ms (docs/benchmarks.md, "Server round trip"). A stream
+socket read by the server's own loop wakes two. `musebridge serve --local PATH` and/or `--direct-port PORT`
+listen there too, with the same frames, the same commands and the same replies (engine/protocol.py); events stay
+on the events socket. `musebridge play` uses it for the engine it starts itself (the Unix socket; loopback TCP
+where there are no Unix sockets), and `Client(ClientConfig(endpoint="unix:///path"))` or
+`endpoint="direct://127.0.0.1:5557"` for scripts.
 
 Wire format, in one place: each frame is a 4-byte little-endian length, then that many bytes: a request as
 protocol.encode_request makes it (client -> server) or a reply as protocol.encode_reply makes it (server ->
@@ -12,7 +15,9 @@ client). Replies come in request order. A length above protocol.MAX_MESSAGE_BYTE
 stream: the server answers `too_large` and closes that connection.
 
 Security: local only. The socket file is made with mode 0600 inside a directory that is not group- or
-world-writable, so only its owner (and root) can connect. A client that stops reading has its replies queued
+world-writable, so only its owner (and root) can connect. The direct TCP port listens on 127.0.0.1 only and has
+no authentication: any local user can connect, as to the ZeroMQ endpoint on loopback without keys; the server
+refuses it when CURVE keys are configured. A client that stops reading has its replies queued
 up to OUTBOX_LIMIT bytes and is then disconnected; it never stalls the server.
 """
 
@@ -30,6 +35,9 @@ from . import protocol as P
 from .errors import EngineError
 
 HEADER = struct.Struct("<I")
+DIRECT_HOST = "127.0.0.1"  # the direct TCP transport listens on loopback only
+DEFAULT_DIRECT_PORT = 5557  # documented next to the ZeroMQ ports 5555/5556; off unless --direct-port
+_AF_UNIX = getattr(socket, "AF_UNIX", None)  # absent on some Windows Pythons
 OUTBOX_LIMIT = 1 << 24  # bytes of unread replies kept for one client before it is disconnected
 REPLY_LIMIT = 1 << 26  # the largest reply a client accepts (a long generate is a few MB of JSON)
 _READ = 65536
@@ -40,9 +48,17 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def socket_path(endpoint: str) -> str | None:
-    """The path of a `unix://PATH` endpoint (None for any other endpoint)."""
-    return endpoint[len("unix://"):] if endpoint.startswith("unix://") else None
+def direct_address(endpoint: str) -> str | tuple[str, int] | None:
+    """Where a direct endpoint is: the path of `unix://PATH`, (host, port) of `direct://HOST:PORT`; None for a
+    ZeroMQ endpoint (tcp://, ipc://). EngineError for a direct:// endpoint without a port."""
+    if endpoint.startswith("unix://"):
+        return endpoint[len("unix://"):]
+    if not endpoint.startswith("direct://"):
+        return None
+    host, _, port = endpoint[len("direct://"):].rpartition(":")
+    if not host or not port.isdigit():
+        raise EngineError(f"{endpoint}: a direct endpoint is direct://HOST:PORT, e.g. direct://127.0.0.1:5557")
+    return host.strip("[]"), int(port)
 
 
 class FrameReader:
@@ -89,35 +105,32 @@ class _Conn:
 
 
 class LocalListener:
-    """The server side: a listening Unix socket and its connections, all non-blocking. The server's loop polls
-    `sockets()` and calls `readable(sock, handle)` / `writable(sock)`; handle(frame) -> reply frame or None."""
+    """The server side: a Unix socket at `path`, a loopback TCP `port` (direct://), or both, and their
+    connections, all non-blocking. The server's loop polls `sockets()` and calls `readable(sock, handle)` /
+    `writable(sock)`; handle(frame) -> reply frame or None."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str | None = None, port: int | None = None):
         self.path = path
-        _check_folder(Path(path).parent)
-        _remove_stale(path)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # the socket file is born 0600: no window where others could connect
-        try:
-            self.listener.bind(path)
-        except OSError as exc:
-            self.listener.close()
-            raise EngineError(f"cannot listen on {path}: {exc.strerror}") from None
-        finally:
-            os.umask(old)
-        self.listener.listen(16)
-        self.listener.setblocking(False)
+        self.listeners: list[socket.socket] = []
         self.conns: dict[socket.socket, _Conn] = {}
+        try:
+            if path is not None:
+                self.listeners.append(_listen_unix(path))
+            if port is not None:
+                self.listeners.append(_listen_tcp(port))
+        except EngineError:
+            self.close()
+            raise
 
     def sockets(self) -> list[socket.socket]:
-        return [self.listener, *self.conns]
+        return [*self.listeners, *self.conns]
 
     def waiting_to_send(self) -> list[socket.socket]:
         return [s for s, c in self.conns.items() if c.outbox]
 
     def readable(self, sock: socket.socket, handle) -> None:
-        if sock is self.listener:
-            self._accept()
+        if sock in self.listeners:
+            self._accept(sock)
             return
         conn = self.conns.get(sock)
         if conn is None:
@@ -149,12 +162,14 @@ class LocalListener:
         if conn is not None and (not conn.flush() or len(conn.outbox) > OUTBOX_LIMIT):
             self._drop(sock)
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         try:
-            sock, _ = self.listener.accept()
+            sock, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
         sock.setblocking(False)
+        if sock.family != _AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a reply leaves at once
         self.conns[sock] = _Conn(sock)
 
     def _drop(self, sock: socket.socket) -> None:
@@ -164,11 +179,48 @@ class LocalListener:
     def close(self) -> None:
         for sock in list(self.conns):
             self._drop(sock)
-        self.listener.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        for listener in self.listeners:
+            listener.close()
+        if self.listeners and self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self.listeners = []
+
+
+def _listen_unix(path: str) -> socket.socket:
+    if _AF_UNIX is None:
+        raise EngineError("this system has no Unix sockets: use --direct-port PORT (loopback TCP), not --local")
+    _check_folder(Path(path).parent)
+    _remove_stale(path)
+    listener = socket.socket(_AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket file is born 0600: no window where others could connect
+    try:
+        listener.bind(path)
+    except OSError as exc:
+        listener.close()
+        raise EngineError(f"cannot listen on {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old)
+    listener.listen(16)
+    listener.setblocking(False)
+    return listener
+
+
+def _listen_tcp(port: int) -> socket.socket:
+    """Loopback only: this transport has no authentication (any local user can connect, as to the ZeroMQ
+    endpoint on loopback without keys)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind((DIRECT_HOST, port))
+    except OSError as exc:
+        listener.close()
+        raise EngineError(f"cannot listen on direct://{DIRECT_HOST}:{port}: {exc.strerror}; is another server "
+                          "running? choose another --direct-port") from None
+    listener.listen(16)
+    listener.setblocking(False)
+    return listener
 
 
 def _check_folder(folder: Path) -> None:
@@ -201,17 +253,23 @@ def _remove_stale(path: str) -> None:
 
 
 class LocalConnection:
-    """The client side: one connected socket; send(frame payload), recv(timeout) -> payload or None."""
+    """The client side: one connected socket to `address` (a Unix socket path, or (host, port) of a direct TCP
+    endpoint); send(frame payload), recv(timeout) -> payload or None."""
 
-    def __init__(self, path: str, timeout: float):
+    def __init__(self, address: str | tuple[str, int], timeout: float):
         self.timeout = timeout  # seconds for connecting and for sending one request
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        tcp = isinstance(address, tuple)
+        if not tcp and _AF_UNIX is None:
+            raise ConnectionError("this system has no Unix sockets: use a direct://127.0.0.1:PORT endpoint")
+        self.sock = socket.socket(socket.AF_INET if tcp else _AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(path)
+            self.sock.connect(address)
         except OSError as exc:
             self.sock.close()
-            raise ConnectionError(f"{path}: {exc.strerror or exc}") from None
+            raise ConnectionError(f"{address}: {exc.strerror or exc}") from None
+        if tcp:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = FrameReader(limit=REPLY_LIMIT)
         self._ready: list[bytes] = []
 

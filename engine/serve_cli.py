@@ -8,6 +8,7 @@ import sys
 
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
 from .errors import EngineError
+from .local import DEFAULT_DIRECT_PORT, DIRECT_HOST
 from .server import Server, ServerConfig
 from .service import Service
 from .session import Engine
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ipc", metavar="DIR", help="listen on ipc:// sockets in DIR instead of TCP")
     parser.add_argument("--local", metavar="PATH", help="also answer on this Unix socket (mode 0600; the fast "
                         "path `musebridge play` uses; clients connect with endpoint unix://PATH)")
+    parser.add_argument("--direct-port", type=int, metavar="PORT",
+                        help=f"also answer on this loopback TCP port (the fast path without ZeroMQ, e.g. "
+                        f"{DEFAULT_DIRECT_PORT}; clients connect with endpoint direct://127.0.0.1:PORT; "
+                        "not with --keys)")
     parser.add_argument("--keys", metavar="DIR", help="CURVE keys from `musebridge keys DIR`")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per session step")
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"))
@@ -37,13 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "started this server) is gone")
 
 
+def _command_endpoints(rep: str, args: argparse.Namespace) -> list[str]:
+    out = [rep] + ([f"unix://{args.local}"] if args.local else [])
+    return out + ([f"direct://{DIRECT_HOST}:{args.direct_port}"] if args.direct_port is not None else [])
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.spin_ms <= 100:
         print(f"musebridge serve: --spin-ms must be 0-100, got {args.spin_ms:g}", file=sys.stderr)
         return 2
     config = ServerConfig(host=args.host, port=args.port, pub_port=args.pub_port, ipc=args.ipc, keys=args.keys,
-                          local=args.local, session_timeout=args.session_timeout, spin_s=args.spin_ms / 1000,
-                          parent=args.parent)
+                          local=args.local, direct_port=args.direct_port, session_timeout=args.session_timeout,
+                          spin_s=args.spin_ms / 1000, parent=args.parent)
     try:
         engine = Engine.load(args.model, threads=args.threads, provider=args.provider)
         server = Server(config, Service(engine, max_sessions=args.max_sessions, model_name=args.model or ""))
@@ -53,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     server.install_signal_handlers()
     rep, pub = server.endpoints
     print(f"musebridge serve: model {engine.model.info.path} on {engine.model.provider}; "
-          f"commands {rep}{f' and unix://{args.local}' if args.local else ''}, events {pub}", flush=True)
+          f"commands {' and '.join(_command_endpoints(rep, args))}, events {pub}", flush=True)
     try:
         server.serve_forever()
     finally:

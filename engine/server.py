@@ -39,7 +39,8 @@ class ServerError(EngineError):
 @dataclass(frozen=True)
 class ServerConfig:
     """host: interface to bind (loopback by default); port/pub_port: TCP ports; ipc: folder for ipc:// endpoints
-    instead of TCP; local: also answer requests on this Unix socket path (engine/local.py); keys: folder from
+    instead of TCP; local: also answer requests on this Unix socket path, direct_port: and/or on this loopback TCP
+    port (the direct transport, engine/local.py; not with keys: it has no authentication); keys: folder from
     `musebridge keys` (required for non-loopback hosts); session_timeout: seconds before an unused session is
     reclaimed; hwm: messages queued per peer before dropping; spin_s: after a request is answered (and the
     sampled tokens are precomputed), keep polling without sleeping for this many seconds before blocking, so
@@ -53,6 +54,7 @@ class ServerConfig:
     pub_port: int = DEFAULT_PUB_PORT
     ipc: str | None = None
     local: str | None = None
+    direct_port: int | None = None
     keys: str | None = None
     session_timeout: float = 300.0
     hwm: int = 1000
@@ -83,6 +85,9 @@ class Server:
             raise ServerError(
                 f"refusing to listen on {config.host} without CURVE keys; run `musebridge keys DIR` and pass "
                 "--keys DIR (or bind 127.0.0.1)")
+        if config.keys and config.direct_port is not None:
+            raise ServerError("--direct-port has no authentication and would bypass the CURVE keys: use the "
+                              "ZeroMQ endpoint with --keys, or drop --keys on a machine you alone use")
         self.config = config
         self.service = service
         self._ctx = context or zmq.Context()
@@ -112,9 +117,9 @@ class Server:
         self.local: LocalListener | None = None
         self._poller_key: tuple | None = None
         self._poller: zmq.Poller | None = None
-        if config.local:
+        if config.local or config.direct_port is not None:
             try:
-                self.local = LocalListener(config.local)
+                self.local = LocalListener(config.local, config.direct_port)
             except EngineError as exc:
                 self.close()
                 raise ServerError(str(exc)) from None

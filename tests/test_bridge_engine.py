@@ -3,7 +3,9 @@ engine link, watcher (mode switch by `set`, server stopping), session reclaim, l
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -167,10 +169,27 @@ def test_launcher_starts_a_server_and_reports_a_bad_model(model, tmp_path):
     try:
         assert started is not None and reachable(target)
         assert ensure_engine(target) is None, "a running server is reused"
+        assert started.direct.startswith("unix://") and reachable(replace(target, direct=started.direct))
     finally:
         started.stop()
-    assert not reachable(target)
+    assert not reachable(target) and not os.path.exists(started.folder)
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(EngineLost, match="the engine server exited"):
         ensure_engine(EngineTarget(port=free_port(), pub_port=free_port(), model=str(bad)))
+
+
+def test_without_unix_sockets_a_started_engine_is_reached_over_direct_tcp(model, monkeypatch):
+    """Where Python has no AF_UNIX (some Windows builds), `play` talks to its own engine over loopback TCP with
+    the same frames (serve --direct-port), not over ZeroMQ."""
+    monkeypatch.delattr(socket, "AF_UNIX")
+    target = EngineTarget(port=free_port(), pub_port=free_port(), model=str(model))
+    started = ensure_engine(target)
+    try:
+        assert started.direct.startswith("direct://127.0.0.1:") and started.folder is None
+        fast = replace(target, direct=started.direct)
+        assert reachable(fast)
+        with Client(fast.client_config()) as c:
+            assert c.call("status")["sessions"] == 0
+    finally:
+        started.stop()

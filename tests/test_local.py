@@ -1,5 +1,6 @@
-"""The local fast path (engine/local.py): frames over a Unix socket to `musebridge serve --local`, answered
-like ZeroMQ requests; bad bytes, stale socket files, unsafe folders and clients that stop reading."""
+"""The direct transport (engine/local.py): frames over a Unix socket (`musebridge serve --local`) or loopback TCP
+(`--direct-port`), answered like ZeroMQ requests; bad bytes, stale socket files, unsafe folders, clients that
+stop reading, and the direct port's refusals."""
 
 from __future__ import annotations
 
@@ -58,10 +59,41 @@ def unix_client(path, timeout=5.0) -> Client:
     return Client(ClientConfig(endpoint=f"unix://{path}", timeout=timeout))
 
 
-def test_the_local_socket_answers_like_zeromq_and_only_its_owner_may_connect(local_server):
-    server, path = local_server
+@pytest.fixture(params=["unix", "direct"])
+def stream_server(model, tmp_path, request):
+    """A server that also answers on its Unix socket (--local) or on loopback TCP (--direct-port):
+    (server, endpoint, connect() -> a raw socket connected there)."""
+    if request.param == "unix":
+        path = tmp_path / "engine.sock"
+        server, endpoint = Served(model, "--local", str(path)), f"unix://{path}"
+
+        def connect():
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raw.connect(str(path))
+            return raw
+    else:
+        port = free_port()
+        server, endpoint = Served(model, "--direct-port", str(port)), f"direct://127.0.0.1:{port}"
+
+        def connect():
+            return socket.create_connection(("127.0.0.1", port))
+    server.wait_ready()
+    yield server, endpoint, connect
+    server.stop()
+
+
+def direct_client(endpoint, timeout=5.0) -> Client:
+    return Client(ClientConfig(endpoint=endpoint, timeout=timeout))
+
+
+def test_the_local_socket_is_its_owners_alone(local_server):
+    _, path = local_server
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    with unix_client(path) as c, server.client() as z:
+
+
+def test_the_direct_transports_answer_like_zeromq(stream_server):
+    server, endpoint, _ = stream_server
+    with direct_client(endpoint) as c, server.client() as z:
         sid = c.call("session.create", instruments=["strings"], player_instrument="piano", seed=4)["session"]
         c.post("feed", session=sid, events=[{"t": 0.0, "type": "note_on", "note": 60, "velocity": 80}])
         out = c.call("generate", session=sid, notes=2, now=True)
@@ -72,11 +104,11 @@ def test_the_local_socket_answers_like_zeromq_and_only_its_owner_may_connect(loc
         assert info.value.code == "session_not_found"
 
 
-def test_posts_leave_no_backlog_of_replies_on_either_transport(local_server):
+def test_posts_leave_no_backlog_of_replies_on_any_transport(stream_server):
     """A bridge posts `anticipate` every 10 ms and calls rarely: each post first drops the replies that have
     arrived, so the next call does not read through hundreds of them."""
-    server, path = local_server
-    with unix_client(path) as c, server.client() as z:
+    server, endpoint, _ = stream_server
+    with direct_client(endpoint) as c, server.client() as z:
         for client in (c, z):
             sid = client.call("session.create", instruments=["strings"], player_instrument="piano")["session"]
             for i in range(50):
@@ -90,9 +122,11 @@ def test_posts_leave_no_backlog_of_replies_on_either_transport(local_server):
             assert client.call("session.list")["sessions"]
 
 
-def test_ctl_reaches_a_server_on_its_local_socket_or_ipc_folder(local_server, model, tmp_path):
-    _, path = local_server
-    status = run_cli("ctl", "status", "--local", str(path), "--port", str(free_port()))  # no TCP server there
+def test_ctl_reaches_a_server_on_its_direct_transport_or_ipc_folder(stream_server, model, tmp_path):
+    _, endpoint, _ = stream_server
+    where = (["--local", endpoint[len("unix://"):]] if endpoint.startswith("unix://")
+             else ["--direct-port", endpoint.rsplit(":", 1)[1]])
+    status = run_cli("ctl", "status", *where, "--port", str(free_port()))  # no ZeroMQ server there
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["sessions"] == 0
     folder = tmp_path / "ipc"
@@ -109,30 +143,28 @@ def test_ctl_reaches_a_server_on_its_local_socket_or_ipc_folder(local_server, mo
         ipc.stop()
 
 
-def test_garbage_on_the_socket_never_stops_the_server(local_server):
-    server, path = local_server
+def test_garbage_on_the_socket_never_stops_the_server(stream_server):
+    server, endpoint, connect = stream_server
     for junk in (b"\x00\x00\x00", b"garbage that is no frame", frame(b"{not json"), HEADER.pack(2**31) + b"x",
                  frame(b'{"v": 1, "id": "1", "cmd": "status", "args": {}}') * 3):
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
-            raw.connect(str(path))
+        with connect() as raw:
             raw.sendall(junk)
             raw.settimeout(0.5)
             try:
                 raw.recv(65536)
             except TimeoutError:
                 pass
-    with unix_client(path) as c:
+    with direct_client(endpoint) as c:
         assert c.call("status")["protocol"] == P.PROTOCOL_VERSION
 
 
-def test_a_local_client_that_stops_reading_stalls_nobody(local_server):
-    server, path = local_server
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as lazy:
-        lazy.connect(str(path))
+def test_a_direct_client_that_stops_reading_stalls_nobody(stream_server):
+    server, endpoint, connect = stream_server
+    with connect() as lazy:
         request = frame(P.encode_request(P.Request("x", "session.list", {})))
         lazy.sendall(request * 2000)  # thousands of replies nobody reads
         t0 = time.monotonic()
-        with unix_client(path) as c, server.client() as z:
+        with direct_client(endpoint) as c, server.client() as z:
             assert c.ping(timeout=5.0) and z.ping(timeout=5.0)
         assert time.monotonic() - t0 < 10.0
 
@@ -166,4 +198,28 @@ def test_no_server_at_a_local_path_is_one_clear_error(tmp_path):
     with unix_client(tmp_path / "none.sock", timeout=0.5) as c:
         assert not c.ping(timeout=0.5)
         with pytest.raises(ClientError, match="musebridge serve"):
+            c.call("status")
+
+
+def test_the_direct_port_refuses_what_it_cannot_protect(model, tmp_path):
+    """No authentication on the direct port: never with CURVE keys; loopback only; a taken port and a malformed
+    endpoint are one-line errors."""
+    keys = tmp_path / "keys"
+    assert run_cli("keys", str(keys)).returncode == 0
+    refused = run_cli("serve", "--model", str(model), "--keys", str(keys), "--port", str(free_port()),
+                      "--pub-port", str(free_port()), "--direct-port", str(free_port()))
+    assert refused.returncode == 2 and "--direct-port has no authentication" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    listener = LocalListener(port=free_port())
+    try:
+        (host, port), = [s.getsockname() for s in listener.listeners]
+        assert host == "127.0.0.1"
+        with pytest.raises(EngineError, match="choose another --direct-port"):
+            LocalListener(port=port)
+    finally:
+        listener.close()
+    with pytest.raises(ClientError, match="direct://HOST:PORT"):
+        ClientConfig(endpoint="direct://127.0.0.1")
+    with direct_client(f"direct://127.0.0.1:{free_port()}", timeout=0.5) as c:
+        with pytest.raises(ClientError, match="serve --direct-port PORT"):
             c.call("status")
