@@ -121,6 +121,36 @@ def measure(model: str, n: int, rounds: int, tmp: str, gap: float = 0.0) -> dict
     return {name: {kind: _percentiles(v) for kind, v in kinds.items()} for name, kinds in samples.items()}
 
 
+def measure_round_trips(model: str, n: int, rounds: int, tmp: str) -> dict:
+    """The transports alone: one server listening on ZeroMQ TCP, its Unix socket and its direct TCP port; per
+    round and transport, a fresh client makes 100 warm-up calls, then n back-to-back `status` calls. Returns
+    per transport the p50 and p99 of each round, ms."""
+    port, pub, direct = free_port(), free_port(), free_port()
+    sock = f"{tmp}/rtt.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
+                             "--pub-port", str(pub), "--local", sock, "--direct-port", str(direct)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoints = {"tcp": f"tcp://127.0.0.1:{port}", "unix": f"unix://{sock}",
+                 "direct": f"direct://127.0.0.1:{direct}"}
+    out: dict[str, dict[str, list[float]]] = {name: {"p50_ms": [], "p99_ms": []} for name in endpoints}
+    try:
+        with Client(ClientConfig(endpoint=endpoints["tcp"], timeout=0.5)) as probe:
+            while not probe.ping(timeout=0.5):
+                if proc.poll() is not None:
+                    raise RuntimeError("musebridge serve exited")
+        for _ in range(rounds):
+            for name, endpoint in endpoints.items():
+                with Client(ClientConfig(endpoint=endpoint, timeout=5.0)) as client:
+                    _time(lambda c=client: c.call("status"), 100)
+                    figures = _percentiles(_time(lambda c=client: c.call("status"), n))
+                for key, value in figures.items():
+                    out[name][key].append(value)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(default_model_path()))
@@ -135,6 +165,7 @@ def main(argv=None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(args.model, args.n, args.rounds, tmp, args.gap_ms / 1000)
+        result["round_trip"] = measure_round_trips(args.model, args.n, 5, tmp)
     local = result["in_process"]
     for name in PATHS:
         result[f"{name}_overhead_ms"] = {
@@ -150,6 +181,11 @@ def main(argv=None) -> int:
     for name in PATHS:
         o = result[f"{name}_overhead_ms"]
         print(f"overhead per round trip over {name}: p50 {o['p50_ms']:.3f} ms, p99 {o['p99_ms']:.3f} ms")
+    print(f"round trip alone (one server, {args.n} back-to-back `status` calls per transport and round, 5 rounds; "
+          "ms, one figure per round):")
+    for name, r in result["round_trip"].items():
+        print(f"  {name:<8} p50 {' '.join(f'{x:.3f}' for x in r['p50_ms'])}   "
+              f"p99 {' '.join(f'{x:.3f}' for x in r['p99_ms'])}")
     return 0
 
 
