@@ -8,9 +8,7 @@ Measures, in one run on the same model: (a) in-process `Service.handle` for `sta
 `musebridge play` uses), (e) over its direct loopback TCP port (`--direct-port`: the same frames as (d), no
 ZeroMQ). The four servers run side by side and the requests go in interleaved blocks
 (`--rounds`), so every path sees the same load of a shared machine. The overhead of a path is its time minus
-(a), per round trip, p50/p99, in milliseconds; and, per request, a generate's round trip minus the server's own
-time for it (the reply's "ms"): what the transport and the protocol add to each note, free of the model's
-run-to-run variation. Last, the round trip alone: one server, every transport, rounds of back-to-back `status`.
+(a), per round trip, p50/p99, in milliseconds.
 """
 
 from __future__ import annotations
@@ -86,13 +84,12 @@ class Served:
                 raise RuntimeError("musebridge serve exited")
             time.sleep(0.1)
         self.sid = self.client.call("session.create", instruments=["strings"], seed=1)["session"]
-        self.server_ms: list[float] = []  # the server's own time for each generate, in order (its reply's "ms")
 
     def status(self) -> None:
         self.client.call("status")
 
     def generate(self) -> None:
-        self.server_ms.append(self.client.call("generate", session=self.sid, max_tokens=1)["ms"])
+        self.client.call("generate", session=self.sid, max_tokens=1)
 
     def close(self) -> None:
         self.client.close()
@@ -121,9 +118,6 @@ def measure(model: str, n: int, rounds: int, tmp: str, gap: float = 0.0) -> dict
     finally:
         for path in paths.values():
             path.close()
-    for name in PATHS:  # per request: the client's round trip minus the server's own time for that generate
-        own = np.array(paths[name].server_ms) / 1000
-        samples[name]["note_transport"] = list(np.array(samples[name]["generate_1"]) - own)
     return {name: {kind: _percentiles(v) for kind, v in kinds.items()} for name, kinds in samples.items()}
 
 
@@ -185,10 +179,8 @@ def main(argv=None) -> int:
         print(f"{name:<12}{r['status']['p50_ms']:>12.3f}{r['status']['p99_ms']:>9.3f}"
               f"{r['generate_1']['p50_ms']:>24.3f}{r['generate_1']['p99_ms']:>9.3f}")
     for name in PATHS:
-        o, t = result[f"{name}_overhead_ms"], result[name]["note_transport"]
-        print(f"overhead per round trip over {name}: p50 {o['p50_ms']:.3f} ms, p99 {o['p99_ms']:.3f} ms "
-              f"(minus in-process); per note, round trip minus the server's own time: p50 {t['p50_ms']:.3f}, "
-              f"p99 {t['p99_ms']:.3f} ms")
+        o = result[f"{name}_overhead_ms"]
+        print(f"overhead per round trip over {name}: p50 {o['p50_ms']:.3f} ms, p99 {o['p99_ms']:.3f} ms")
     print(f"round trip alone (one server, {args.n} back-to-back `status` calls per transport and round, 5 rounds; "
           "ms, one figure per round):")
     for name, r in result["round_trip"].items():

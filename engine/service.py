@@ -247,8 +247,7 @@ class Service:
             self._token_ms.extend([ms / tokens] * min(tokens, 64))
             self._latency_cache = None
         events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
-        result = {"session": sid, "notes": out, "tokens": tokens, "time": live.session.time, "ms": round(ms, 3)}
-        return result, events
+        return {"session": sid, "notes": out, "tokens": tokens, "time": live.session.time}, events
 
     def anticipate(self, args: dict):
         """Session.anticipate: the time shift to `t` is run through the model between requests (idle)."""
