@@ -258,18 +258,22 @@ class LocalConnection:
 
     def __init__(self, address: str | tuple[str, int], timeout: float):
         self.timeout = timeout  # seconds for connecting and for sending one request
-        tcp = isinstance(address, tuple)
-        if not tcp and _AF_UNIX is None:
-            raise ConnectionError("this system has no Unix sockets: use a direct://127.0.0.1:PORT endpoint")
-        self.sock = socket.socket(socket.AF_INET if tcp else _AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(address)
-        except OSError as exc:
-            self.sock.close()
-            raise ConnectionError(f"{address}: {exc.strerror or exc}") from None
-        if tcp:
+        if isinstance(address, tuple):
+            try:
+                self.sock = socket.create_connection(address, timeout)  # IPv4 or IPv6
+            except OSError as exc:
+                raise ConnectionError(f"{address[0]}:{address[1]}: {exc.strerror or exc}") from None
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            if _AF_UNIX is None:
+                raise ConnectionError("this system has no Unix sockets: use a direct://127.0.0.1:PORT endpoint")
+            self.sock = socket.socket(_AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(address)
+            except OSError as exc:
+                self.sock.close()
+                raise ConnectionError(f"{address}: {exc.strerror or exc}") from None
         self._reader = FrameReader(limit=REPLY_LIMIT)
         self._ready: list[bytes] = []
 
