@@ -139,7 +139,8 @@ class EngineLink:
 
 
 class EngineWatcher:
-    """A thread on the server's event stream: calls on_lost() when the server announces it is stopping, and
+    """A thread on the server's event stream: calls on_lost() when the server announces it is stopping or its
+    connection drops (a crash, a kill -9: noticed within about 0.1 s), and
     on_param(changes) for `set` calls on our session (a mode switch through `musebridge ctl set mode ...`)."""
 
     def __init__(self, config: ClientConfig, session: Callable[[], str | None],
@@ -166,6 +167,8 @@ class EngineWatcher:
                     self._handle(event)
                     if self._stop.is_set():
                         return
+                if client.dropped():  # a kill -9 publishes nothing: its connection dropping is the news
+                    self.on_lost("the connection to the engine server dropped (it stopped or was killed)")
                 stream = client.events(("server", "session", "param"), timeout=0.1)  # resume after a quiet spell
 
     def _handle(self, event) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol as P
 from .errors import EngineError
@@ -66,6 +67,7 @@ class Client:
         self._sock: zmq.Socket | None = None
         self._local: LocalConnection | None = None
         self._sub: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None  # connection events of _sub (see dropped())
         self._topics: set[str] = set()
 
     def __enter__(self) -> Client:
@@ -75,12 +77,14 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        for sock in (self._sock, self._sub):
+        if self._monitor is not None:
+            self._sub.disable_monitor()
+        for sock in (self._sock, self._monitor, self._sub):
             if sock is not None:
                 sock.close(linger=0)
         if self._local is not None:
             self._local.close()
-        self._sock = self._sub = self._local = None
+        self._sock = self._sub = self._monitor = self._local = None
         self._topics = set()
 
     def _secure(self, sock: zmq.Socket) -> None:
@@ -192,10 +196,22 @@ class Client:
         reach the server: events published in the first few milliseconds may be missed."""
         if self._sub is None:
             self._sub = self._open(zmq.SUB, self.config.events_endpoint)
+            self._monitor = self._sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         for topic in set(topics) - self._topics:  # calling again (same topics) resumes the same stream
             self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
             self._topics.add(topic)
         return self._receive(self._sub, timeout)
+
+    def dropped(self) -> bool:
+        """True when the events connection to the server has dropped since the last call: the server stopped,
+        crashed or was killed (ZeroMQ reconnects by itself once one listens again). Without waiting; False
+        before events() was called."""
+        if self._monitor is None:
+            return False
+        drops = 0
+        while self._monitor.poll(0):
+            drops += recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED
+        return drops > 0
 
     @staticmethod
     def _receive(sub: zmq.Socket, timeout: float | None) -> Iterator[P.Event]:
