@@ -129,17 +129,18 @@ def test_server_stopping_silences_at_once(server):
 
 def test_a_killed_server_silences_at_once_even_with_nothing_to_ask_it(server):
     """kill -9 publishes no "stopping": the dropped events connection is the news. A held harmonize note's voices
-    are silenced within a second, with no further input (before, only the next engine request noticed)."""
+    are silenced with no further input (before, only the next engine request, or keepalive after 20 s, noticed)."""
     mem = Memory(server.target, "harmonize", modes=ModeConfig(voices=2))
     try:
         time.sleep(0.3)  # the watcher's connection is up
         mem.keyboard.send(mido.Message("note_on", note=60, velocity=80))  # held: its voices sound
         assert mem.wait(lambda: mem.engine_notes())
-        killed = time.monotonic()
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
+        # nothing is asked of the engine now (anticipations are posted, their loss unseen): only the watcher
+        # can notice, and it says why
         assert mem.wait(lambda: not mem.bridge.engine_ok, timeout=5.0)
-        assert time.monotonic() - killed < 1.0, "noticed at once, not at the next request"
+        assert "connection to the engine server dropped" in mem.bridge.lost_reason
         time.sleep(0.1)
         assert not unreleased_note_ons(m for _, m in mem.heard if m.channel == STRINGS)
     finally:

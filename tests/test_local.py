@@ -118,7 +118,7 @@ def test_posts_leave_no_backlog_of_replies_on_any_transport(stream_server):
             left = 0
             while client._recv(0) is not None:  # what a call would have had to read first
                 left += 1
-            assert left == 1, "only the last post's reply is waiting"
+            assert left <= 5, f"{left} replies waiting: posts left a backlog"  # 50 without the drain
             assert client.call("session.list")["sessions"]
 
 
