@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"`play`: {LIVE_CONTEXT}, or the model's block size when smaller)")
     parser.add_argument("--anticipate-s", type=float, default=ModeConfig().anticipate_s,
                         help="harmonize: [modes] anticipate_s of the bridge (default: as `play`; 0: off)")
+    parser.add_argument("--vary-velocity", action="store_true",
+                        help="harmonized notes at random velocities 20-120 (default: all at 80)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -103,8 +105,10 @@ def _stats(ms: list[float]) -> dict:
             "p99_ms": round(float(np.percentile(a, 99)), 3), "max_ms": round(float(a.max()), 3)}
 
 
-def measure_notes(floor: JackPeer, bridge: JackPeer, n: int, rng: random.Random) -> tuple[list, list, int]:
-    """Alternate a note through the floor client and one through the bridge; latencies in ms."""
+def measure_notes(floor: JackPeer, bridge: JackPeer, n: int, rng: random.Random,
+                  vary: bool = False) -> tuple[list, list, int]:
+    """Alternate a note through the floor client and one through the bridge; latencies in ms. vary: random
+    velocities (20-120, as a player's; the engine then usually also runs a velocity token), else all 80."""
     lat_floor, lat_bridge, missed = [], [], 0
     for i in range(n):
         note = 48 + i % 24
@@ -114,7 +118,7 @@ def measure_notes(floor: JackPeer, bridge: JackPeer, n: int, rng: random.Random)
         if got is not None:
             lat_floor.append((got - t) * 1000)
         time.sleep(rng.uniform(0.02, 0.04))
-        t = bridge.send(mido.Message("note_on", note=note, velocity=80))
+        t = bridge.send(mido.Message("note_on", note=note, velocity=rng.randint(20, 120) if vary else 80))
         got = _first(bridge, t, STRINGS)
         if got is None:
             missed += 1
@@ -281,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
             bp = JackPeer("MuseBridge In", "MuseBridge Out", client="bench bridge peer", wait_s=60)
             peers += [fp, bp]
             measure_notes(fp, bp, 20, rng)  # warm up both paths
-            lat_floor, lat_bridge, missed = measure_notes(fp, bp, args.notes, rng)
+            lat_floor, lat_bridge, missed = measure_notes(fp, bp, args.notes, rng, args.vary_velocity)
             lat_trigger, missed_trigger = measure_triggers(bp, args.triggers)
             send_err, arrival_err = measure_scheduler(args.events, rng)
             session = {"context": context}
@@ -302,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": __import__("os").cpu_count(), "python": platform.python_version(), "model": model_name,
-        "context": context, "anticipate_s": args.anticipate_s,
+        "context": context, "anticipate_s": args.anticipate_s, "vary_velocity": args.vary_velocity,
         "jack": "jackd -d dummy -r 48000 -p 32 (0.67 ms period)",
         "floor_passthrough": floor_s, "bridge_harmonize": bridge_s, "harmonize_missed": missed,
         "added_p50_ms": round(bridge_s["p50_ms"] - floor_s["p50_ms"], 3),
