@@ -64,6 +64,18 @@ class InProcess:
         pass
 
 
+def _serve(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_ready(proc: subprocess.Popen, client: Client) -> None:
+    """Until the server answers `status` through `client` (RuntimeError when it exits first)."""
+    while not client.ping(timeout=0.5):
+        if proc.poll() is not None:
+            raise RuntimeError("musebridge serve exited")
+        time.sleep(0.1)
+
+
 class Served:
     """A `musebridge serve` subprocess and a client on one transport: "tcp" (ZeroMQ over loopback), "ipc"
     (ZeroMQ ipc://), "unix" (the --local socket) or "direct" (the --direct-port loopback TCP port)."""
@@ -77,12 +89,9 @@ class Served:
                     "unix": f"unix://{tmp}/engine.sock", "direct": f"direct://127.0.0.1:{direct}"}[transport]
         cmd += {"tcp": [], "ipc": ["--ipc", tmp], "unix": ["--local", f"{tmp}/engine.sock"],
                 "direct": ["--direct-port", str(direct)]}[transport]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = _serve(cmd)
         self.client = Client(ClientConfig(endpoint=endpoint, timeout=5.0))
-        while not self.client.ping(timeout=0.5):
-            if self.proc.poll() is not None:
-                raise RuntimeError("musebridge serve exited")
-            time.sleep(0.1)
+        _wait_ready(self.proc, self.client)
         self.sid = self.client.call("session.create", instruments=["strings"], seed=1)["session"]
 
     def status(self) -> None:
@@ -127,17 +136,14 @@ def measure_round_trips(model: str, n: int, rounds: int, tmp: str) -> dict:
     per transport the p50 and p99 of each round, ms."""
     port, pub, direct = free_port(), free_port(), free_port()
     sock = f"{tmp}/rtt.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
-                             "--pub-port", str(pub), "--local", sock, "--direct-port", str(direct)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _serve([sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
+                   "--pub-port", str(pub), "--local", sock, "--direct-port", str(direct)])
     endpoints = {"tcp": f"tcp://127.0.0.1:{port}", "unix": f"unix://{sock}",
                  "direct": f"direct://127.0.0.1:{direct}"}
     out: dict[str, dict[str, list[float]]] = {name: {"p50_ms": [], "p99_ms": []} for name in endpoints}
     try:
         with Client(ClientConfig(endpoint=endpoints["tcp"], timeout=0.5)) as probe:
-            while not probe.ping(timeout=0.5):
-                if proc.poll() is not None:
-                    raise RuntimeError("musebridge serve exited")
+            _wait_ready(proc, probe)
         for _ in range(rounds):
             for name, endpoint in endpoints.items():
                 with Client(ClientConfig(endpoint=endpoint, timeout=5.0)) as client:

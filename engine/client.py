@@ -66,6 +66,7 @@ class Client:
         self._prefix = f"{os.getpid()}-{id(self) & 0xFFFF:x}-"
         self._sock: zmq.Socket | None = None
         self._local: LocalConnection | None = None
+        self._address = direct_address(self.config.endpoint)  # None: ZeroMQ
         self._sub: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None  # connection events of _sub (see dropped())
         self._topics: set[str] = set()
@@ -115,7 +116,7 @@ class Client:
     def _send(self, cmd: str, args: dict) -> str:
         rid = f"{self._prefix}{next(self._ids)}"
         payload = P.encode_request(P.Request(rid, cmd, args))
-        address = direct_address(self.config.endpoint)
+        address = self._address
         if address is None:
             try:  # never block: a server that stopped reading fills the queue (1,000 requests) in 10 s of posts
                 self._socket().send_multipart([b"", payload], flags=zmq.NOBLOCK)

@@ -14,6 +14,7 @@ import json
 import sys
 
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT, Client, ClientConfig, ClientError
+from .local import DIRECT_HOST
 from .server import ServerConfig
 
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.local:
         endpoint = f"unix://{args.local}"
     elif args.direct_port is not None:
-        endpoint = f"direct://127.0.0.1:{args.direct_port}"
+        endpoint = f"direct://{DIRECT_HOST}:{args.direct_port}"
     config = ClientConfig(endpoint=endpoint, events_endpoint=events, timeout=args.timeout, keys=args.keys)
     with Client(config) as client:
         try:

@@ -105,7 +105,12 @@ class Session:
     @property
     def time(self) -> float:
         """End of the planned timeline, seconds (an anticipated time shift is not part of it yet)."""
-        return self._steps[len(self._steps) - 1 - self._tentative] * V.GRID_S
+        return self._end_step * V.GRID_S
+
+    @property
+    def _end_step(self) -> int:
+        """The grid step after the last token that is not a tentative (anticipated) time shift."""
+        return self._steps[len(self._steps) - 1 - self._tentative]
 
     @property
     def committed_time(self) -> float:
@@ -213,7 +218,7 @@ class Session:
         reaches that step. The next player event keeps the shift if it lands on that step; any other change
         takes it back first: the token stream is the same as without it. Returns the tentative tokens."""
         target = int(round(time_s / V.GRID_S))
-        end = self._steps[len(self._steps) - 1 - self._tentative]
+        end = self._end_step
         tokens = V.time_tokens(target - end) if target > end else []
         if tokens != self.tokens[len(self.tokens) - self._tentative:]:
             self._drop_tentative()
