@@ -130,20 +130,30 @@ def measure(model: str, n: int, rounds: int, tmp: str, gap: float = 0.0) -> dict
     return {name: {kind: _percentiles(v) for kind, v in kinds.items()} for name, kinds in samples.items()}
 
 
-def measure_round_trips(model: str, n: int, rounds: int, tmp: str) -> dict:
-    """The transports alone: one server listening on ZeroMQ TCP, its Unix socket and its direct TCP port; per
-    round and transport, a fresh client makes 100 warm-up calls, then n back-to-back `status` calls. Returns
-    per transport the p50 and p99 of each round, ms."""
+def _one_server(model: str, tmp: str) -> tuple[subprocess.Popen, dict[str, str], str]:
+    """One `musebridge serve` listening on ZeroMQ TCP, a Unix socket and a direct TCP port, answering:
+    (process, command endpoint per transport, events endpoint)."""
     port, pub, direct = free_port(), free_port(), free_port()
-    sock = f"{tmp}/rtt.sock"
+    sock = f"{tmp}/one.sock"
     proc = _serve([sys.executable, "-m", "musebridge", "serve", "--model", model, "--port", str(port),
                    "--pub-port", str(pub), "--local", sock, "--direct-port", str(direct)])
     endpoints = {"tcp": f"tcp://127.0.0.1:{port}", "unix": f"unix://{sock}",
                  "direct": f"direct://127.0.0.1:{direct}"}
-    out: dict[str, dict[str, list[float]]] = {name: {"p50_ms": [], "p99_ms": []} for name in endpoints}
     try:
         with Client(ClientConfig(endpoint=endpoints["tcp"], timeout=0.5)) as probe:
             _wait_ready(proc, probe)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, endpoints, f"tcp://127.0.0.1:{pub}"
+
+
+def measure_round_trips(model: str, n: int, rounds: int, tmp: str) -> dict:
+    """The transports alone: one server (_one_server); per round and transport, a fresh client makes 100
+    warm-up calls, then n back-to-back `status` calls. Returns per transport the p50 and p99 of each round, ms."""
+    proc, endpoints, _ = _one_server(model, tmp)
+    out: dict[str, dict[str, list[float]]] = {name: {"p50_ms": [], "p99_ms": []} for name in endpoints}
+    try:
         for _ in range(rounds):
             for name, endpoint in endpoints.items():
                 with Client(ClientConfig(endpoint=endpoint, timeout=5.0)) as client:
@@ -157,6 +167,52 @@ def measure_round_trips(model: str, n: int, rounds: int, tmp: str) -> dict:
     return out
 
 
+def _paired(client: Client, stream, sid: str, n: int, gap: float) -> list[float]:
+    """n one-token `generate` calls, `gap` seconds of sleep before each; per call its round trip minus the
+    engine's own time for it (the `ms` of its `telemetry` event), seconds."""
+    out = []
+    for _ in range(n):
+        if gap:
+            time.sleep(gap)
+        t0 = time.perf_counter()
+        client.call("generate", session=sid, max_tokens=1)
+        rtt = time.perf_counter() - t0
+        event = next(e for e in stream if e.session == sid)  # StopIteration: no telemetry within 2 s
+        out.append(rtt - event.data["ms"] / 1000)
+    return out
+
+
+def measure_paired(model: str, n: int, gaps: tuple[float, ...], tmp: str) -> dict:
+    """Per-note overhead without a separate baseline: for each one-token `generate` through one server
+    (_one_server), its round trip at the client minus the time the engine spent on it inside the server (its
+    telemetry event, published after the reply). What is left is the protocol (encode, parse), the transport
+    and both sides' wake-ups: what the call costs beyond calling the engine in-process. Per transport and gap
+    (seconds of sleep before each call: 0 back to back, or a player's pause): p50/p99 ms; the gaps take turns
+    in blocks of 50 calls."""
+    proc, endpoints, events = _one_server(model, tmp)
+    samples = {name: {gap: [] for gap in gaps} for name in endpoints}
+    try:
+        with Client(ClientConfig(events_endpoint=events)) as watcher:
+            stream = watcher.events(("telemetry",), timeout=2.0)
+            for name, endpoint in endpoints.items():
+                with Client(ClientConfig(endpoint=endpoint, timeout=5.0)) as client:
+                    sid = client.call("session.create", instruments=["strings"], seed=1)["session"]
+                    for _ in range(100):  # until the subscription has reached the server
+                        client.call("generate", session=sid, max_tokens=1)
+                        if any(e.session == sid for e in watcher.events(("telemetry",), timeout=0.05)):
+                            break
+                    _paired(client, stream, sid, 100, 0)
+                    for _ in range(max(1, n // 50)):
+                        for gap in gaps:
+                            samples[name][gap] += _paired(client, stream, sid, 50, gap)
+                    client.call("session.close", session=sid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return {name: {f"{gap * 1000:g}": _percentiles(v) for gap, v in by_gap.items()}
+            for name, by_gap in samples.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(default_model_path()))
@@ -164,14 +220,30 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=10, help="interleaved blocks the requests are split into")
     p.add_argument("--gap-ms", type=float, default=0.0,
                    help="sleep before each request, as between a player's notes (default 0: back to back)")
+    p.add_argument("--paired-n", type=int, default=600, help="one-token generate calls per transport and gap in "
+                   "the paired measurement (round trip minus the engine's own time)")
+    p.add_argument("--paired-gaps-ms", default="10,100", help="sleeps before each paired call, ms (0: back to "
+                   "back, which also counts the wait for the previous call's deferred forward pass)")
+    p.add_argument("--paired-only", action="store_true", help="only the paired measurement")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    try:
+        gaps = tuple(float(g) / 1000 for g in args.paired_gaps_ms.split(","))
+    except ValueError:
+        print(f"server_overhead: --paired-gaps-ms takes numbers like 0,10,100, not {args.paired_gaps_ms!r}",
+              file=sys.stderr)
+        return 2
     if not Path(args.model).is_file():
         print(f"server_overhead: no model at {args.model}; pass --model", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
+        paired = measure_paired(args.model, args.paired_n, gaps, tmp)
+        if args.paired_only:
+            print(json.dumps({"paired": paired}) if args.json else _paired_table(paired))
+            return 0
         result = measure(args.model, args.n, args.rounds, tmp, args.gap_ms / 1000)
         result["round_trip"] = measure_round_trips(args.model, args.n, 5, tmp)
+        result["paired"] = paired
     local = result["in_process"]
     for name in PATHS:
         result[f"{name}_overhead_ms"] = {
@@ -192,7 +264,17 @@ def main(argv=None) -> int:
     for name, r in result["round_trip"].items():
         print(f"  {name:<8} p50 {' '.join(f'{x:.3f}' for x in r['p50_ms'])}   "
               f"p99 {' '.join(f'{x:.3f}' for x in r['p99_ms'])}")
+    print(_paired_table(paired))
     return 0
+
+
+def _paired_table(paired: dict) -> str:
+    lines = ["per-note overhead, paired (a one-token generate's round trip minus the engine's own time for that "
+             "call; ms p50 / p99), by sleep before each call:"]
+    for name, by_gap in paired.items():
+        lines.append(f"  {name:<8}" + "   ".join(f"{gap} ms: {r['p50_ms']:.3f} / {r['p99_ms']:.3f}"
+                                                for gap, r in by_gap.items()))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -108,8 +108,11 @@ class KVCache:
     """One sequence's keys and values, kept between calls. `length` tokens are cached (positions 0..length-1).
 
     With `plan_slides(keep, drop)` the next slide is prepared in the background: after each step at most
-    `chunk` entries that the slide will keep are copied, rotated, into a second set of buffers, so `slide` only
-    finishes the last few entries and swaps the sets (no latency spike; twice the cache memory)."""
+    `chunk` entries that the slide will keep are copied, rotated, into a second set of buffers, and in the last
+    `chunk` positions before the slide every step copies its own, so `slide` only swaps the sets (no latency
+    spike; twice the cache memory). An owner with idle moments (the server, between requests) calls `prepare()`
+    there instead: it copies what is waiting, and from then until the slide the steps leave their own entries
+    to it, so a step on a live request copies nothing (at most a chunk, every `chunk` steps)."""
 
     def __init__(self, model: Model, capacity: int | None = None):
         self.model = model
@@ -122,6 +125,7 @@ class KVCache:
         self._plan: tuple[int, int] | None = None
         self._chunk = 32
         self._copied = 0  # entries keep+drop .. keep+drop+copied-1 are in the shadow, rotated
+        self._idle = False  # prepare() was called since the last slide: steps leave their own entries to it
         self._seqlens = np.zeros(1, np.int32)  # P + T - 1
         self._total = np.zeros((), np.int32)  # P + T
         self._ids1 = np.zeros((1, 1), np.int64)  # one-token steps reuse these buffers: no allocation per step
@@ -180,8 +184,17 @@ class KVCache:
         self.model.session.run_with_iobinding(self._binding)
         self.length += t
         if self._plan is not None:  # near the end, every step copies its own entries: the slide is only a swap
-            self._prepare(self._chunk if self.length < self.capacity - self._chunk else None)
+            near = self.length >= self.capacity - self._chunk
+            self._prepare(None if near and not self._idle else self._chunk)
         return logits[0]
+
+    def prepare(self) -> bool:
+        """Copy every entry the next planned slide keeps that is not copied yet (work for an idle moment, off
+        the next step's path). True when there was any."""
+        if self._plan is None:
+            return False
+        self._idle = True
+        return self._prepare(None)
 
     def truncate(self, n: int) -> None:
         """Forget every token from position n on (rollback). O(1): nothing is copied or recomputed."""
@@ -200,13 +213,14 @@ class KVCache:
         if self._shadow is None:
             self._shadow = _Buffers(self.model, self.capacity)
 
-    def _prepare(self, budget: int | None) -> None:
-        """Copy up to `budget` (None: all) more kept entries, rotated back by `drop`, into the shadow set."""
+    def _prepare(self, budget: int | None) -> bool:
+        """Copy `budget` more kept entries (None: all), rotated back by `drop`, into the shadow set, when that
+        many are waiting. True when anything was copied."""
         keep, drop = self._plan
         start = keep + drop + self._copied
         n = self.length - start
         if n <= 0 or (budget is not None and n < budget):
-            return
+            return False
         n = n if budget is None else budget
         cos, sin = self._plan_angles
         dst = start - drop
@@ -214,11 +228,13 @@ class KVCache:
         _rotate(shadow.keys[:, :, :, dst : dst + n], self.keys[:, :, :, start : start + n], cos, sin)
         shadow.values[:, :, :, dst : dst + n] = self.values[:, :, :, start : start + n]
         self._copied += n
+        return True
 
     def slide(self, keep: int, drop: int) -> None:
         """Drop entries keep..keep+drop-1 (keeping the first `keep`, the conditioning prefix); the later entries
         move down by `drop` and their keys are rotated back by `drop` positions; no projection is recomputed.
-        Cost: with a matching plan_slides(), the last < chunk entries and a swap; else one pass over the cache."""
+        Cost: with a matching plan_slides(), a swap (and the entries added since the last prepare(), if any);
+        else one pass over the cache."""
         n = self.length
         if not (0 <= keep and 0 < drop and keep + drop <= n):
             raise EngineError(f"cannot drop {drop} tokens after {keep} from a cache of {n}")
@@ -238,6 +254,7 @@ class KVCache:
             v[:, :, :, keep : keep + m] = v[:, :, :, keep + drop : n]
             self._copied = 0
         self.length = n - drop
+        self._idle = False  # the next window's steps copy their own entries until prepare() is called
 
     def copy_from(self, other: KVCache) -> None:
         """Make this cache a copy of another one of the same model (for best-of-N candidates)."""

@@ -138,13 +138,10 @@ class Service:
         return self._handlers[cmd](args)
 
     def idle(self) -> bool:
-        """Between requests: run one session's pending sampled token through the model (Session.precompute),
-        so the next request on it starts from ready logits. Returns True when there was work."""
-        for live in self.sessions.values():
-            if live.session.pending:
-                live.session.precompute()
-                return True
-        return False
+        """Between requests: one session's idle work (Session.precompute: its pending sampled token through the
+        model, so the next request starts from ready logits, or its next window slide prepared). Returns True
+        when there was work."""
+        return any(live.session.precompute() for live in self.sessions.values())
 
     def reap(self, timeout: float) -> list[str]:
         """Close sessions unused for `timeout` seconds; returns their ids."""

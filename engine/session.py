@@ -200,10 +200,13 @@ class Session:
         """Tokens on the timeline not yet through the model (a sampled token waits for the next request)."""
         return len(self.tokens) - self.cache.length
 
-    def precompute(self) -> None:
-        """Run pending tokens through the model now (the server calls it after a reply, while it waits)."""
+    def precompute(self) -> bool:
+        """Work for an idle moment (the server calls it after a reply, while it waits): run pending tokens
+        through the model, else prepare the next window slide. True when there was any."""
         if self.pending > 0:
             self._next_logits()
+            return True
+        return self.cache.prepare()
 
     def _drop_tentative(self) -> None:
         if self._tentative:

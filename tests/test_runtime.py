@@ -94,8 +94,10 @@ def test_default_model_loads_or_says_how_to_make_one():
             Model.load()
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 32])
-def test_background_slides_equal_immediate_slides(model, chunk):
+@pytest.mark.parametrize(("chunk", "idle_every"), [(1, 0), (7, 0), (32, 0), (32, 5), (7, 3)])
+def test_background_slides_equal_immediate_slides(model, chunk, idle_every):
+    """Slides prepared step by step (and, with idle_every, by prepare() between steps, as the server does)
+    give the same logits as immediate slides."""
     t = toks(400, 4)
     planned, plain = model.new_cache(), model.new_cache()
     planned.plan_slides(3, 40, chunk=chunk)
@@ -111,3 +113,21 @@ def test_background_slides_equal_immediate_slides(model, chunk):
         a, b = planned.forward([x]).copy(), plain.forward([x]).copy()
         assert planned.length == plain.length <= planned.capacity
         assert np.abs(a - b).max() < 1e-5
+        if idle_every and i % idle_every == 0:
+            planned.prepare()
+            assert not planned.prepare()  # everything waiting was copied
+
+
+def test_prepare_leaves_the_slide_nothing_to_copy(model):
+    cache = model.new_cache()
+    assert not cache.prepare()  # no plan: nothing to do
+    cache.plan_slides(3, 40, chunk=32)
+    cache.forward(toks(50, 2))  # 7 entries the slide keeps: fewer than a chunk, not copied by the step
+    assert cache.prepare() and not cache.prepare()
+    cache.forward(toks(78, 3))
+    assert cache.length == cache.capacity
+    cache.prepare()
+    assert cache._copied == cache.length - 43  # every entry the slide keeps
+    shadow = cache._shadow
+    cache.slide(3, 40)
+    assert cache._buffers is shadow and cache.length == 88  # swapped in, everything kept already copied
