@@ -194,7 +194,8 @@ def bench_long(path: Path, threads: int, tokens: int) -> dict:
     """One session of `tokens` generated tokens: per-token time (sampling and slides included) and RSS."""
     from musebridge.engine.runtime import Model, RuntimeOptions
     from musebridge.engine.sampler import SamplingConfig
-    from musebridge.engine.session import Session, SessionConfig
+    from musebridge.engine.session import Session
+    from musebridge.engine.session_config import SessionConfig
 
     model = Model.load(path, RuntimeOptions(threads=threads, provider="cpu"))
     session = Session(model, SessionConfig(style="bach", instruments=(0, 5), player_instrument=0,

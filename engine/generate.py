@@ -18,7 +18,8 @@ from .errors import EngineError
 from .instruments import INSTRUMENT_NAMES
 from .midifile import notes_from_events
 from .sampler import SamplingConfig
-from .session import Engine, SessionConfig
+from .session import Engine
+from .session_config import SessionConfig
 
 log = logging.getLogger(__name__)
 

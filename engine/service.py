@@ -23,7 +23,8 @@ from . import vocab as V
 from .codec import Timed
 from .instruments import INSTRUMENT_NAMES
 from .sampler import SamplingConfig, scale_pitch_classes
-from .session import Engine, Session, SessionConfig
+from .session import Engine, Session
+from .session_config import SessionConfig
 from .timeline import ends_note
 
 EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")

@@ -14,7 +14,8 @@ from musebridge.engine.errors import EngineError
 from musebridge.engine.instruments import INSTRUMENTS
 from musebridge.engine.runtime import Model, RuntimeOptions
 from musebridge.engine.sampler import SamplingConfig, scale_pitch_classes
-from musebridge.engine.session import Engine, SessionConfig
+from musebridge.engine.session import Engine
+from musebridge.engine.session_config import SessionConfig
 
 SCALE = scale_pitch_classes("G", "major")
 
