@@ -78,6 +78,9 @@ def test_respond_trigger_cc_answers_without_a_pause():
     rig.run(0.005)
     assert rig.note_ons(STRINGS) and rig.note_ons(STRINGS)[0][0] <= t + 0.005
     assert not any(m.type == "control_change" and m.control == 107 for _, m in rig.heard), "mapped CCs are eaten"
+    first = next(g for g in rig.link.generates if g["notes"] == 1)
+    # the first answer note is asked for at the trigger's session time, its wait not sampled (one model step)
+    assert first["now"] and first["at"] == pytest.approx(t - rig.bridge.origin, abs=1e-6)
 
 
 def test_respond_answer_length_in_beats_follows_the_tempo():
