@@ -8,7 +8,10 @@ Measures, in one run on the same model: (a) in-process `Service.handle` for `sta
 `musebridge play` uses), (e) over its direct loopback TCP port (`--direct-port`: the same frames as (d), no
 ZeroMQ). The four servers run side by side and the requests go in interleaved blocks
 (`--rounds`), so every path sees the same load of a shared machine. The overhead of a path is its time minus
-(a), per round trip, p50/p99, in milliseconds.
+(a), per round trip, p50/p99, in milliseconds. Then (f) the round trip alone (`status`, back to back) per
+transport, and (g) the per-note overhead paired call by call: a one-token `generate`'s round trip minus the
+engine's own time for that call inside the server (its `telemetry` event), with a player's pauses before each
+call (`--paired-gaps-ms`; `--paired-only` runs just this).
 """
 
 from __future__ import annotations
