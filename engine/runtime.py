@@ -183,7 +183,7 @@ class KVCache:
         self._total[...] = self.length + t
         self.model.session.run_with_iobinding(self._binding)
         self.length += t
-        if self._plan is not None:  # near the end, every step copies its own entries: the slide is only a swap
+        if self._plan is not None:  # near the end, each step copies its own entries, unless prepare() does
             near = self.length >= self.capacity - self._chunk
             self._prepare(None if near and not self._idle else self._chunk)
         return logits[0]

@@ -29,11 +29,10 @@ from .errors import EngineError
 from .runtime import KVCache, Model, RuntimeOptions
 from .sampler import Sampler, additive, dynamic_mask, log_prob
 from .session_config import SessionConfig
-from .timeline import State, encode_engine_off, encode_player
+from .timeline import PLAYER_BODY_TOKENS, State, encode_engine_off, encode_player
 
 log = logging.getLogger(__name__)
 
-EVENT_BODY_TOKENS = 2  # a player event's tokens after its time shift, at most (velocity, note: timeline.py)
 
 
 @dataclass(frozen=True)
@@ -193,12 +192,16 @@ class Session:
         without anticipation. The next player event keeps the shift if it lands on that step; any other change
         takes it back first: the token stream is the same as without it. Returns the tentative tokens."""
         tokens = self._shift_to(time_s)
-        if tokens != self.tokens[len(self.tokens) - self._tentative:]:
+        if tokens != self._tentative_tokens:
             self._drop_tentative()
-            if len(self.tokens) + len(tokens) + EVENT_BODY_TOKENS <= self.cache.capacity:
+            if len(self.tokens) + len(tokens) + PLAYER_BODY_TOKENS <= self.cache.capacity:
                 self._append(tokens, player=True, run=False)
                 self._tentative = len(tokens)
         return self._tentative
+
+    @property
+    def _tentative_tokens(self) -> list[int]:
+        return self.tokens[len(self.tokens) - self._tentative:]
 
     def _shift_to(self, time_s: float) -> list[int]:
         """The time-shift tokens from the end of the timeline (without a tentative shift) to time_s's grid step."""
@@ -276,7 +279,7 @@ class Session:
             raise EngineError("generate() needs n_tokens, n_notes or until_time (not until_time with now)")
         if at is not None and not now:
             raise EngineError("generate(): `at` is the time of notes made with now=True")
-        if at is not None and self._shift_to(at) == self.tokens[len(self.tokens) - self._tentative:]:
+        if at is not None and self._shift_to(at) == self._tentative_tokens:
             self._tentative = 0  # the shift anticipated there: kept, part of this call's (speculative) tokens
         self._drop_tentative()
         if at is not None:

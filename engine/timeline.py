@@ -12,6 +12,7 @@ from . import vocab as V
 from .codec import EventDecoder, Timed
 
 _PLAYER_KINDS = ("note_on", "note_off", "pedal_on", "pedal_off")
+PLAYER_BODY_TOKENS = 2  # the most tokens encode_player puts after an event's time shift (velocity, note)
 
 
 class State:

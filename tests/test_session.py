@@ -16,6 +16,7 @@ from musebridge.engine.runtime import Model, RuntimeOptions
 from musebridge.engine.sampler import SamplingConfig, scale_pitch_classes
 from musebridge.engine.session import Engine
 from musebridge.engine.session_config import SessionConfig
+from musebridge.engine.timeline import PLAYER_BODY_TOKENS, State, encode_player
 
 SCALE = scale_pitch_classes("G", "major")
 
@@ -157,8 +158,6 @@ def test_reconfigure_new_instruments_keeps_the_timeline_and_bounds(engine):
 
 
 def test_state_copies_are_independent():
-    from musebridge.engine.timeline import State
-
     a = State()
     for token in [V.time_token(5), V.velocity_token(10), V.note_on_token(4, 40)]:
         a.apply(token, player=False)
@@ -281,6 +280,22 @@ def test_an_anticipated_time_shift_takes_the_players_note_off_the_critical_path(
     assert np.abs(a._next_logits() - b._next_logits()).max() < 1e-4
 
 
+@given(messages=st.lists(st.tuples(st.sampled_from(["note_on", "note_off", "pedal"]), st.integers(0, 127),
+                                   st.integers(0, 30)), max_size=30))
+def test_a_player_event_adds_at_most_player_body_tokens_after_its_time_shift(messages):
+    """anticipate() leaves room for this many tokens after the shift (PLAYER_BODY_TOKENS)."""
+    state, step = State(), 0
+    for kind, value, dt in messages:
+        step += dt
+        msg = (mido.Message("control_change", control=64, value=value) if kind == "pedal"
+               else mido.Message(kind, note=value, velocity=value if kind == "note_on" else 0))
+        tokens = encode_player(state, step, msg, instrument=0)
+        body = [t for t in tokens if V.token_kind(t)[0] != "time"]
+        assert len(body) <= PLAYER_BODY_TOKENS
+        for t in tokens:
+            state.apply(t, player=True)
+
+
 def test_anticipation_that_would_slide_the_window_adds_nothing(engine):
     """A slide cannot be taken back: near a full window, anticipate() adds nothing (found by the property test
     below: a tentative shift slid the window, and the stream then differed from a twin's; or the player's note
@@ -289,7 +304,7 @@ def test_anticipation_that_would_slide_the_window_adds_nothing(engine):
     while len(s.tokens) < s.cache.capacity - 4:
         s.generate(n_tokens=1)
     tokens, dropped = list(s.tokens), s.dropped
-    # 3 TIME tokens + the note's velocity and note (EVENT_BODY_TOKENS) would need 65 of 64 places
+    # 3 TIME tokens + the note's velocity and note (PLAYER_BODY_TOKENS) would need 65 of 64 places
     assert s.anticipate(s.time + 2.5) == 0 and s.tokens == tokens and s.dropped == dropped
     assert s.anticipate(s.time + 0.5) == 1  # one TIME token: the note fits after it
 
