@@ -20,7 +20,8 @@ from .scheduler import ENGINE
 log = logging.getLogger(__name__)
 
 REF_SECONDS_PER_BEAT = 0.5  # generate mode: one engine second is two beats (the model's 120 bpm) at any tempo
-ANSWER_FIRST_TOKENS = 8  # respond: tokens allowed for the first answer note (note-offs the model chooses first)
+ANSWER_FIRST_TOKENS = 2  # respond: tokens the model may take to its first answer note (else one is asked `now`)
+ANSWER_NOW_TOKENS = 8  # respond: tokens for that `now` note (note-offs the model chooses first)
 ANTICIPATE_LEAD_S = 0.0005  # harmonize: the next grid step's time shift is asked for this long before it starts
 
 
@@ -117,12 +118,14 @@ class RespondMode(Mode):
             self._continue_answer(now)
 
     def _start_answer(self, now: float) -> None:
-        """Ask for the first answer note and play it now; the rest follows in chunks from tick(). The note is
-        asked for at the trigger's time (`now` with `at`): its time shift is added, not sampled, so it costs one
-        model step however long a pause the model would have chosen first (it sounds now either way)."""
+        """Ask for the first answer note and play it now; the rest follows in chunks from tick(). The model
+        chooses it (usually at once: its first or second token); a model that would wait longer first (time
+        shifts) is not waited for: the note is then asked for `now` (one model step)."""
         self._heard = False
-        events, end = self.host.link.generate(notes=1, max_tokens=ANSWER_FIRST_TOKENS, now=True,
-                                              at=round(self.host.session_time(now), 6))
+        events, end = self.host.link.generate(notes=1, max_tokens=ANSWER_FIRST_TOKENS)
+        if not any(is_note_on(m) for _, m in events):
+            more, end = self.host.link.generate(notes=1, max_tokens=ANSWER_NOW_TOKENS, now=True)
+            events += more
         first = next((t for t, m in events if is_note_on(m)), None)
         if first is None:
             self._tries += 1

@@ -104,7 +104,6 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "notes": Arg(INT, low=1, high=10_000),
         "max_tokens": Arg(INT, low=1, high=100_000),
         "now": Arg(BOOL),  # notes that start at the current time (see engine/session.py generate)
-        "at": Arg(NUM, low=0.0, high=1e7),  # with now: the notes start at this session time (s), if it is later
     },
     "anticipate": {"session": SESSION, "t": Arg(NUM, required=True, low=0.0, high=1e7)},  # session seconds
     "set": {"session": SESSION, **PARAMS},

@@ -220,8 +220,6 @@ class Service:
         if now and "until" in args:
             raise _bad("generate: 'now' makes notes at the current time; give 'notes' or 'max_tokens', "
                        "not 'until'")
-        if "at" in args and not now:
-            raise _bad("generate: 'at' is the time of notes made with 'now': add \"now\": true")
         best_of = live.params.get("best_of", 1)
         budget, notes_left = args.get("max_tokens", 4096), args.get("notes")
         out, events, start = [], [], time.perf_counter()
@@ -230,7 +228,7 @@ class Service:
             chunk = budget if best_of > 1 else min(budget, STREAM_CHUNK_TOKENS)
             mark = len(live.session.tokens) + live.session.dropped
             new = live.session.generate(n_tokens=chunk, n_notes=notes_left, until_time=args.get("until"),
-                                        best_of=best_of, max_tokens=chunk, now=now, at=args.get("at"))
+                                        best_of=best_of, max_tokens=chunk, now=now)
             made = len(live.session.tokens) + live.session.dropped - mark
             budget -= made
             notes = [message_to_dict(e) for e in new]

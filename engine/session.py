@@ -191,22 +191,14 @@ class Session:
         slide: a slide cannot be taken back, and a kept shift must have been computed over the same window as
         without anticipation. The next player event keeps the shift if it lands on that step; any other change
         takes it back first: the token stream is the same as without it. Returns the tentative tokens."""
-        tokens = self._shift_to(time_s)
-        if tokens != self._tentative_tokens:
+        target, end = int(round(time_s / V.GRID_S)), self._end_step
+        tokens = V.time_tokens(target - end) if target > end else []
+        if tokens != self.tokens[len(self.tokens) - self._tentative:]:
             self._drop_tentative()
             if len(self.tokens) + len(tokens) + PLAYER_BODY_TOKENS <= self.cache.capacity:
                 self._append(tokens, player=True, run=False)
                 self._tentative = len(tokens)
         return self._tentative
-
-    @property
-    def _tentative_tokens(self) -> list[int]:
-        return self.tokens[len(self.tokens) - self._tentative:]
-
-    def _shift_to(self, time_s: float) -> list[int]:
-        """The time-shift tokens from the end of the timeline (without a tentative shift) to time_s's grid step."""
-        target, end = int(round(time_s / V.GRID_S)), self._end_step
-        return V.time_tokens(target - end) if target > end else []
 
     def commit(self, until_time: float) -> None:
         """Mark the speculative tokens at or before `until_time` (seconds) as sounded: no rollback past them."""
@@ -265,25 +257,16 @@ class Session:
         return token, logprob, self._append([token], player=False, run=False)
 
     def generate(self, n_tokens: int | None = None, n_notes: int | None = None, until_time: float | None = None,
-                 best_of: int = 1, max_tokens: int = 4096, now: bool = False,
-                 at: float | None = None) -> list[Timed]:
+                 best_of: int = 1, max_tokens: int = 4096, now: bool = False) -> list[Timed]:
         """Generate engine tokens until n_tokens, n_notes note-ons, or the timeline reaches until_time (seconds),
         whichever comes first (at most max_tokens). With best_of > 1, that many candidate continuations are
         sampled and the one with the highest mean log-probability is kept. now: notes that start at the current
         time (a chord or a harmony for the player's note): no time shift, velocity or pedal token is sampled, so
-        each note takes one model step (plus note-offs the model chooses for its earlier notes). at (seconds,
-        with now): the notes start at that time instead, when it is later than the timeline's end: its time
-        shift is appended first (not sampled: an answer that must start at once, whatever pause the model would
-        have chosen; one anticipated there is used as it is). Returns the timed MIDI events."""
+        each note takes one model step (plus note-offs the model chooses for its earlier notes). Returns the
+        timed MIDI events."""
         if n_tokens is None and n_notes is None and (until_time is None or now):
             raise EngineError("generate() needs n_tokens, n_notes or until_time (not until_time with now)")
-        if at is not None and not now:
-            raise EngineError("generate(): `at` is the time of notes made with now=True")
-        if at is not None and self._shift_to(at) == self._tentative_tokens:
-            self._tentative = 0  # the shift anticipated there: kept, part of this call's (speculative) tokens
         self._drop_tentative()
-        if at is not None:
-            self._append(self._shift_to(at), player=False, run=False)
         if best_of <= 1:
             return self._generate(n_tokens, n_notes, until_time, max_tokens, score=False, now=now)[0]
         start = len(self.tokens)

@@ -67,12 +67,10 @@ class FakeLink:
         self._check("anticipate")
         self.anticipated.append(t)
 
-    def generate(self, until=None, notes=None, max_tokens=None, now=False, at=None):
+    def generate(self, until=None, notes=None, max_tokens=None, now=False):
         self._check("generate")
-        self.last_generate = {"until": until, "notes": notes, "max_tokens": max_tokens, "now": now, "at": at}
+        self.last_generate = {"until": until, "notes": notes, "max_tokens": max_tokens, "now": now}
         self.generates.append(self.last_generate)
-        if now and at is not None:  # like the engine: the notes start at `at` when it is later
-            self.time = max(self.time, round(at, 6))
         if now:  # like the engine: note-ons at the current time, one step each
             first = [] if self._count else [(self.time, mido.Message("program_change", channel=5, program=48))]
             return first + [(self.time, self._note_on()) for _ in range(notes or max_tokens)], self.time

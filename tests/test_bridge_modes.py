@@ -10,7 +10,7 @@ import pytest
 from musebridge.bridge.config import CCMap, ModeConfig
 from musebridge.bridge.errors import EngineLost
 from musebridge.bridge.midiclock import ClockConfig
-from musebridge.bridge.modes import ANTICIPATE_LEAD_S
+from musebridge.bridge.modes import ANSWER_FIRST_TOKENS, ANTICIPATE_LEAD_S
 from musebridge.bridge.scheduler import SchedulerConfig
 from musebridge.engine.vocab import GRID_S
 
@@ -78,9 +78,32 @@ def test_respond_trigger_cc_answers_without_a_pause():
     rig.run(0.005)
     assert rig.note_ons(STRINGS) and rig.note_ons(STRINGS)[0][0] <= t + 0.005
     assert not any(m.type == "control_change" and m.control == 107 for _, m in rig.heard), "mapped CCs are eaten"
-    first = next(g for g in rig.link.generates if g["notes"] == 1)
-    # the first answer note is asked for at the trigger's session time, its wait not sampled (one model step)
-    assert first["now"] and first["at"] == pytest.approx(t - rig.bridge.origin, abs=1e-6)
+    assert not any(g["now"] for g in rig.link.generates), "the model's own first note (it plays one at once here)"
+
+
+class WaitingLink(FakeLink):
+    """A model that always starts with a long wait (time shifts) before any note of its own."""
+
+    def generate(self, until=None, notes=None, max_tokens=None, now=False):
+        if now or until is not None:
+            return super().generate(until=until, notes=notes, max_tokens=max_tokens, now=now)
+        self._check("generate")
+        self.generates.append({"until": until, "notes": notes, "max_tokens": max_tokens, "now": now})
+        self.time = round(self.time + 0.01 * max_tokens, 6)
+        return [], self.time
+
+
+def test_respond_does_not_wait_for_a_model_that_waits():
+    """The first answer note comes at once even when the model would sample a long pause first: after
+    ANSWER_FIRST_TOKENS tokens without a note it is asked for `now` (one model step per note)."""
+    rig = Rig("respond", modes=ModeConfig(pause_s=5.0), link=WaitingLink())
+    phrase(rig, (60,))
+    t = rig.clock.now()
+    rig.play(cc(107))
+    rig.run(0.005)
+    assert rig.note_ons(STRINGS) and rig.note_ons(STRINGS)[0][0] <= t + 0.005
+    first, second = rig.link.generates[:2]
+    assert (first["now"], first["max_tokens"]) == (False, ANSWER_FIRST_TOKENS) and second["now"]
 
 
 def test_respond_answer_length_in_beats_follows_the_tempo():

@@ -221,31 +221,6 @@ def test_a_sampled_token_runs_through_the_model_later_with_the_same_result(engin
     assert lazy.pending == 0 and counter.tokens == 1 + 1 + 2
 
 
-def test_now_at_a_later_time_starts_the_notes_there_without_sampling_the_wait(engine):
-    """generate(now=True, at=t): an answer that must start at t (respond's trigger): the time shift to t is
-    appended, not sampled, so the first note costs one model call however long the pause; an anticipated shift
-    there is used as it is; the shift is speculative like the notes (a player event before t takes it back)."""
-    a, b = engine.new_session(config(seed=4)), engine.new_session(config(seed=4))
-    for s in (a, b):
-        s.insert(0.5, mido.Message("note_on", note=60, velocity=80))
-        s.insert(0.7, mido.Message("note_off", note=60))
-    counter = Counting(a.cache)
-    events = a.generate(n_notes=1, now=True, at=2.345)
-    assert counter.calls == 1 and counter.tokens == 2  # TIME 1 s, TIME 0.65 s: one model call, then a sample
-    assert [e.time for e in events if e.msg.type == "note_on"] == [2.35]
-    assert [V.token_kind(tok)[0] for tok in a.tokens[-3:]] == ["time", "time", "note_on"] and a.time == 2.35
-    b.anticipate(2.345)
-    b.precompute()
-    counter = Counting(b.cache)
-    b.generate(n_notes=1, now=True, at=2.345)
-    assert counter.tokens == 0 and b.tokens == a.tokens  # the anticipated shift, kept; nothing run again
-    b.insert(1.0, mido.Message("note_on", note=62, velocity=80))  # the player before the answer: rolled back
-    assert b.time == 1.0 and not b._live.decoder.held
-    assert {e.time for e in a.generate(n_notes=1, now=True, at=1.0)} == {2.35}  # earlier than the end: at the end
-    with pytest.raises(EngineError, match="now=True"):
-        a.generate(n_notes=1, at=3.0)
-
-
 def test_now_with_constraints_that_allow_no_note_adds_nothing(engine):
     # strings limited to one pitch that is not in the scale: no note-on can ever be sampled
     s = engine.new_session(config(instruments=(0, 5), scale=scale_pitch_classes("C", "major"),
