@@ -91,19 +91,14 @@ def _model(path: str | None, folder: Path) -> tuple[str, str]:
 
 def _first(peer: JackPeer, after: float, channel: int | None, timeout: float = 2.0) -> float | None:
     """The time of the first note-on (on `channel`, None: any) that `peer` heard at or after `after`, waiting up
-    to `timeout` s. The times are taken in the peer's callback; this only checks every millisecond, and only the
-    newest messages: a benchmark that polled faster, or rescanned all it heard, would take the CPU time of the
-    processes it measures."""
+    to `timeout` s. The times are taken in the peer's callback; this only checks every millisecond (JackPeer
+    reads only the newest messages): a benchmark that polled faster would take the CPU time of the processes it
+    measures."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        hit = None
-        for t, msg in reversed(peer.heard):  # newest first; the callback only appends
-            if t < after:
-                break
-            if msg.type == "note_on" and msg.velocity > 0 and (channel is None or msg.channel == channel):
-                hit = t
-        if hit is not None:
-            return hit
+        hits = peer.note_ons(channel, after=after)
+        if hits:
+            return hits[0][0]
         time.sleep(0.001)
     return None
 

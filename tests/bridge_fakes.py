@@ -63,14 +63,17 @@ class FakeLink:
     def post_feed(self, events: list[dict]) -> None:
         self.feed(events)
 
+    @property
+    def last_generate(self) -> dict:
+        return self.generates[-1]
+
     def anticipate(self, t: float) -> None:
         self._check("anticipate")
         self.anticipated.append(t)
 
     def generate(self, until=None, notes=None, max_tokens=None, now=False):
         self._check("generate")
-        self.last_generate = {"until": until, "notes": notes, "max_tokens": max_tokens, "now": now}
-        self.generates.append(self.last_generate)
+        self.generates.append({"until": until, "notes": notes, "max_tokens": max_tokens, "now": now})
         if now:  # like the engine: note-ons at the current time, one step each
             first = [] if self._count else [(self.time, mido.Message("program_change", channel=5, program=48))]
             return first + [(self.time, self._note_on()) for _ in range(notes or max_tokens)], self.time

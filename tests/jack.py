@@ -184,8 +184,15 @@ class JackPeer:
         return [m for _, m in list(self.heard)]
 
     def note_ons(self, channel: int | None = None, after: float = 0.0) -> list[tuple[float, mido.Message]]:
-        return [(t, m) for t, m in list(self.heard) if m.type == "note_on" and m.velocity > 0 and t >= after
-                and (channel is None or m.channel == channel)]
+        """Note-ons heard at or after `after`, oldest first. `heard` only grows, in time order: it is read from
+        the newest back to `after`, so a loop waiting for an answer costs what arrived since, not everything."""
+        out = []
+        for t, m in reversed(self.heard):  # appends meanwhile (the callback) are not visited
+            if t < after:
+                break
+            if m.type == "note_on" and m.velocity > 0 and (channel is None or m.channel == channel):
+                out.append((t, m))
+        return out[::-1]
 
     def close(self) -> None:
         """Stop listening; the ports themselves are torn down when the JACK server stops (see _RETIRED)."""

@@ -36,13 +36,12 @@ class Counting:
     """Counts the tokens a cache runs through the model."""
 
     def __init__(self, cache):
-        self.cache, self.tokens, self.calls, self.max_length = cache, 0, 0, 0
+        self.cache, self.tokens, self.max_length = cache, 0, 0
         self._forward = cache.forward
         cache.forward = self
 
     def __call__(self, tokens):
         self.tokens += len(tokens)
-        self.calls += 1
         out = self._forward(tokens)
         self.max_length = max(self.max_length, self.cache.length)
         return out
@@ -291,9 +290,9 @@ def test_anticipation_that_would_slide_the_window_adds_nothing(engine):
 def test_anticipation_never_changes_the_token_stream(engine, ops):
     """Whatever the player does after anticipate() (a note at that step, another step, nothing), and whatever
     the engine does next, the tokens are those of a session that never anticipated (window slides included).
-    The twin runs its pending token where `a` does (as the server does between requests either way): a token's
-    keys computed before a slide and rotated by it differ from ones computed after it by float rounding only,
-    which would otherwise show in the logits."""
+    The twin runs its pending token where `a` does (as the server does between requests either way): a token run
+    before a slide keeps what it saw of the dropped tokens (its deeper layers' keys), one run after it does not,
+    and that difference would otherwise show in the logits."""
     a = engine.new_session(config(seed=3, slide_tokens=16, context=64))
     b = engine.new_session(config(seed=3, slide_tokens=16, context=64))
     for op, dt in ops:
