@@ -119,6 +119,7 @@ class Service:
         self.model_name = model_name
         self.sessions: dict[str, LiveSession] = {}
         self._ids = itertools.count(1)
+        self._turns = itertools.count()  # idle(): which session looks first
         self._started = time.monotonic()
         self._token_ms: deque[float] = deque(maxlen=2000)
         self._latency_cache: dict | None = None
@@ -139,10 +140,17 @@ class Service:
         return self._handlers[cmd](args)
 
     def idle(self) -> bool:
-        """Between requests: one session's idle work (Session.precompute: its pending sampled token through the
-        model, so the next request starts from ready logits, or its next window slide prepared). Returns True
-        when there was work."""
-        return any(live.session.precompute() for live in self.sessions.values())
+        """Between requests: one unit of one session's idle work (Session.precompute). Pending tokens (a sampled
+        token, an anticipated time shift: the next request waits for them) go before window slides prepared
+        ahead, and sessions take turns, so a busy session cannot keep another's next request waiting. Returns
+        True when there was work."""
+        lives = list(self.sessions.values())
+        if not lives:
+            return False
+        turn = next(self._turns) % len(lives)
+        lives = lives[turn:] + lives[:turn]
+        return (any(live.session.pending > 0 and live.session.precompute() for live in lives)
+                or any(live.session.precompute() for live in lives))
 
     def reap(self, timeout: float) -> list[str]:
         """Close sessions unused for `timeout` seconds; returns their ids."""

@@ -377,6 +377,37 @@ def test_between_requests_the_service_runs_sampled_tokens_through_the_model(mode
     assert not service.idle()  # nothing left to do
 
 
+def test_idle_work_takes_turns_and_puts_pending_tokens_first(model):
+    """A session that keeps getting requests does not keep another's sampled token waiting, and a window slide
+    prepared ahead waits for any session's pending token (the next request needs that one)."""
+    from musebridge.engine.service import Service
+    from musebridge.engine.session import Engine
+
+    service = Service(Engine.load(model))
+    sids = [service.handle("session.create", {"instruments": ["strings"], "seed": i, "context": 32})[0]["session"]
+            for i in range(2)]
+    for sid in sids:
+        service.handle("generate", {"session": sid, "max_tokens": 4})
+    while service.idle():  # from now on the sessions' steps leave their slide entries to the idle work
+        pass
+    for sid in sids:
+        service.handle("generate", {"session": sid, "max_tokens": 12})  # pending token and entries to copy
+    assert service.idle()
+    a, b = sorted(sids, key=lambda sid: service.sessions[sid].session.pending)  # a: the one that had the turn
+    first, second = service.sessions[a].session, service.sessions[b].session
+    assert first.pending == 0 and second.pending == 1
+    service.handle("generate", {"session": a, "max_tokens": 1})  # `a` is busy: a new sampled token
+    assert service.idle() and second.pending == 0 and first.pending == 1  # b's turn all the same
+    assert service.idle() and first.pending == 0
+    copied = first.cache._copied
+    assert service.idle() and first.cache._copied == copied  # nothing pending: b's slide entries copied
+    service.handle("generate", {"session": b, "max_tokens": 1})
+    assert service.idle() and second.pending == 0 and first.cache._copied == copied  # a's turn: b's token first
+    while service.idle():
+        pass
+    assert first.cache._copied > copied and second.pending == first.pending == 0
+
+
 def test_feed_can_end_the_engines_own_notes(model):
     from musebridge.engine.service import Service
     from musebridge.engine.session import Engine
