@@ -18,6 +18,7 @@ from musebridge.engine.client import Client, ClientConfig, ClientError
 from musebridge.engine.errors import EngineError
 from musebridge.engine.keys_cli import make_keys
 
+from tests.fuzz import bad_frames
 from tests.model_fixtures import export_small
 from tests.net import free_port
 
@@ -203,18 +204,8 @@ def test_fuzz_ten_thousand_bad_messages(server):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.connect(server.config.endpoint)
-    samples = [b"", b"{", b"[]", b"null", b'{"v":1}', b'{"v":1,"id":"x","cmd":"feed","args":{"session":1}}',
-               json.dumps({"v": 1, "id": "x", "cmd": "set", "args": {"session": "s1", "seed": -1}}).encode()]
     for i in range(10_000):
-        kind = i % 4
-        if kind == 0:
-            frames = [b"", bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 200)))]
-        elif kind == 1:
-            frames = [b""] + [rng.choice(samples) for _ in range(rng.choice([0, 2, 3]))]
-        elif kind == 2:
-            frames = [b"", rng.choice(samples)]
-        else:
-            frames = [b"", b"x" * (P.MAX_MESSAGE_BYTES + 1)]
+        frames = bad_frames(rng, i)
         sock.send_multipart(frames)
     replies = 0
     while sock.poll(2000):

@@ -1,0 +1,27 @@
+"""Bad request frames for the engine server, shared by its fuzz test and bench/bad_input.py: random bytes,
+malformed JSON, wrong frame counts, bad arguments and oversized messages, in a fixed rotation."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from musebridge.engine import protocol as P
+
+SAMPLES = (b"", b"{", b"[]", b"null", b'{"v":1}', b'{"v":1,"id":"x","cmd":"feed","args":{"session":1}}',
+           json.dumps({"v": 1, "id": "x", "cmd": "set", "args": {"session": "s1", "seed": -1}}).encode())
+
+
+def bad_frames(rng: random.Random, i: int) -> list[bytes]:
+    """The i-th bad message as DEALER frames (an empty delimiter first). Every fourth is one frame of random
+    bytes (`bad_json`); then none, two or three frames (`bad_request`); then one malformed or mistyped request;
+    then one frame over protocol.MAX_MESSAGE_BYTES (`too_large`). Each gets an error reply (docs/protocol.md,
+    "Errors")."""
+    kind = i % 4
+    if kind == 0:
+        return [b"", bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 200)))]
+    if kind == 1:
+        return [b""] + [rng.choice(SAMPLES) for _ in range(rng.choice([0, 2, 3]))]
+    if kind == 2:
+        return [b"", rng.choice(SAMPLES)]
+    return [b"", b"x" * (P.MAX_MESSAGE_BYTES + 1)]
