@@ -39,10 +39,17 @@ TRANSPORTS = ("tcp", "unix")
 STATES = ("quiet", "flooded", "busy")
 
 
+def _ordinary() -> None:
+    """A child runs at normal priority even when the benchmark runs at SCHED_FIFO (--realtime)."""
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def flood(stop, ready, results, endpoint: str, rate: float = 0.0) -> None:
     """A child process: send bad messages to `endpoint` until `stop` is set, `rate` a second (0: as fast as the
     server takes them), reading the error replies as they come (a client that never read would only have its
     replies dropped). Puts (sent, replies, seconds, codes) on `results`; sets `ready` once 100 are out."""
+    _ordinary()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.connect(endpoint)
@@ -69,6 +76,7 @@ def flood(stop, ready, results, endpoint: str, rate: float = 0.0) -> None:
 
 def hog(stop, ready, results, _endpoint: str, _rate: float = 0.0) -> None:
     """A child process that only keeps a CPU busy until `stop` is set (puts None on `results`)."""
+    _ordinary()
     ready.set()
     while not stop.is_set():
         sum(range(10_000))
@@ -155,11 +163,19 @@ def main(argv=None) -> int:
     p.add_argument("--hogs", type=int, default=2, help="spinning processes in the busy blocks")
     p.add_argument("--flood-rate", type=float, default=0.0, metavar="PER_S",
                    help="bad messages a second (default 0: as fast as the server takes them)")
+    p.add_argument("--realtime", action="store_true", help="the server and the `status` client at SCHED_FIFO, "
+                   "as `musebridge play` runs its engine and threads where allowed (the flood and the hogs not)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not Path(args.model).is_file():
         print(f"bad_input: no model at {args.model}; pass --model", file=sys.stderr)
         return 2
+    if args.realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # the server started next inherits it
+        except (OSError, AttributeError) as exc:
+            print(f"bad_input: --realtime needs SCHED_FIFO rights (e.g. the audio group): {exc}", file=sys.stderr)
+            return 2
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(args.model, args.n, args.rounds, args.hogs, tmp, args.flood_rate)
     if args.json:
