@@ -6,12 +6,13 @@ One `musebridge serve` (ZeroMQ TCP, its Unix socket and its direct TCP port, as 
 client makes `status` calls back to back over ZeroMQ TCP and over the Unix socket, in blocks that take turns:
   quiet    nothing else running;
   flooded  another process sends the fuzz test's bad messages over ZeroMQ TCP as fast as the server takes them
-           (or `--flood-rate` a second)
-           (tests/fuzz.py: random bytes, malformed JSON, wrong frame counts, bad arguments, 64 KiB frames);
+           (or `--flood-rate` a second; tests/fuzz.py: random bytes, malformed JSON, wrong frame counts, bad
+           arguments, 64 KiB frames);
   busy     the control: as many processes spinning in a Python loop (`--hogs`, default 2: the flood keeps two
            processes busy, its sender and the server) and no bad input: what the same CPU load costs anyway.
-Prints `status` p50/p99 per transport and state side by side from the same run, the flood's rate, its error
-replies and the CPU time the flood took from the server.
+Prints `status` p50/p99 per transport and state side by side from the same run, the flood's rate and error
+replies, and the server's CPU use in each state. `--realtime` runs the server and the `status` client at
+SCHED_FIFO, as `musebridge play` runs its engine where allowed.
 """
 
 from __future__ import annotations
