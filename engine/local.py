@@ -107,7 +107,8 @@ class _Conn:
 class LocalListener:
     """The server side: a Unix socket at `path`, a loopback TCP `port` (direct://), or both, and their
     connections, all non-blocking. The server's loop polls `sockets()` and calls `readable(sock, handle)` /
-    `writable(sock)`; handle(frame) -> reply frame or None."""
+    `writable(sock)`; handle(frame, conn) takes each request, and `send(conn, reply)` answers it, at once or
+    later (a connection gone by then is skipped)."""
 
     def __init__(self, path: str | None = None, port: int | None = None):
         self.path = path
@@ -152,10 +153,14 @@ class LocalListener:
             self._drop(sock)
             return
         for payload in frames:
-            reply = handle(payload)
-            if reply is not None:
-                conn.outbox += frame(reply)
+            handle(payload, conn)
         self.writable(sock)
+
+    def send(self, conn: _Conn, reply: bytes) -> None:
+        """Queue a reply frame for `conn` and send what its socket takes now."""
+        if self.conns.get(conn.sock) is conn:
+            conn.outbox += frame(reply)
+            self.writable(conn.sock)
 
     def writable(self, sock: socket.socket) -> None:
         conn = self.conns.get(sock)

@@ -1,7 +1,8 @@
 """`musebridge serve`: the engine as its own process, a ZeroMQ ROUTER for commands and an XPUB for events.
 
 One thread runs the loop: poll the ROUTER, parse (engine/protocol.py), dispatch to the service
-(engine/service.py, which owns the sessions and the model), reply, then publish the request's events; then, while
+(engine/service.py, which owns the sessions and the model), reply, then publish the request's events; a long
+request (a `generate` of many tokens) runs in slices between the others' requests (engine/jobs.py); then, while
 no request waits, let the service run the last sampled tokens through the model (their forward pass is kept off
 the reply's path), and poll a moment longer without sleeping (ServerConfig.spin_s).
 ROUTER replies to a client that stopped reading are dropped at the high-water mark, and the XPUB drops for slow
@@ -27,6 +28,7 @@ import zmq
 from . import protocol as P
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
 from .errors import EngineError
+from .jobs import Jobs
 from .local import LocalListener
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,8 @@ def is_loopback(host: str) -> bool:
 
 
 class Server:
-    """The transport loop. `service` answers commands: handle(cmd, args) -> (result, events)."""
+    """The transport loop. `service` answers commands: begin(cmd, args) -> steps (engine/jobs.py); idle() does
+    work between requests; reap(timeout) closes unused sessions."""
 
     def __init__(self, config: ServerConfig, service, context: zmq.Context | None = None):
         if not config.ipc and not is_loopback(config.host) and not config.keys:
@@ -94,7 +97,9 @@ class Server:
         self._auth = None
         self._seq = 0
         self._stop = False
+        self._last_housekeeping = time.monotonic()
         self._events: list[tuple[str, str | None, dict]] = []  # from the requests being answered
+        self.jobs = Jobs(service.begin, self._events.extend)
         self.rep = self._ctx.socket(zmq.ROUTER)
         self.pub = self._ctx.socket(zmq.XPUB)  # a PUB that also tells us which topics anyone subscribed to
         self._topics: set[bytes] = set()  # subscribed topic prefixes (b"" = everything)
@@ -164,30 +169,21 @@ class Server:
         except zmq.Again:
             log.debug("event %s dropped: subscribers are not reading", topic)
 
-    def handle_frames(self, frames: list[bytes]) -> bytes | None:
-        """One request's frames (after the routing id) -> reply frame; None when nothing can be answered."""
+    def receive(self, frames: list[bytes], send, peer) -> None:
+        """One request's frames (after the routing id) from `peer`: answered through send(reply frame) now,
+        or later when it is long or waits its turn (engine/jobs.py). Unparsable requests are answered at once."""
         if frames and frames[0] == b"":
             frames = frames[1:]  # DEALER/REQ delimiter
         try:
             req = P.parse_request(frames)
         except P.ProtocolError as exc:
-            return P.encode_reply(P.error_reply(exc))
-        try:
-            result, events = self.service.handle(req.cmd, req.args)
-        except P.ProtocolError as exc:
-            exc.request_id = req.id
-            return P.encode_reply(P.error_reply(exc))
-        except EngineError as exc:
-            return P.encode_reply(P.Reply(req.id, False, error_code="bad_argument", error_message=str(exc)))
-        except Exception as exc:  # noqa: BLE001 - the live server must survive a bug in one command
-            log.exception("internal error in %s", req.cmd)
-            return P.encode_reply(P.Reply(req.id, False, error_code="internal",
-                                          error_message=f"{req.cmd} failed: {type(exc).__name__}: {exc}"))
-        self._events += events  # published after the reply has left (_publish_pending)
-        return P.encode_reply(P.Reply(req.id, True, result=result))
+            send(P.encode_reply(P.error_reply(exc)))
+            return
+        self.jobs.submit(req, send, peer)
 
     def _publish_pending(self) -> None:
-        events, self._events = self._events, []
+        events = self._events[:]  # the list itself stays: the request queue (self.jobs) adds to it
+        self._events.clear()
         for topic, session, data in events:
             self.publish(topic, data, session)
 
@@ -196,19 +192,23 @@ class Server:
         rep_ep, pub_ep = self.endpoints
         log.info("serving on %s, events on %s", rep_ep, pub_ep)
         self.publish("server", {"state": "started", "endpoint": rep_ep})
-        last_reap = time.monotonic()
         while not self._stop:
             if self._serve_ready(poll_ms):
                 self._between_requests()
-            if time.monotonic() - last_reap > 1.0:
-                last_reap = time.monotonic()
-                if self.config.parent is not None and os.getppid() != self.config.parent:
-                    log.warning("process %d, which started this server, is gone: stopping", self.config.parent)
-                    break
-                for sid in self.service.reap(self.config.session_timeout):
-                    self.publish("session", {"state": "reclaimed", "timeout_s": self.config.session_timeout}, sid)
+            self._housekeeping()
         self.publish("server", {"state": "stopping", "action": "silence all notes"})
         time.sleep(0.05)  # let the last event leave
+
+    def _housekeeping(self) -> None:
+        """At most once a second: stop when the parent process is gone; reclaim unused sessions."""
+        if time.monotonic() - self._last_housekeeping < 1.0:
+            return
+        self._last_housekeeping = time.monotonic()
+        if self.config.parent is not None and os.getppid() != self.config.parent:
+            log.warning("process %d, which started this server, is gone: stopping", self.config.parent)
+            self._stop = True
+        for sid in self.service.reap(self.config.session_timeout):
+            self.publish("session", {"state": "reclaimed", "timeout_s": self.config.session_timeout}, sid)
 
     def _serve_ready(self, timeout_ms: int) -> bool:
         """Wait up to timeout_ms for requests on the ROUTER and the local socket; answer those that came.
@@ -229,7 +229,8 @@ class Server:
             elif key is self.rep:
                 self._serve_one()
             elif flags & zmq.POLLIN:
-                self.local.readable(local[key], lambda payload: self.handle_frames([payload]))
+                self.local.readable(local[key], lambda payload, conn: self.receive(
+                    [payload], lambda reply: self.local.send(conn, reply), conn))
             else:
                 self.local.writable(local[key])
         if self._events:
@@ -237,11 +238,15 @@ class Server:
         return bool(ready)
 
     def _between_requests(self) -> None:
-        """Serve what arrives meanwhile; else precompute the sampled tokens; then poll without sleeping for
-        spin_s seconds (a request in that window restarts it)."""
+        """Serve what arrives meanwhile; else a slice of an unfinished long request; else precompute the sampled
+        tokens; then poll without sleeping for spin_s seconds (a request in that window restarts it)."""
         deadline = time.perf_counter() + self.config.spin_s
         while not self._stop:
             if self._serve_ready(0):
+                deadline = time.perf_counter() + self.config.spin_s
+            elif self.jobs.step():
+                self._publish_pending()
+                self._housekeeping()  # a long request must not hold off a parent check for its whole length
                 deadline = time.perf_counter() + self.config.spin_s
             elif not self._idle_work() and time.perf_counter() >= deadline:
                 return
@@ -258,9 +263,12 @@ class Server:
             frames = self.rep.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
-        reply = self.handle_frames(frames[1:])
+        identity = frames[0]
+        self.receive(frames[1:], lambda reply: self._reply(identity, reply), ("zmq", identity))
+
+    def _reply(self, identity: bytes, reply: bytes) -> None:
         try:
-            self.rep.send_multipart([frames[0], b"", reply], flags=zmq.NOBLOCK)
+            self.rep.send_multipart([identity, b"", reply], flags=zmq.NOBLOCK)
         except zmq.Again:
             log.debug("reply dropped: client is not reading")
         except zmq.ZMQError as exc:

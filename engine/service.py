@@ -1,8 +1,10 @@
 """The server's command layer: protocol commands -> engine sessions. No sockets here (see engine/server.py).
 
 `Service.handle(cmd, args)` returns (result, events): the reply's result object and the events to publish, each
-(topic, session id, data). Arguments were already checked against protocol.COMMANDS; values that need the
-engine's knowledge (style and instrument names, keys) are checked here and refused with ProtocolError.
+(topic, session id, data). The server uses `Service.begin(cmd, args)`, the same command as steps
+(engine/jobs.py): a long `generate` runs STEP_TOKENS tokens per step, so other requests are answered in between.
+Arguments were already checked against protocol.COMMANDS; values that need the engine's knowledge (style and
+instrument names, keys) are checked here and refused with ProtocolError.
 
 Event dicts on the wire (feed arguments and generated notes) are mido message fields plus the time in seconds:
     {"t": 1.25, "type": "note_on", "channel": 0, "note": 60, "velocity": 90}
@@ -22,13 +24,16 @@ from . import protocol as P
 from . import vocab as V
 from .codec import Timed
 from .instruments import INSTRUMENT_NAMES
+from .jobs import Event, Steps
 from .sampler import SamplingConfig, scale_pitch_classes
 from .session import Engine, Session
 from .session_config import SessionConfig
 from .timeline import ends_note
 
 EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
-STREAM_CHUNK_TOKENS = 32  # generate publishes notes after every chunk of this many tokens
+STREAM_CHUNK_TOKENS = 32  # generate publishes its notes after every this many tokens
+STEP_TOKENS = 2  # a generate that is not `now` yields to other requests after every this many tokens
+_STEPPED = frozenset({"generate"})  # commands whose handler is a generator of steps (the others: one call)
 
 
 @dataclass
@@ -110,6 +115,12 @@ def message_to_dict(item: Timed) -> dict:
     return {"t": round(item.time, 6), **fields}
 
 
+def _at_once(handler, args: dict) -> Steps:
+    """A command done in one call, as steps: the first next() runs it and returns its (result, events)."""
+    yield from ()
+    return handler(args)
+
+
 class Service:
     """Sessions by id over one loaded Engine. max_sessions: more are refused with `overloaded`."""
 
@@ -136,8 +147,21 @@ class Service:
         }
         assert set(self._handlers) == set(P.COMMANDS)
 
-    def handle(self, cmd: str, args: dict) -> tuple[dict, list[tuple[str, str | None, dict]]]:
-        return self._handlers[cmd](args)
+    def handle(self, cmd: str, args: dict) -> tuple[dict, list[Event]]:
+        """Run a command to its end: (result, the events of all its steps in order)."""
+        steps, events = self.begin(cmd, args), []
+        while True:
+            try:
+                events += next(steps)
+            except StopIteration as done:
+                result, last = done.value
+                return result, events + last
+
+    def begin(self, cmd: str, args: dict) -> Steps:
+        """The command as steps (engine/jobs.py): each next() does a slice of its work and yields events to
+        publish now; the generator returns (result, events). Errors are raised by next()."""
+        handler = self._handlers[cmd]
+        return handler(args) if cmd in _STEPPED else _at_once(handler, args)
 
     def idle(self) -> bool:
         """Between requests: one unit of one session's idle work (Session.precompute). Pending tokens (a sampled
@@ -220,7 +244,9 @@ class Service:
             rolled += live.session.feed(item, engine).rolled_back
         return {"session": sid, "fed": len(items), "rolled_back": rolled, "time": live.session.time}, []
 
-    def generate(self, args: dict):
+    def generate(self, args: dict) -> Steps:
+        """Steps of STEP_TOKENS tokens (one step with `now`, whose notes must not end each other, or best_of);
+        the notes are published every STREAM_CHUNK_TOKENS tokens and with the reply."""
         sid, live = self._get(args)
         if not any(k in args for k in ("until", "notes", "max_tokens")):
             raise _bad("generate needs 'until' (seconds), 'notes' or 'max_tokens'")
@@ -229,31 +255,41 @@ class Service:
             raise _bad("generate: 'now' makes notes at the current time; give 'notes' or 'max_tokens', "
                        "not 'until'")
         best_of = live.params.get("best_of", 1)
+        whole = now or best_of > 1
         budget, notes_left = args.get("max_tokens", 4096), args.get("notes")
-        out, events, start = [], [], time.perf_counter()
-        before = len(live.session.tokens) + live.session.dropped
+        out, unsent, busy, resumed = [], [], 0.0, time.perf_counter()  # busy: seconds in this call's steps
+        session = live.session
+        before = streamed = len(session.tokens) + session.dropped
         while budget > 0 and (notes_left is None or notes_left > 0):
-            chunk = budget if best_of > 1 else min(budget, STREAM_CHUNK_TOKENS)
-            mark = len(live.session.tokens) + live.session.dropped
-            new = live.session.generate(n_tokens=chunk, n_notes=notes_left, until_time=args.get("until"),
-                                        best_of=best_of, max_tokens=chunk, now=now)
-            made = len(live.session.tokens) + live.session.dropped - mark
+            chunk = budget if whole else min(budget, STEP_TOKENS)
+            mark = len(session.tokens) + session.dropped
+            new = session.generate(n_tokens=chunk, n_notes=notes_left, until_time=args.get("until"),
+                                   best_of=best_of, max_tokens=chunk, now=now)
+            made = len(session.tokens) + session.dropped - mark
             budget -= made
             notes = [message_to_dict(e) for e in new]
             out += notes
+            unsent += notes
             if notes_left is not None:
                 notes_left -= sum(1 for n in notes if n["type"] == "note_on" and n["velocity"] > 0)
-            if notes:
-                events.append(("note", sid, {"notes": notes}))
-            if made < chunk or best_of > 1:
+            if made < chunk or whole:
                 break
-        tokens = len(live.session.tokens) + live.session.dropped - before
-        ms = (time.perf_counter() - start) * 1000
+            busy += time.perf_counter() - resumed
+            live.last_seen = time.monotonic()  # a session at work is not reclaimed
+            if unsent and mark + made - streamed >= STREAM_CHUNK_TOKENS:
+                yield [("note", sid, {"notes": unsent})]
+                unsent, streamed = [], mark + made
+            else:
+                yield []
+            resumed = time.perf_counter()
+        tokens = len(session.tokens) + session.dropped - before
+        ms = (busy + time.perf_counter() - resumed) * 1000
         if tokens:
             self._token_ms.extend([ms / tokens] * min(tokens, 64))
             self._latency_cache = None
+        events = [("note", sid, {"notes": unsent})] if unsent else []
         events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
-        return {"session": sid, "notes": out, "tokens": tokens, "time": live.session.time}, events
+        return {"session": sid, "notes": out, "tokens": tokens, "time": session.time}, events
 
     def anticipate(self, args: dict):
         """Session.anticipate: the time shift to `t` is run through the model between requests (idle)."""

@@ -199,6 +199,26 @@ def test_a_client_that_stops_reading_stalls_nobody(server):
     ctx.term()
 
 
+def test_a_script_generating_a_long_piece_stalls_nobody(server):
+    """One client's generate of many tokens runs in slices (engine/jobs.py): another client's requests are
+    answered while it runs, and the script still gets every token."""
+    with server.client(timeout=120.0) as script, server.client() as other:
+        sid = script.call("session.create", instruments=["strings"])["session"]
+        done: list[dict] = []
+        worker = threading.Thread(target=lambda: done.append(
+            script.call("generate", session=sid, max_tokens=6_000, timeout=120.0)))
+        worker.start()
+        answered_meanwhile = 0
+        while worker.is_alive():
+            assert other.call("session.list")["sessions"]
+            answered_meanwhile += worker.is_alive()
+            time.sleep(0.01)
+        worker.join()
+        assert done and done[0]["tokens"] == 6_000
+        assert answered_meanwhile >= 3  # the other client was answered while the long one ran
+        script.call("session.close", session=sid)
+
+
 def test_fuzz_ten_thousand_bad_messages(server):
     rng = random.Random(7)
     ctx = zmq.Context()
@@ -270,13 +290,15 @@ def test_a_failing_command_is_an_internal_error_and_the_server_survives():
     from musebridge.engine.server import Server, ServerConfig
 
     class Broken:  # a service with a bug: the one thing a real service cannot be made to do on purpose
-        def handle(self, cmd, args):
+        def begin(self, cmd, args):
+            yield from ()
             raise RuntimeError("boom")
 
     srv = Server(ServerConfig(port=free_port(), pub_port=free_port()), Broken())
     try:
-        frame = srv.handle_frames([b"", P.encode_request(P.Request("7", "status", {}))])
-        reply = P.decode_reply(frame)
+        sent = []
+        srv.receive([b"", P.encode_request(P.Request("7", "status", {}))], sent.append, "test")
+        reply = P.decode_reply(sent[0])
         assert (reply.id, reply.ok, reply.error_code) == ("7", False, "internal")
         assert "boom" in reply.error_message
     finally:
@@ -289,7 +311,8 @@ def test_spinning_after_a_reply_serves_the_next_request_and_still_stops():
     from musebridge.engine.server import Server, ServerConfig
 
     class Echo:
-        def handle(self, cmd, args):
+        def begin(self, cmd, args):
+            yield from ()
             return {"cmd": cmd}, []
 
         def idle(self):

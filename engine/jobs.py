@@ -1,0 +1,111 @@
+"""Requests in progress on the server: each is answered at once unless it is long, and a long one runs in slices
+between the others' requests, so a script generating a whole piece never stalls a live session.
+
+A service command is a generator of steps (engine/service.py, `Service.begin`): each next() does a bounded slice
+of work and yields the events to publish at once; its return value is (result, events) for the reply. Only a
+`generate` that is not `now` takes more than one step (service.STEP_TOKENS tokens each).
+
+Order: the first slice of a request runs as soon as it arrives. A request from a peer (a ZeroMQ identity, a
+direct connection) or for a session that has an unfinished request waits until that one is answered, so each
+peer's replies keep its requests' order and a session never sees two requests at once. Unfinished requests take
+turns, one slice each, whenever no new request is waiting (the server's loop calls step()).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Generator, Hashable
+from dataclasses import dataclass, field
+from itertools import chain
+
+from . import protocol as P
+from .errors import EngineError
+
+log = logging.getLogger(__name__)
+
+Event = tuple[str, str | None, dict]  # (topic, session id or None, data)
+Steps = Generator[list[Event], None, tuple[dict, list[Event]]]
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: `send` takes its encoded reply; `peer` who sent it; `session` the session it names."""
+
+    req: P.Request
+    send: Callable[[bytes], None]
+    peer: Hashable
+    session: str | None = None
+    steps: Steps | None = field(default=None, repr=False)
+
+
+class Jobs:
+    """Requests started or waiting. begin(cmd, args) -> Steps; publish(events) sends events at once."""
+
+    def __init__(self, begin: Callable[[str, dict], Steps], publish: Callable[[list[Event]], None]):
+        self._begin = begin
+        self._publish = publish
+        self._running: deque[Job] = deque()  # started, unfinished: one slice each in turn
+        self._waiting: deque[Job] = deque()  # behind an unfinished request of the same peer or session
+
+    @property
+    def running(self) -> bool:
+        return bool(self._running)
+
+    def submit(self, req: P.Request, send: Callable[[bytes], None], peer: Hashable) -> None:
+        """A parsed request: its first slice now, or it waits behind its peer's or session's unfinished one."""
+        session = req.args.get("session")
+        job = Job(req, send, peer, session if isinstance(session, str) else None)
+        if self._blocked(job):
+            self._waiting.append(job)
+        else:
+            self._start(job)
+
+    def step(self) -> bool:
+        """One slice of the unfinished request whose turn it is; False when there is none."""
+        if not self._running:
+            return False
+        job = self._running.popleft()
+        if self._advance(job):
+            self._release()
+        else:
+            self._running.append(job)
+        return True
+
+    def _blocked(self, job: Job) -> bool:
+        return any(other.peer == job.peer or (job.session is not None and other.session == job.session)
+                   for other in chain(self._running, self._waiting))
+
+    def _start(self, job: Job) -> None:
+        job.steps = self._begin(job.req.cmd, job.req.args)
+        if not self._advance(job):
+            self._running.append(job)
+
+    def _release(self) -> None:
+        """Start the waiting requests that nothing blocks any more, in arrival order."""
+        waiting, self._waiting = self._waiting, deque()
+        for job in waiting:
+            if self._blocked(job):
+                self._waiting.append(job)
+            else:
+                self._start(job)
+
+    def _advance(self, job: Job) -> bool:
+        """Run one slice; True when the request is finished (its reply sent, its events passed on)."""
+        try:
+            self._publish(next(job.steps))
+            return False
+        except StopIteration as done:
+            result, events = done.value
+            job.send(P.encode_reply(P.Reply(job.req.id, True, result=result)))
+            self._publish(events)  # after the reply has left
+        except P.ProtocolError as exc:
+            exc.request_id = job.req.id
+            job.send(P.encode_reply(P.error_reply(exc)))
+        except EngineError as exc:
+            job.send(P.encode_reply(P.Reply(job.req.id, False, error_code="bad_argument", error_message=str(exc))))
+        except Exception as exc:  # noqa: BLE001 - the live server must survive a bug in one command
+            log.exception("internal error in %s", job.req.cmd)
+            job.send(P.encode_reply(P.Reply(job.req.id, False, error_code="internal",
+                                            error_message=f"{job.req.cmd} failed: {type(exc).__name__}: {exc}")))
+        return True

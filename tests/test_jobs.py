@@ -1,0 +1,119 @@
+"""Long requests run in slices between the others' (engine/jobs.py): order per peer and per session, streaming."""
+
+from __future__ import annotations
+
+import pytest
+from musebridge.engine import protocol as P
+from musebridge.engine.jobs import Jobs
+from musebridge.engine.service import STEP_TOKENS, STREAM_CHUNK_TOKENS, Service
+from musebridge.engine.session import Engine
+
+from tests.model_fixtures import export_small
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return export_small(tmp_path_factory.mktemp("model"))[1]
+
+
+class Rig:
+    """A Service behind a Jobs queue; every reply and published event lands in `log` in the order it went out."""
+
+    def __init__(self, model):
+        self.service = Service(Engine.load(model))
+        self.log: list[tuple] = []
+        self.jobs = Jobs(self.service.begin, lambda events: self.log.extend(("event", *e) for e in events))
+        self._ids = 0
+
+    def session(self, **params) -> str:
+        created = self.service.handle("session.create", {"instruments": ["strings"], "seed": 3, **params})
+        return created[0]["session"]
+
+    def submit(self, peer: str, cmd: str, **args) -> str:
+        self._ids += 1
+        rid = f"{peer}-{self._ids}"
+        self.jobs.submit(P.Request(rid, cmd, args), self._reply, peer)
+        return rid
+
+    def _reply(self, frame: bytes) -> None:
+        self.log.append(("reply", P.decode_reply(frame)))
+
+    def replies(self) -> list[str]:
+        return [entry[1].id for entry in self.log if entry[0] == "reply"]
+
+    def drain(self) -> int:
+        steps = 0
+        while self.jobs.step():
+            steps += 1
+        return steps
+
+
+def test_a_long_generate_lets_other_peers_and_sessions_through(model):
+    rig = Rig(model)
+    a, b = rig.session(), rig.session()
+    session = rig.service.sessions[a].session
+
+    def made() -> int:  # tokens put on a's timeline so far (window slides drop some from its list)
+        return len(session.tokens) + session.dropped
+
+    start = made()
+    long = rig.submit("script", "generate", session=a, max_tokens=200)
+    assert rig.replies() == [] and rig.jobs.running  # one slice ran; the rest waits for the loop
+    quick = [rig.submit("bridge", "status"), rig.submit("bridge", "generate", session=b, notes=1, now=True),
+             rig.submit("other", "session.list")]
+    assert rig.replies() == quick  # answered while the long one is still unfinished ...
+    assert made() - start <= STEP_TOKENS <= 8  # ... after one slice of it, a few tokens
+    assert rig.drain() >= 200 // STEP_TOKENS - 1
+    assert rig.replies() == [*quick, long]
+    reply = next(entry[1] for entry in rig.log if entry[0] == "reply" and entry[1].id == long)
+    assert reply.ok and reply.result["tokens"] == 200
+
+
+def test_a_peer_gets_its_replies_in_order_and_a_session_one_request_at_a_time(model):
+    rig = Rig(model)
+    a, b = rig.session(), rig.session()
+    long = rig.submit("script", "generate", session=a, max_tokens=60)
+    same_peer = rig.submit("script", "status")
+    same_session = rig.submit("bridge", "feed", session=a, events=[])
+    behind_that = rig.submit("bridge", "generate", session=b, notes=1, now=True)  # the bridge's own order
+    free = rig.submit("watcher", "session.list")
+    assert rig.replies() == [free]
+    rig.drain()
+    assert rig.replies() == [free, long, same_peer, same_session, behind_that]
+    assert all(entry[1].ok for entry in rig.log if entry[0] == "reply")
+
+
+def test_a_long_generate_streams_its_notes_before_the_reply(model):
+    rig = Rig(model)
+    sid = rig.session()
+    long = rig.submit("script", "generate", session=sid, max_tokens=8 * STREAM_CHUNK_TOKENS)
+    rig.drain()
+    kinds = [(entry[0], entry[1] if entry[0] == "event" else entry[1].id) for entry in rig.log]
+    reply_at = kinds.index(("reply", long))
+    early = [e for e in rig.log[:reply_at] if e[0] == "event" and e[1] == "note"]
+    assert len(early) >= 2  # published while the request ran, not all after it
+    streamed = [n for e in rig.log if e[0] == "event" and e[1] == "note" for n in e[3]["notes"]]
+    assert streamed == rig.log[reply_at][1].result["notes"]  # every note once, in order
+    assert kinds[-1] == ("event", "telemetry")
+
+
+def test_now_and_errors_take_one_step(model):
+    rig = Rig(model)
+    sid = rig.session(player_instrument="piano")
+    steps = rig.service.begin("generate", {"session": sid, "notes": 3, "max_tokens": 32, "now": True})
+    with pytest.raises(StopIteration):
+        next(steps)  # a `now` request is one slice: its notes must not end each other
+    rig.submit("p", "generate", session="nope", max_tokens=50)
+    rig.submit("p", "generate", session=sid)
+    codes = [entry[1].error_code for entry in rig.log]
+    assert codes == ["session_not_found", "bad_argument"] and not rig.jobs.running
+
+
+def test_a_session_at_work_is_not_reclaimed(model):
+    rig = Rig(model)
+    sid = rig.session()
+    rig.submit("script", "generate", session=sid, max_tokens=100)
+    rig.service.sessions[sid].last_seen -= 1000  # as if its last request had come 1000 s ago
+    assert rig.jobs.step() and rig.service.reap(300) == []  # the request still at work counts as use
+    rig.drain()
+    assert rig.replies() and rig.service.sessions[sid]
