@@ -1,4 +1,5 @@
-"""Does a flood of bad requests slow the engine server down for everyone else?
+"""Does a client that floods the engine server with bad requests, or one generating a long piece, slow it down
+for everyone else?
 
     .venv/bin/python bench/bad_input.py [--model MODEL.onnx] [--n 2000] [--rounds 3] [--flood-rate 0] [--json]
 
@@ -9,7 +10,9 @@ client makes `status` calls back to back over ZeroMQ TCP and over the Unix socke
            (or `--flood-rate` a second; tests/fuzz.py: random bytes, malformed JSON, wrong frame counts, bad
            arguments, 64 KiB frames);
   busy     the control: as many processes spinning in a Python loop (`--hogs`, default 2: the flood keeps two
-           processes busy, its sender and the server) and no bad input: what the same CPU load costs anyway.
+           processes busy, its sender and the server) and no bad input: what the same CPU load costs anyway;
+  long     another process asks for `generate` of 4,096 tokens, again and again (a script writing a piece):
+           the server runs it in slices between the others' requests (engine/jobs.py).
 Prints `status` p50/p99 per transport and state side by side from the same run, the flood's rate and error
 replies, and the server's CPU use in each state. `--realtime` runs the server and the `status` client at
 SCHED_FIFO, as `musebridge play` runs its engine where allowed.
@@ -37,7 +40,8 @@ from bench.server_overhead import _one_server, _percentiles, _time  # noqa: E402
 from tests.fuzz import bad_frames  # noqa: E402
 
 TRANSPORTS = ("tcp", "unix")
-STATES = ("quiet", "flooded", "busy")
+STATES = ("quiet", "flooded", "busy", "long")
+LONG_TOKENS = 4096
 
 
 def _ordinary() -> None:
@@ -84,6 +88,20 @@ def hog(stop, ready, results, _endpoint: str, _rate: float = 0.0) -> None:
     results.put(None)
 
 
+def long_generate(stop, ready, results, endpoint: str, _rate: float = 0.0) -> None:
+    """A child process: `generate` of LONG_TOKENS tokens on its own session until `stop` is set. Puts the
+    tokens made on `results`."""
+    _ordinary()
+    with Client(ClientConfig(endpoint=endpoint, timeout=600.0)) as client:
+        sid = client.call("session.create", instruments=["strings"], seed=5)["session"]
+        tokens = 0
+        ready.set()  # its first request reaches the server within the first of the others' calls
+        while not stop.is_set():
+            tokens += client.call("generate", session=sid, max_tokens=LONG_TOKENS)["tokens"]
+        client.call("session.close", session=sid)
+    results.put(tokens)
+
+
 def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system) process `pid` has used; 0.0 where /proc does not exist."""
     try:
@@ -125,12 +143,12 @@ def _block(endpoints: dict[str, str], n: int, pid: int, spawn, target, count: in
 
 
 def measure(model: str, n: int, rounds: int, hogs: int, tmp: str, rate: float = 0.0) -> dict:
-    """`rounds` turns of three blocks (quiet, flooded, busy), n `status` calls per transport and block."""
+    """`rounds` turns of the blocks (STATES), n `status` calls per transport and block."""
     proc, endpoints, _ = _one_server(model, tmp)
     spawn = mp.get_context("spawn")
     times = {state: {name: [] for name in TRANSPORTS} for state in STATES}
     usage = {state: [0.0, 0.0] for state in STATES}  # the server's CPU seconds, wall seconds
-    sent = replies = 0
+    sent = replies = long_tokens = 0
     seconds = 0.0
     codes: set[str] = set()
     try:
@@ -138,13 +156,18 @@ def measure(model: str, n: int, rounds: int, hogs: int, tmp: str, rate: float = 
             blocks = {"quiet": (_statuses(endpoints, n, proc.pid), [])}
             blocks["flooded"] = _block(endpoints, n, proc.pid, spawn, flood, 1, rate)
             blocks["busy"] = _block(endpoints, n, proc.pid, spawn, hog, hogs)
+            blocks["long"] = _block(endpoints, n, proc.pid, spawn, long_generate, 1)
             for state, ((by, cpu, wall), reports) in blocks.items():
                 for name, samples in by.items():
                     times[state][name] += samples
                 usage[state][0] += cpu
                 usage[state][1] += wall
-                for s, r, sec, c in filter(None, reports):
-                    sent, replies, seconds, codes = sent + s, replies + r, seconds + sec, codes | set(c)
+                for x in reports:
+                    if state == "flooded":
+                        s, r, sec, c = x
+                        sent, replies, seconds, codes = sent + s, replies + r, seconds + sec, codes | set(c)
+                    elif state == "long":
+                        long_tokens += x
         alive = proc.poll() is None
     finally:
         proc.terminate()
@@ -153,6 +176,7 @@ def measure(model: str, n: int, rounds: int, hogs: int, tmp: str, rate: float = 
             "flood": {"sent": sent, "error_replies": replies, "per_s": round(sent / max(seconds, 1e-9)),
                       "codes": sorted(codes)},
             "server_cpu_share": {state: round(cpu / max(wall, 1e-9), 2) for state, (cpu, wall) in usage.items()},
+            "long_tokens": long_tokens,
             "server_alive": alive, "hogs": hogs}
 
 
@@ -160,7 +184,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(default_model_path()))
     p.add_argument("--n", type=int, default=2000, help="status calls per transport and block")
-    p.add_argument("--rounds", type=int, default=3, help="turns of blocks (quiet, flooded, busy)")
+    p.add_argument("--rounds", type=int, default=3, help="turns of the blocks (quiet, flooded, busy, long)")
     p.add_argument("--hogs", type=int, default=2, help="spinning processes in the busy blocks")
     p.add_argument("--flood-rate", type=float, default=0.0, metavar="PER_S",
                    help="bad messages a second (default 0: as fast as the server takes them)")
@@ -190,6 +214,7 @@ def main(argv=None) -> int:
     f = result["flood"]
     print(f"flood: {f['sent']} bad messages at {f['per_s']}/s, {f['error_replies']} error replies "
           f"({', '.join(f['codes'])}); server still running: {result['server_alive']}")
+    print(f"long: the other client's `generate` calls made {result['long_tokens']} tokens meanwhile")
     print("the server's CPU use while the `status` calls ran: " + ", ".join(
         f"{state} {share:.0%}" for state, share in result["server_cpu_share"].items()))
     return 0

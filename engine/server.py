@@ -34,6 +34,9 @@ from .local import LocalListener
 log = logging.getLogger(__name__)
 
 
+SLICE_EVERY_S = 0.005  # a long request gets a slice at least this often, even under a stream of requests
+
+
 class ServerError(EngineError):
     """The server cannot start (address in use, insecure bind, missing keys)."""
 
@@ -98,6 +101,7 @@ class Server:
         self._seq = 0
         self._stop = False
         self._last_housekeeping = time.monotonic()
+        self._slice_at = 0.0  # perf_counter() of the last slice of a long request
         self._events: list[tuple[str, str | None, dict]] = []  # from the requests being answered
         self.jobs = Jobs(service.begin, self._events.extend)
         self.rep = self._ctx.socket(zmq.ROUTER)
@@ -238,17 +242,23 @@ class Server:
         return bool(ready)
 
     def _between_requests(self) -> None:
-        """Serve what arrives meanwhile; else a slice of an unfinished long request; else precompute the sampled
-        tokens; then poll without sleeping for spin_s seconds (a request in that window restarts it)."""
+        """Serve what arrives meanwhile; else precompute the sampled tokens; else poll without sleeping until
+        spin_s seconds have passed since the last request (the next one of a burst is picked up at once); then
+        run the unfinished long requests a slice at a time (engine/jobs.py; a slice at least every
+        SLICE_EVERY_S even while requests keep coming), and return when none is left."""
         deadline = time.perf_counter() + self.config.spin_s
         while not self._stop:
             if self._serve_ready(0):
                 deadline = time.perf_counter() + self.config.spin_s
+            elif self._idle_work():
+                continue
+            elif (now := time.perf_counter()) < deadline and now - self._slice_at < SLICE_EVERY_S:
+                continue
             elif self.jobs.step():
+                self._slice_at = time.perf_counter()
                 self._publish_pending()
                 self._housekeeping()  # a long request must not hold off a parent check for its whole length
-                deadline = time.perf_counter() + self.config.spin_s
-            elif not self._idle_work() and time.perf_counter() >= deadline:
+            elif now >= deadline:
                 return
 
     def _idle_work(self) -> bool:
