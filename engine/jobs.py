@@ -8,7 +8,9 @@ of work and yields the events to publish at once; its return value is (result, e
 Order: the first slice of a request runs as soon as it arrives. A request from a peer (a ZeroMQ identity, a
 direct connection) or for a session that has an unfinished request waits until that one is answered, so each
 peer's replies keep its requests' order and a session never sees two requests at once. Unfinished requests take
-turns, one slice each, whenever no new request is waiting (the server's loop calls step()).
+turns, one slice each, whenever no new request is waiting (the server's loop calls step()). At most MAX_WAITING
+requests wait; more are refused (`overloaded`), so a client piling requests behind a long one cannot grow the
+server's memory without bound.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .errors import EngineError
 
 log = logging.getLogger(__name__)
 
+MAX_WAITING = 1024  # requests queued behind unfinished ones; more are refused with `overloaded`
 Event = tuple[str, str | None, dict]  # (topic, session id or None, data)
 Steps = Generator[list[Event], None, tuple[dict, list[Event]]]
 
@@ -56,10 +59,14 @@ class Jobs:
         """A parsed request: its first slice now, or it waits behind its peer's or session's unfinished one."""
         session = req.args.get("session")
         job = Job(req, send, peer, session if isinstance(session, str) else None)
-        if self._blocked(job):
+        if not self._blocked(job):
+            self._start(job)
+        elif len(self._waiting) < MAX_WAITING:
             self._waiting.append(job)
         else:
-            self._start(job)
+            send(P.encode_reply(P.error_reply(P.ProtocolError(
+                "overloaded", f"{MAX_WAITING} requests already wait behind unfinished ones; wait for your replies "
+                "before sending more", req.id))))
 
     def step(self) -> bool:
         """One slice of the unfinished request whose turn it is; False when there is none."""

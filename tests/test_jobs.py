@@ -117,3 +117,17 @@ def test_a_session_at_work_is_not_reclaimed(model):
     assert rig.jobs.step() and rig.service.reap(300) == []  # the request still at work counts as use
     rig.drain()
     assert rig.replies() and rig.service.sessions[sid]
+
+
+def test_requests_piled_behind_a_long_one_are_bounded(model, monkeypatch):
+    import musebridge.engine.jobs as J
+
+    monkeypatch.setattr(J, "MAX_WAITING", 3)
+    rig = Rig(model)
+    sid = rig.session()
+    rig.submit("script", "generate", session=sid, max_tokens=40)
+    waiting = [rig.submit("script", "status") for _ in range(3)]
+    refused = rig.submit("script", "status")
+    assert [(e[1].id, e[1].error_code) for e in rig.log if e[0] == "reply"] == [(refused, "overloaded")]
+    rig.drain()
+    assert rig.replies()[-3:] == waiting  # the queued ones are answered after the long one, in order
