@@ -2,7 +2,8 @@
 
 `Service.handle(cmd, args)` returns (result, events): the reply's result object and the events to publish, each
 (topic, session id, data). The server uses `Service.begin(cmd, args)`, the same command as steps
-(engine/jobs.py): a long `generate` runs STEP_TOKENS tokens per step, so other requests are answered in between.
+(engine/jobs.py): a long `generate` runs STEP_TOKENS tokens per step and a long `feed` FEED_STEP_EVENTS events,
+so other requests are answered in between.
 Arguments were already checked against protocol.COMMANDS; values that need the engine's knowledge (style and
 instrument names, keys) are checked here and refused with ProtocolError.
 
@@ -33,7 +34,8 @@ from .timeline import ends_note
 EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
 STREAM_CHUNK_TOKENS = 32  # generate publishes its notes after every this many tokens
 STEP_TOKENS = 2  # a generate that is not `now` yields to other requests after every this many tokens
-_STEPPED = frozenset({"generate"})  # commands whose handler is a generator of steps (the others: one call)
+FEED_STEP_EVENTS = 2  # a feed yields to other requests after every this many events
+_STEPPED = frozenset({"generate", "feed"})  # commands whose handler is a generator of steps (others: one call)
 
 
 @dataclass
@@ -234,14 +236,19 @@ class Service:
         return {"sessions": [{"session": sid, "params": s.params, "idle_s": round(now - s.last_seen, 3),
                               "time": s.session.time} for sid, s in self.sessions.items()]}, []
 
-    def feed(self, args: dict):
+    def feed(self, args: dict) -> Steps:
+        """Steps of FEED_STEP_EVENTS events (each event's tokens go through the model as it is fed): a whole
+        file fed at once does not hold up the others. Every event is checked before the first is fed."""
         sid, live = self._get(args)
         items = [_fed_event(e) for e in args["events"]]  # validate all before changing anything
         if live.session.config.player_instrument is None and not all(engine for engine, _ in items):
             raise _bad("this session has no player_instrument; set one with `set` first")
         rolled = 0
-        for engine, item in sorted(items, key=lambda i: i[1].time):
+        for i, (engine, item) in enumerate(sorted(items, key=lambda i: i[1].time), 1):
             rolled += live.session.feed(item, engine).rolled_back
+            if i % FEED_STEP_EVENTS == 0 and i < len(items):
+                live.last_seen = time.monotonic()
+                yield []
         return {"session": sid, "fed": len(items), "rolled_back": rolled, "time": live.session.time}, []
 
     def generate(self, args: dict) -> Steps:

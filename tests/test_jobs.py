@@ -131,3 +131,20 @@ def test_requests_piled_behind_a_long_one_are_bounded(model, monkeypatch):
     assert [(e[1].id, e[1].error_code) for e in rig.log if e[0] == "reply"] == [(refused, "overloaded")]
     rig.drain()
     assert rig.replies()[-3:] == waiting  # the queued ones are answered after the long one, in order
+
+
+def test_a_long_feed_lets_others_through_and_is_checked_whole_first(model):
+    rig = Rig(model)
+    a, b = rig.session(player_instrument="piano"), rig.session(player_instrument="piano")
+    phrase = [{"t": 0.1 * i, "type": "note_on" if i % 2 == 0 else "note_off", "note": 60 + i // 2 % 12,
+               **({"velocity": 80} if i % 2 == 0 else {})} for i in range(100)]
+    long = rig.submit("script", "feed", session=a, events=phrase)
+    quick = rig.submit("bridge", "feed", session=b, events=phrase[:2])
+    assert rig.replies() == [quick] and rig.jobs.running
+    rig.drain()
+    reply = rig.log[-1][1]
+    assert rig.replies() == [quick, long] and reply.ok and reply.result["fed"] == 100
+    before = list(rig.service.sessions[a].session.tokens)
+    rig.submit("script", "feed", session=a, events=[*phrase[:4], {"t": 20.0, "type": "note_on", "note": 300}])
+    assert rig.log[-1][1].error_code == "bad_argument"
+    assert rig.service.sessions[a].session.tokens == before  # nothing fed: the bad event was found first
