@@ -35,7 +35,8 @@ EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
 STREAM_CHUNK_TOKENS = 32  # generate publishes its notes after every this many tokens
 STEP_TOKENS = 2  # a generate that is not `now` yields to other requests after every this many tokens
 FEED_STEP_EVENTS = 2  # a feed yields to other requests after every this many events
-_STEPPED = frozenset({"generate", "feed"})  # commands whose handler is a generator of steps (others: one call)
+REREAD_TOKENS = 32  # a set that changes the prefix re-reads the window this many tokens a step (also idle's unit)
+_STEPPED = frozenset({"generate", "feed", "set"})  # commands whose handler is a generator of steps
 
 
 @dataclass
@@ -175,8 +176,8 @@ class Service:
             return False
         turn = next(self._turns) % len(lives)
         lives = lives[turn:] + lives[:turn]
-        return (any(live.session.pending > 0 and live.session.precompute() for live in lives)
-                or any(live.session.precompute() for live in lives))
+        return (any(live.session.pending > 0 and live.session.precompute(REREAD_TOKENS) for live in lives)
+                or any(live.session.precompute(REREAD_TOKENS) for live in lives))
 
     def reap(self, timeout: float) -> list[str]:
         """Close sessions unused for `timeout` seconds; returns their ids."""
@@ -304,12 +305,17 @@ class Service:
         tokens = live.session.anticipate(args["t"])
         return {"session": sid, "tokens": tokens, "time": live.session.time}, []
 
-    def set(self, args: dict):
+    def set(self, args: dict) -> Steps:
+        """A new style or instrument set makes the session read its window again: REREAD_TOKENS a step."""
         sid, live = self._get(args)
         changes = {k: v for k, v in args.items() if k != "session"}
         params = {**live.params, **changes}
         live.session.reconfigure(session_config(params))
         live.params = params
+        while live.session.pending > REREAD_TOKENS:
+            live.session.precompute(REREAD_TOKENS)
+            live.last_seen = time.monotonic()
+            yield []
         return {"session": sid, "params": params}, [("param", sid, {"changed": changes})]
 
     def reset(self, args: dict):

@@ -113,6 +113,8 @@ class Session:
         if need <= 0:
             return
         drop = max(self._slide, need)
+        if self.cache.length < self._prefix_len + drop:  # the window waits to be re-read (a new prefix)
+            self._next_logits()
         if self._commit - self._prefix_len < drop:  # never drop speculative tokens: commit them (all) first
             log.debug("window slide commits %d speculative tokens", len(self.tokens) - self._commit)
             self._commit_to(len(self.tokens))
@@ -169,11 +171,16 @@ class Session:
         """Tokens on the timeline not yet through the model (a sampled token waits for the next request)."""
         return len(self.tokens) - self.cache.length
 
-    def precompute(self) -> bool:
+    def precompute(self, budget: int | None = None) -> bool:
         """Work for an idle moment (the server calls it after a reply, while it waits): run pending tokens
-        through the model, else prepare the next window slide. True when there was any."""
+        through the model (at most `budget` of them: a window re-read after a new prefix goes in chunks), else
+        prepare the next window slide. True when there was any."""
         if self.pending > 0:
-            self._next_logits()
+            if budget is not None and self.pending > budget:
+                n = self.cache.length
+                self.cache.forward(self.tokens[n : n + budget])
+            else:
+                self._next_logits()
             return True
         return self.cache.prepare()
 
@@ -335,7 +342,8 @@ class Session:
     def reconfigure(self, config: SessionConfig) -> None:
         """New sampling, constraints or conditioning from the next token on. Sampling and constraints are swapped
         in place; a new style or instrument set rewrites the conditioning prefix and the window is read once
-        more behind it (one prefill of at most block_size tokens, no change to the timeline)."""
+        more behind it (at most block_size tokens, no change to the timeline): lazily, by the next step or by
+        precompute() in chunks."""
         if config.context != self.config.context:
             raise EngineError("the context length is fixed when a session is created; create a new session")
         self._drop_tentative()
@@ -356,7 +364,7 @@ class Session:
         self._commit += len(new_prefix) - old_len
         self._prefix_len = len(new_prefix)
         self.cache.truncate(0)
-        self._logits = self.cache.forward(self.tokens)[-1].copy()
+        self._logits = None  # every token waits to be read again behind the new prefix
         self.cache.plan_slides(self._prefix_len, self._slide)  # slides now keep the new prefix
 
 

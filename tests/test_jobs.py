@@ -148,3 +148,21 @@ def test_a_long_feed_lets_others_through_and_is_checked_whole_first(model):
     rig.submit("script", "feed", session=a, events=[*phrase[:4], {"t": 20.0, "type": "note_on", "note": 300}])
     assert rig.log[-1][1].error_code == "bad_argument"
     assert rig.service.sessions[a].session.tokens == before  # nothing fed: the bad event was found first
+
+
+def test_a_new_style_rereads_the_window_in_slices(model):
+    rig = Rig(model)
+    sid = rig.session()
+    rig.service.handle("generate", {"session": sid, "max_tokens": 120})  # a nearly full 128-token window
+    session = rig.service.sessions[sid].session
+    timeline = list(session.tokens)
+    changed = rig.submit("script", "set", session=sid, style="folk")
+    status = rig.submit("bridge", "status")
+    assert rig.replies() == [status] and session.pending > 0  # the re-read is under way, others go first
+    rig.drain()
+    while rig.service.idle():
+        pass
+    assert rig.replies() == [status, changed] and session.pending == 0
+    prefix = session.config.prefix()
+    assert session.tokens[: len(prefix)] == prefix and session.tokens[len(prefix):] == timeline[len(prefix):]
+    assert rig.service.handle("generate", {"session": sid, "max_tokens": 20})[0]["tokens"] == 20
