@@ -156,6 +156,24 @@ def test_reconfigure_new_instruments_keeps_the_timeline_and_bounds(engine):
     assert ons and all(m.channel == INSTRUMENTS[7].channel for m in ons)  # old notes may still end
 
 
+def test_a_new_prefix_is_read_lazily_and_a_slide_waits_for_it(engine):
+    """After a style change the window waits to be read again (the server does it in chunks between requests);
+    a player event that needs a window slide first reads it, so nothing is dropped from an empty cache."""
+    s = engine.new_session(config(seed=4))
+    s.generate(n_tokens=400)
+    while len(s.tokens) < s.cache.capacity:  # a window with no room left: the next event needs a slide
+        s.generate(n_tokens=1)
+    s.reconfigure(config(seed=4, style="folk"))
+    assert s.cache.length == 0 and s.pending == len(s.tokens)
+    assert s.precompute(budget=16) and s.cache.length == 16  # one chunk
+    end = s.time
+    for i in range(40):  # more than the window holds: slides
+        s.insert(end + 0.1 * (i + 1), mido.Message("note_on" if i % 2 == 0 else "note_off", note=60, velocity=70))
+    assert s.pending <= 1 and len(s.tokens) <= s.cache.capacity and s.dropped > 0
+    assert s.tokens[: len(s.config.prefix())] == s.config.prefix()
+    assert s.generate(n_tokens=10)
+
+
 def test_state_copies_are_independent():
     a = State()
     for token in [V.time_token(5), V.velocity_token(10), V.note_on_token(4, 40)]:
