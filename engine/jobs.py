@@ -2,9 +2,10 @@
 between the others' requests, so a script generating a whole piece never stalls a live session.
 
 A service command is a generator of steps (engine/service.py, `Service.begin`): each next() does a bounded slice
-of work and yields the events to publish at once; its return value is (result, events) for the reply. Only a
-`generate` that is not `now` (service.STEP_TOKENS tokens a step) and a `feed` of more than
-service.FEED_STEP_EVENTS events take more than one step.
+of work and yields the events to publish at once; its return value is (result, events) for the reply (see
+engine/steps.py). A `generate` that is not `now` (service.STEP_TOKENS model steps a step, best-of candidates
+included), a `feed` of more than service.FEED_STEP_EVENTS events and a `set` that changes the conditioning prefix
+(service.REREAD_TOKENS a step) take more than one step; everything else takes one.
 
 Order: the first slice of a request runs as soon as it arrives. A request from a peer (a ZeroMQ identity, a
 direct connection) or for a session that has an unfinished request waits until that one is answered, so each

@@ -33,7 +33,7 @@ from .timeline import ends_note
 
 EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
 STREAM_CHUNK_TOKENS = 32  # generate publishes its notes after every this many tokens
-STEP_TOKENS = 2  # a generate that is not `now` yields to other requests after every this many tokens
+STEP_TOKENS = 2  # a generate (not `now`) yields to other requests after every this many model steps
 FEED_STEP_EVENTS = 2  # a feed yields to other requests after every this many events
 REREAD_TOKENS = 32  # a set that changes the prefix re-reads the window this many tokens a step (also idle's unit)
 _STEPPED = frozenset({"generate", "feed", "set"})  # commands whose handler is a generator of steps
@@ -253,8 +253,8 @@ class Service:
         return {"session": sid, "fed": len(items), "rolled_back": rolled, "time": live.session.time}, []
 
     def generate(self, args: dict) -> Steps:
-        """Steps of STEP_TOKENS tokens (one step with `now`, whose notes must not end each other, or best_of);
-        the notes are published every STREAM_CHUNK_TOKENS tokens and with the reply."""
+        """Session.generate_steps, STEP_TOKENS tokens a step (a `now` request in one: it is short, and on a
+        player's path); the notes are published every STREAM_CHUNK_TOKENS tokens and with the reply."""
         sid, live = self._get(args)
         if not any(k in args for k in ("until", "notes", "max_tokens")):
             raise _bad("generate needs 'until' (seconds), 'notes' or 'max_tokens'")
@@ -262,40 +262,36 @@ class Service:
         if now and "until" in args:
             raise _bad("generate: 'now' makes notes at the current time; give 'notes' or 'max_tokens', "
                        "not 'until'")
-        best_of = live.params.get("best_of", 1)
-        whole = now or best_of > 1
-        budget, notes_left = args.get("max_tokens", 4096), args.get("notes")
-        out, unsent, busy, resumed = [], [], 0.0, time.perf_counter()  # busy: seconds in this call's steps
-        session = live.session
+        best_of, budget, session = live.params.get("best_of", 1), args.get("max_tokens", 4096), live.session
+        steps = session.generate_steps(n_tokens=budget, n_notes=args.get("notes"), until_time=args.get("until"),
+                                       best_of=best_of, max_tokens=budget, now=now)
         before = streamed = len(session.tokens) + session.dropped
-        while budget > 0 and (notes_left is None or notes_left > 0):
-            chunk = budget if whole else min(budget, STEP_TOKENS)
-            mark = len(session.tokens) + session.dropped
-            new = session.generate(n_tokens=chunk, n_notes=notes_left, until_time=args.get("until"),
-                                   best_of=best_of, max_tokens=chunk, now=now)
-            made = len(session.tokens) + session.dropped - mark
-            budget -= made
-            notes = [message_to_dict(e) for e in new]
-            out += notes
-            unsent += notes
-            if notes_left is not None:
-                notes_left -= sum(1 for n in notes if n["type"] == "note_on" and n["velocity"] > 0)
-            if made < chunk or whole:
+        notes, published, count, busy, resumed = [], 0, 0, 0.0, time.perf_counter()  # busy: s in its steps
+        while True:
+            try:
+                notes += [message_to_dict(e) for e in next(steps)]
+            except StopIteration as done:
+                final = done.value
                 break
+            count += 1
+            if now or count % STEP_TOKENS:
+                continue
             busy += time.perf_counter() - resumed
             live.last_seen = time.monotonic()  # a session at work is not reclaimed
-            if unsent and mark + made - streamed >= STREAM_CHUNK_TOKENS:
-                yield [("note", sid, {"notes": unsent})]
-                unsent, streamed = [], mark + made
+            made = len(session.tokens) + session.dropped
+            if len(notes) > published and made - streamed >= STREAM_CHUNK_TOKENS:
+                yield [("note", sid, {"notes": notes[published:]})]
+                published, streamed = len(notes), made
             else:
                 yield []
             resumed = time.perf_counter()
+        out = notes if best_of <= 1 else [message_to_dict(e) for e in final]
         tokens = len(session.tokens) + session.dropped - before
         ms = (busy + time.perf_counter() - resumed) * 1000
         if tokens:
             self._token_ms.extend([ms / tokens] * min(tokens, 64))
             self._latency_cache = None
-        events = [("note", sid, {"notes": unsent})] if unsent else []
+        events = [("note", sid, {"notes": out[published:]})] if len(out) > published else []
         events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
         return {"session": sid, "notes": out, "tokens": tokens, "time": session.time}, events
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import mido
@@ -29,6 +30,7 @@ from .errors import EngineError
 from .runtime import KVCache, Model, RuntimeOptions
 from .sampler import Sampler, additive, dynamic_mask, log_prob
 from .session_config import SessionConfig
+from .steps import finish, quiet
 from .timeline import PLAYER_BODY_TOKENS, State, encode_engine_off, encode_player
 
 log = logging.getLogger(__name__)
@@ -271,22 +273,32 @@ class Session:
         time (a chord or a harmony for the player's note): no time shift, velocity or pedal token is sampled, so
         each note takes one model step (plus note-offs the model chooses for its earlier notes). Returns the
         timed MIDI events."""
+        return finish(self.generate_steps(n_tokens, n_notes, until_time, best_of, max_tokens, now))
+
+    def generate_steps(self, n_tokens: int | None = None, n_notes: int | None = None,
+                       until_time: float | None = None, best_of: int = 1, max_tokens: int = 4096,
+                       now: bool = False) -> Generator[list[Timed], None, list[Timed]]:
+        """generate() one model step at a time (the server runs a long request in slices): each next() samples
+        one token and yields its events (none while best-of candidates are compared); returns generate()'s
+        result. Nothing else may use the session before it returns."""
         if n_tokens is None and n_notes is None and (until_time is None or now):
             raise EngineError("generate() needs n_tokens, n_notes or until_time (not until_time with now)")
         self._drop_tentative()
+        args = (n_tokens, n_notes, until_time, max_tokens, now)
         if best_of <= 1:
-            return self._generate(n_tokens, n_notes, until_time, max_tokens, score=False, now=now)[0]
+            return (yield from self._generate_steps(*args, score=False))[0]
         start = len(self.tokens)
         best: tuple[float, list[int]] | None = None
         for _ in range(best_of):
-            _, score = self._generate(n_tokens, n_notes, until_time, max_tokens, score=True, now=now)
+            _, score = yield from quiet(self._generate_steps(*args, score=True))
             candidate = self.tokens[start:]
             if best is None or score > best[0]:
                 best = (score, candidate)
             self._rollback(start)
         return self._append(best[1], player=False) if best[1] else []
 
-    def _generate(self, n_tokens, n_notes, until_time, max_tokens, score, now) -> tuple[list[Timed], float]:
+    def _generate_steps(self, n_tokens, n_notes, until_time, max_tokens, now, score):
+        """Yields each sampled token's events; returns (all events, mean log-probability if `score`)."""
         out: list[Timed] = []
         total, count, notes = 0.0, 0, 0
         limit = min(max_tokens, n_tokens if n_tokens is not None else max_tokens)
@@ -309,6 +321,7 @@ class Session:
             if kind == "note_on":
                 notes += 1
                 started.add(divmod(arg, V.N_PITCHES))
+            yield events
             if token == V.EOS:
                 break
         return out, total / max(count, 1)

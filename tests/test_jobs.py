@@ -166,3 +166,17 @@ def test_a_new_style_rereads_the_window_in_slices(model):
     prefix = session.config.prefix()
     assert session.tokens[: len(prefix)] == prefix and session.tokens[len(prefix):] == timeline[len(prefix):]
     assert rig.service.handle("generate", {"session": sid, "max_tokens": 20})[0]["tokens"] == 20
+
+
+def test_best_of_candidates_run_in_slices_too(model):
+    rig = Rig(model)
+    sid = rig.session(best_of=3)
+    session = rig.service.sessions[sid].session
+    start = len(session.tokens) + session.dropped
+    best = rig.submit("script", "generate", session=sid, max_tokens=40)
+    status = rig.submit("bridge", "status")
+    assert rig.replies() == [status]  # answered between the candidates' slices
+    steps = rig.drain()
+    assert steps >= 3 * 40 // STEP_TOKENS - 2  # three candidates of 40 tokens, a slice at a time
+    reply = next(entry[1] for entry in rig.log if entry[0] == "reply" and entry[1].id == best)
+    assert reply.ok and reply.result["tokens"] == 40 == len(session.tokens) + session.dropped - start

@@ -1,0 +1,26 @@
+"""Work done in steps: a generator whose next() does one bounded piece and whose return value is the result
+(Session.generate_steps, Service.begin: the server runs long requests a slice at a time, engine/jobs.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+
+def finish(steps: Generator):
+    """Run `steps` to the end; returns their result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def quiet(steps: Generator) -> Generator[list, None, object]:
+    """The same steps, each yielding an empty list instead of what it yields (work whose output is not final,
+    such as a best-of candidate); returns their result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        yield []
