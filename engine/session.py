@@ -35,6 +35,7 @@ from .timeline import PLAYER_BODY_TOKENS, State, encode_engine_off, encode_playe
 
 log = logging.getLogger(__name__)
 
+READ_CHUNK_TOKENS = 32  # generate_steps reads the chosen best-of candidate this many tokens a step
 
 
 @dataclass(frozen=True)
@@ -275,12 +276,10 @@ class Session:
         timed MIDI events."""
         return finish(self.generate_steps(n_tokens, n_notes, until_time, best_of, max_tokens, now))
 
-    def generate_steps(self, n_tokens: int | None = None, n_notes: int | None = None,
-                       until_time: float | None = None, best_of: int = 1, max_tokens: int = 4096,
-                       now: bool = False) -> Generator[list[Timed], None, list[Timed]]:
-        """generate() one model step at a time (the server runs a long request in slices): each next() samples
-        one token and yields its events (none while best-of candidates are compared); returns generate()'s
-        result. Nothing else may use the session before it returns."""
+    def generate_steps(self, n_tokens=None, n_notes=None, until_time=None, best_of=1, max_tokens=4096,
+                       now=False) -> Generator[list[Timed], None, list[Timed]]:
+        """generate() a model step per next() (the server slices long requests), yielding each token's events
+        (none from best-of candidates); returns generate()'s result. Nothing else may use the session meanwhile."""
         if n_tokens is None and n_notes is None and (until_time is None or now):
             raise EngineError("generate() needs n_tokens, n_notes or until_time (not until_time with now)")
         self._drop_tentative()
@@ -295,7 +294,12 @@ class Session:
             if best is None or score > best[0]:
                 best = (score, candidate)
             self._rollback(start)
-        return self._append(best[1], player=False) if best[1] else []
+        out: list[Timed] = []
+        for i in range(0, len(best[1]), READ_CHUNK_TOKENS):  # the chosen one is read again, a chunk a step
+            if i:
+                yield []
+            out += self._append(best[1][i : i + READ_CHUNK_TOKENS], player=False)
+        return out
 
     def _generate_steps(self, n_tokens, n_notes, until_time, max_tokens, now, score):
         """Yields each sampled token's events; returns (all events, mean log-probability if `score`)."""
