@@ -57,6 +57,10 @@ class Jobs:
     def running(self) -> bool:
         return bool(self._running)
 
+    def sessions(self) -> set[str]:
+        """Sessions with a started, unfinished request: their idle work is that request's to do."""
+        return {job.session for job in self._running if job.session is not None}
+
     def submit(self, req: P.Request, send: Callable[[bytes], None], peer: Hashable) -> None:
         """A parsed request: its first slice now, or it waits behind its peer's or session's unfinished one."""
         session = req.args.get("session")

@@ -83,8 +83,8 @@ def is_loopback(host: str) -> bool:
 
 
 class Server:
-    """The transport loop. `service` answers commands: begin(cmd, args) -> steps (engine/jobs.py); idle() does
-    work between requests; reap(timeout) closes unused sessions."""
+    """The transport loop. `service` answers commands: begin(cmd, args) -> steps (engine/jobs.py); idle(busy)
+    does work between requests for sessions not in `busy`; reap(timeout) closes unused sessions."""
 
     def __init__(self, config: ServerConfig, service, context: zmq.Context | None = None):
         if not config.ipc and not is_loopback(config.host) and not config.keys:
@@ -263,7 +263,7 @@ class Server:
 
     def _idle_work(self) -> bool:
         try:
-            return self.service.idle()
+            return self.service.idle(self.jobs.sessions())
         except Exception:  # noqa: BLE001 - like a failing command: the request that needs these logits reports it
             log.exception("precomputing the next logits failed")
             return False

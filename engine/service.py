@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import mido
@@ -166,12 +167,12 @@ class Service:
         handler = self._handlers[cmd]
         return handler(args) if cmd in _STEPPED else _at_once(handler, args)
 
-    def idle(self) -> bool:
+    def idle(self, busy: Collection[str] = ()) -> bool:
         """Between requests: one unit of one session's idle work (Session.precompute). Pending tokens (a sampled
         token, an anticipated time shift: the next request waits for them) go before window slides prepared
-        ahead, and sessions take turns, so a busy session cannot keep another's next request waiting. Returns
-        True when there was work."""
-        lives = list(self.sessions.values())
+        ahead, and sessions take turns, so a busy session cannot keep another's next request waiting. Sessions
+        in `busy` (with an unfinished request, engine/jobs.py) are left to it. True when there was work."""
+        lives = [live for sid, live in self.sessions.items() if sid not in busy]
         if not lives:
             return False
         turn = next(self._turns) % len(lives)
@@ -274,7 +275,7 @@ class Service:
                 final = done.value
                 break
             count += 1
-            if now or count % STEP_TOKENS:
+            if now or count % STEP_TOKENS or (best_of <= 1 and count >= budget):  # (its last step: no pause)
                 continue
             busy += time.perf_counter() - resumed
             live.last_seen = time.monotonic()  # a session at work is not reclaimed

@@ -180,3 +180,16 @@ def test_best_of_candidates_run_in_slices_too(model):
     assert steps >= 3 * 40 // STEP_TOKENS - 2  # three candidates of 40 tokens, a slice at a time
     reply = next(entry[1] for entry in rig.log if entry[0] == "reply" and entry[1].id == best)
     assert reply.ok and reply.result["tokens"] == 40 == len(session.tokens) + session.dropped - start
+
+
+def test_a_request_in_progress_keeps_its_session_and_its_last_step_is_no_pause(model):
+    rig = Rig(model)
+    sid = rig.session()
+    with pytest.raises(StopIteration):  # two tokens, the budget: answered without a pause for other work
+        next(rig.service.begin("generate", {"session": sid, "max_tokens": 2}))
+    rig.submit("script", "generate", session=sid, max_tokens=40)
+    session = rig.service.sessions[sid].session
+    assert rig.jobs.sessions() == {sid} and session.pending == 1  # its last sampled token waits
+    assert not rig.service.idle(rig.jobs.sessions()) and session.pending == 1  # left to the request itself
+    rig.drain()
+    assert rig.jobs.sessions() == set() and rig.service.idle(rig.jobs.sessions()) and session.pending == 0

@@ -315,7 +315,7 @@ def test_spinning_after_a_reply_serves_the_next_request_and_still_stops():
             yield from ()
             return {"cmd": cmd}, []
 
-        def idle(self):
+        def idle(self, busy=()):
             return False
 
         def reap(self, timeout):
