@@ -89,19 +89,28 @@ class Jobs:
         return any(other.peer == job.peer or (job.session is not None and other.session == job.session)
                    for other in chain(self._running, self._waiting))
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job) -> bool:
+        """Its first slice; True when it is left unfinished (then it runs in turn)."""
         job.steps = self._begin(job.req.cmd, job.req.args)
-        if not self._advance(job):
-            self._running.append(job)
+        if self._advance(job):
+            return False
+        self._running.append(job)
+        return True
 
     def _release(self) -> None:
-        """Start the waiting requests that nothing blocks any more, in arrival order."""
+        """Start the waiting requests that nothing blocks any more, in arrival order (one pass: the peers and
+        sessions of the requests still unfinished are collected as it goes)."""
         waiting, self._waiting = self._waiting, deque()
+        peers = {job.peer for job in self._running}
+        sessions = {job.session for job in self._running} - {None}
         for job in waiting:
-            if self._blocked(job):
+            if job.peer in peers or job.session in sessions:
                 self._waiting.append(job)
-            else:
-                self._start(job)
+            elif not self._start(job):
+                continue
+            peers.add(job.peer)
+            if job.session is not None:
+                sessions.add(job.session)
 
     def _advance(self, job: Job) -> bool:
         """Run one slice; True when the request is finished (its reply sent, its events passed on)."""

@@ -30,6 +30,7 @@ from .jobs import Event, Steps
 from .sampler import SamplingConfig, scale_pitch_classes
 from .session import Engine, Session
 from .session_config import SessionConfig
+from .steps import at_once, finish
 from .timeline import ends_note
 
 EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
@@ -119,12 +120,6 @@ def message_to_dict(item: Timed) -> dict:
     return {"t": round(item.time, 6), **fields}
 
 
-def _at_once(handler, args: dict) -> Steps:
-    """A command done in one call, as steps: the first next() runs it and returns its (result, events)."""
-    yield from ()
-    return handler(args)
-
-
 class Service:
     """Sessions by id over one loaded Engine. max_sessions: more are refused with `overloaded`."""
 
@@ -153,19 +148,15 @@ class Service:
 
     def handle(self, cmd: str, args: dict) -> tuple[dict, list[Event]]:
         """Run a command to its end: (result, the events of all its steps in order)."""
-        steps, events = self.begin(cmd, args), []
-        while True:
-            try:
-                events += next(steps)
-            except StopIteration as done:
-                result, last = done.value
-                return result, events + last
+        events: list[Event] = []
+        result, last = finish(self.begin(cmd, args), events.extend)
+        return result, events + last
 
     def begin(self, cmd: str, args: dict) -> Steps:
         """The command as steps (engine/jobs.py): each next() does a slice of its work and yields events to
         publish now; the generator returns (result, events). Errors are raised by next()."""
         handler = self._handlers[cmd]
-        return handler(args) if cmd in _STEPPED else _at_once(handler, args)
+        return handler(args) if cmd in _STEPPED else at_once(handler, args)
 
     def idle(self, busy: Collection[str] = ()) -> bool:
         """Between requests: one unit of one session's idle work (Session.precompute). Pending tokens (a sampled

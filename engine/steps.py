@@ -3,16 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 
-def finish(steps: Generator):
-    """Run `steps` to the end; returns their result."""
+def at_once(fn: Callable, *args) -> Generator:
+    """fn(*args) as steps: the first next() calls it and returns its result."""
+    yield from ()
+    return fn(*args)
+
+
+def finish(steps: Generator, each: Callable | None = None):
+    """Run `steps` to the end, passing what each step yields to `each` (if given); returns their result."""
     while True:
         try:
-            next(steps)
+            out = next(steps)
         except StopIteration as done:
             return done.value
+        if each is not None:
+            each(out)
 
 
 def quiet(steps: Generator) -> Generator[list, None, object]:
