@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -172,7 +173,7 @@ class Bridge:
             self.counts["malformed"] += 1
             log.debug("ignoring malformed MIDI bytes %s", raw.hex(" "))
             return
-        if self.config.suppress_feedback and self.echo.is_echo(t, raw):
+        if self.config.suppress_feedback and self.echo.is_echo(t, raw) and not self._unheard_panic(msg):
             return
         if msg.type in REALTIME:
             self._transport(t, msg)
@@ -190,6 +191,11 @@ class Bridge:
         if msg.type in ("note_on", "note_off") or (msg.type == "control_change" and msg.control == 64):
             self.work.put(("player", t, msg))
 
+    def _unheard_panic(self, msg: mido.Message) -> bool:
+        """A CC123 like one just sent is still obeyed while notes sound: the player's own panic is never taken
+        for an echo, and an echo that does get through (nothing sounds after a panic) cannot loop."""
+        return msg.type == "control_change" and msg.control == ALL_NOTES_OFF and self.scheduler.sounding() > 0
+
     def _transport(self, t: float, msg: mido.Message) -> None:
         kind = self.follower.handle(t, msg)
         if kind == "stop":
@@ -206,6 +212,10 @@ class Bridge:
         action = self.config.cc.action(msg.channel, msg.control)
         if action is None:
             return False
+        if action == "stop":  # like CC123, at once and engine or not; the worker restarts the mode ("silenced")
+            if msg.value >= 64:
+                self.panic("stop CC")
+            return True
         self.work.put(("action", action, msg.value, t))
         return True
 
@@ -247,10 +257,6 @@ class Bridge:
         elif action == "trigger":
             if value >= 64:
                 self.mode.trigger(now)
-        elif action == "stop":
-            if value >= 64:
-                self.panic("stop CC")
-                self.mode.silenced(now)
         elif action == "temperature":
             self.link.set(temperature=round(0.1 + 1.9 * value / 127, 3))
 
@@ -260,10 +266,10 @@ class Bridge:
             return
         self.mode.leave(now)
         self.mode = MODE_CLASSES[name](self)
+        self.mode.enter(now)  # before the engine is told: a lost engine must find the new mode ready
+        log.info("mode: %s", name)
         if tell_engine:
             self.link.set(mode=name)
-        self.mode.enter(now)
-        log.info("mode: %s", name)
 
     def tick(self, now: float) -> None:
         """Periodic worker step: reconnect after a loss, keep the session alive, let the mode plan."""
@@ -346,14 +352,25 @@ class Bridge:
         tick = self.config.tick_s
         while self._running.is_set():
             try:
-                item = self.work.get(timeout=max(0.0, min(tick, self.mode.wake_in(self.clock.now()))))
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                break
-            if item is not None:
-                self.process(item)
-            self.tick(self.clock.now())
+                if not self._work_once(tick):
+                    return
+            except Exception:  # noqa: BLE001 - a bug must not end the worker and leave notes sounding
+                log.exception("engine worker: unexpected error; silencing and carrying on")
+                self.scheduler.panic()
+                time.sleep(tick)  # an error that repeats does not spin
+
+    def _work_once(self, tick: float) -> bool:
+        """Wait for one work item (at most until the mode's next tick) and handle it; False at the sentinel."""
+        try:
+            item = self.work.get(timeout=max(0.0, min(tick, self.mode.wake_in(self.clock.now()))))
+        except queue.Empty:
+            item = None
+        if item is _STOP:
+            return False
+        if item is not None:
+            self.process(item)
+        self.tick(self.clock.now())
+        return True
 
     def stop(self) -> None:
         """Stop everything and silence the out port; write the recording. Safe to call twice."""

@@ -270,8 +270,9 @@ class GenerateMode(Mode):
     name = "generate"
 
     def enter(self, now: float) -> None:
+        session = self.host.engine_time()  # first: a lost engine leaves the mode idle (it is entered again)
         self.state = "playing" if self.host.follower.running else "stopped"
-        self._anchor(now, self.host.engine_time())
+        self._anchor(now, session)
 
     def _anchor(self, now: float, session: float) -> None:
         self._s0, self._b0 = session, self.host.follower.beat_at(now)

@@ -151,6 +151,11 @@ class Scheduler:
             for msg in self.held.panic():
                 self._emit(msg, "panic")
 
+    def sounding(self) -> int:
+        """How many notes this scheduler has started and not yet ended."""
+        with self._lock:
+            return len(self.held)
+
     # -- sending ---------------------------------------------------------------------------------------------
     def send_now(self, msg: mido.Message, source: str = THRU) -> None:
         """Send at once (thru, control). Notes are tracked like scheduled ones, so a panic also ends them."""

@@ -4,6 +4,7 @@ scripted engine (tests/bridge_fakes.py)."""
 from __future__ import annotations
 
 import math
+import time
 
 import mido
 import pytest
@@ -271,6 +272,29 @@ def test_feedback_through_a_loopback_port_is_suppressed():
     assert rig.bridge.echo.suppressed >= 4
 
 
+def test_a_players_cc123_like_one_just_sent_is_still_obeyed():
+    """Found by tests/test_bridge_property.py: the bridge's own CC123 (a transport stop's panic) made the
+    player's CC123 within the echo window look like its echo, and the note passed thru meanwhile kept sounding."""
+    rig = Rig("respond", thru=True)
+    rig.play(on(55))
+    rig.play(mido.Message("stop"))  # panic: a note-off, then CC123 value 0 on channel 1 go out
+    rig.play(on(55))
+    rig.play(cc(123, 0))  # the same bytes, from the player
+    assert not unreleased_note_ons(m for _, m in rig.heard)
+
+
+def test_a_panic_over_a_loopback_port_does_not_echo_into_another():
+    rig = Rig("accompany", thru=True)
+    rig.midi.listen("MuseBridge Out", lambda data: rig.bridge.inbox.put((rig.clock.now(), data)))  # loop back
+    rig.play(on(48))
+    rig.run(0.3)
+    rig.play(cc(123))
+    rig.run(0.1)
+    assert not unreleased_note_ons(m for _, m in rig.heard)
+    panics = [m.channel for _, m in rig.heard if m.type == "control_change" and m.control == 123]
+    assert sorted(panics) == sorted(set(panics)), "one CC123 per channel: its echo did not panic again"
+
+
 # -- switching ---------------------------------------------------------------------------------------------------
 def test_modes_switch_by_cc_and_by_the_control_protocol():
     rig = Rig("accompany")
@@ -411,3 +435,75 @@ def test_a_panic_during_an_engine_request_drops_its_answer():
     rig.run(0.5)
     assert not rig.note_ons(STRINGS)
     assert not unreleased_note_ons(m for _, m in rig.heard)
+
+
+@pytest.mark.parametrize("mode", ["harmonize", "generate", "respond"])
+def test_a_mode_switch_that_finds_the_engine_gone_leaves_a_working_bridge(mode):
+    """Found by tests/test_bridge_property.py: a mode CC while the engine had just gone raised inside the switch
+    before the new mode was entered, and the half-made mode then failed the silencing (the worker thread died)."""
+    rig = Rig("accompany", thru=True)
+    rig.play(on(60))
+    rig.link.alive = False
+    rig.play(cc({"harmonize": 104, "generate": 105, "respond": 102}[mode]))  # fails on the engine: no exception
+    assert rig.bridge.mode.name == mode and not rig.bridge.engine_ok
+    rig.run(0.1)
+    rig.play(off(60))
+    rig.link.alive = True
+    rig.run(2.5)  # reconnects and enters the mode again
+    assert rig.bridge.engine_ok
+    rig.bridge.stop()
+    assert not unreleased_note_ons(m for _, m in rig.heard)
+
+
+def test_an_unexpected_error_in_the_worker_silences_and_the_worker_carries_on(caplog):
+    """The threaded bridge: a bug in a mode (here its tick raises) is logged, notes are silenced, and the engine
+    worker keeps serving (it never dies leaving notes sounding)."""
+    from musebridge.bridge.clock import MonotonicClock
+
+    rig = Rig("accompany", thru=True)
+    rig.bridge.clock = rig.bridge.scheduler.clock = MonotonicClock()
+    ticks = []
+
+    def broken_tick(now):
+        ticks.append(now)
+        raise RuntimeError("a bug in a mode")
+
+    rig.bridge.mode.tick = broken_tick
+    rig.bridge.start()
+    try:
+        rig.keyboard.send(on(60))  # passed thru by the input thread
+        for _ in range(500):
+            if len(ticks) >= 3 and unreleased_note_ons(m for _, m in rig.heard) == set():
+                break
+            time.sleep(0.01)
+        assert len(ticks) >= 3, "the worker kept ticking after the error"
+        assert not unreleased_note_ons(m for _, m in rig.heard), "the error silenced the held note"
+        assert "a bug in a mode" in caplog.text
+    finally:
+        rig.bridge.stop()
+
+
+def test_the_stop_cc_silences_even_with_the_engine_gone():
+    """Found by tests/test_bridge_property.py: the stop CC went through the engine worker, which ignores
+    everything while the engine is lost, so a note passed thru kept sounding."""
+    rig = Rig("respond", thru=True)
+    rig.link.alive = False
+    rig.play(off(55))  # the worker finds the engine gone (and silences)
+    rig.play(on(55))  # thru: sounds; the worker asks the engine nothing now
+    assert not rig.bridge.engine_ok and unreleased_note_ons(m for _, m in rig.heard)
+    rig.play(cc(108))
+    assert not unreleased_note_ons(m for _, m in rig.heard)
+
+
+def test_a_key_played_again_at_once_is_heard_not_taken_for_an_echo():
+    """A fast repeat of one key at the same velocity (note-on, note-off, note-on within the echo window) is the
+    player's, not the echo of the first note-on passed thru."""
+    rig = Rig("harmonize", thru=True)
+    for _ in range(3):
+        rig.play(on(55))
+        rig.run(0.02)
+        rig.play(off(55))
+        rig.run(0.02)
+    assert [e["note"] for e in rig.link.fed if e["type"] == "note_on"] == [55, 55, 55]
+    assert len([m for _, m in rig.heard if m.type == "note_on" and m.channel == 0 and m.velocity]) == 3
+    assert rig.bridge.echo.suppressed == 0

@@ -1,0 +1,84 @@
+"""No stuck notes, ever: random player input, mode switches, panics, transport messages and engine losses on the
+in-memory rig (tests/bridge_fakes.py), then the bridge stops. Every note-on the out port sent has its own note-off,
+and no engine note sounded longer than the scheduler's maximum note length (the player's own notes, passed thru,
+last as long as the key is held: docs/live.md, "No stuck notes")."""
+
+from __future__ import annotations
+
+import mido
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from musebridge.bridge.config import ModeConfig
+from musebridge.bridge.scheduler import SchedulerConfig
+from musebridge.engine.protocol import MODES
+
+from tests.bridge_fakes import Rig, cc, off, on, unreleased_note_ons
+
+MAX_NOTE_S = 1.0
+PLAYER_CHANNEL = 0  # tests/bridge_fakes.py plays on channel 1; the fake engine on 6
+TICK_S = 0.005  # Rig.run's clock step: a note-off is sent at the first pump at or after its due time
+
+PITCHES = st.integers(min_value=55, max_value=60)  # few pitches: repeated and overlapping keys
+PANICS = {("cc", 123, 0), ("cc", 123, 127), ("cc", 108, 127), ("transport", "stop")}  # silence at once
+ACTIONS = st.one_of(
+    st.tuples(st.just("on"), PITCHES, st.integers(min_value=1, max_value=127)),
+    st.tuples(st.just("off"), PITCHES),
+    # mode CCs 102-106, trigger 107, stop 108, temperature 109, pedal 64, all sound off 120, all notes off 123
+    st.tuples(st.just("cc"), st.sampled_from([64, 102, 103, 104, 105, 106, 107, 108, 109, 120, 123]),
+              st.sampled_from([0, 127])),
+    st.tuples(st.just("transport"), st.sampled_from(["start", "stop", "continue"])),
+    st.tuples(st.just("clock"), st.integers(min_value=1, max_value=24)),
+    st.tuples(st.just("run"), st.floats(min_value=0.0, max_value=1.5)),
+    st.tuples(st.just("engine"), st.booleans()),
+)
+
+
+def _apply(rig: Rig, action: tuple) -> None:
+    kind = action[0]
+    if kind == "on":
+        rig.play(on(action[1], velocity=action[2]))
+    elif kind == "off":
+        rig.play(off(action[1]))
+    elif kind == "cc":
+        rig.play(cc(action[1], action[2]))
+    elif kind == "transport":
+        rig.play(mido.Message(action[1]))
+    elif kind == "clock":  # ticks at 120 bpm (24 per beat, about 21 ms apart)
+        for _ in range(action[1]):
+            rig.play(mido.Message("clock"))
+            rig.run(0.5 / 24)
+    elif kind == "run":
+        rig.run(action[1])
+    else:
+        rig.link.alive = action[1]
+
+
+def _longest_engine_note(heard) -> float:
+    """The longest time (s) a note-on on the out port sounded before its note-off (player's channel left out)."""
+    started: dict[tuple[int, int], float] = {}
+    longest = 0.0
+    for t, msg in heard:
+        if getattr(msg, "channel", -1) == PLAYER_CHANNEL:
+            continue
+        key = (getattr(msg, "channel", -1), getattr(msg, "note", -1))
+        if msg.type == "note_on" and msg.velocity > 0:
+            started.setdefault(key, t)
+        elif msg.type in ("note_on", "note_off") and key in started:
+            longest = max(longest, t - started.pop(key))
+    return longest
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mode=st.sampled_from(MODES), thru=st.booleans(), actions=st.lists(ACTIONS, min_size=5, max_size=40))
+def test_random_input_never_leaves_a_note_hanging(mode, thru, actions):
+    rig = Rig(mode, thru=thru, modes=ModeConfig(pause_s=0.2, answer_s=0.5),
+              scheduler=SchedulerConfig(max_note_s=MAX_NOTE_S))
+    for action in actions:
+        _apply(rig, action)
+        if action in PANICS:
+            heard = [m for _, m in rig.heard]
+            assert not unreleased_note_ons(heard), f"sounding after {action}: {unreleased_note_ons(heard)}"
+    rig.bridge.stop()
+    heard = [m for _, m in rig.heard]
+    assert not unreleased_note_ons(heard), f"left sounding after stop: {unreleased_note_ons(heard)}"
+    assert _longest_engine_note(rig.heard) <= MAX_NOTE_S + TICK_S + 1e-9
