@@ -387,7 +387,7 @@ class Bridge:
             self.scheduler.stop(panic=True)
         self.link.close()
         if self.recorder is not None and self.config.record:
-            self.recorder.write(self.config.record)
+            self.recorder.write(self.config.record, self.clock.now())
             self.recorder = None
         # The ports go last: the notes are silenced and the take is saved even if a MIDI driver fails on close
         # (JACK's port teardown races its process thread in rtmidi; docs/live.md, "Design decisions").

@@ -142,8 +142,9 @@ class ClockFollower:
 
     def quantize(self, t: float, not_before: float | None = None) -> float:
         """t (seconds) moved to the nearest grid line, or to the next one when the nearest is before
-        `not_before` (a note is never moved into the past). Unchanged without a grid."""
-        if self.grid is None:
+        `not_before` (a note is never moved into the past). Unchanged without a grid, or while the transport is
+        stopped (the grid does not move then: every note would land on one line)."""
+        if self.grid is None or not self.running:
             return t
         beat = self.beat_at(t)
         snapped = self.time_of_beat(round(beat / self.grid) * self.grid)

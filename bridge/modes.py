@@ -160,7 +160,8 @@ class RespondMode(Mode):
 
 class AccompanyMode(Mode):
     """The engine plays along, planned horizon_s ahead of now. A player note earlier than the plan rolls the
-    engine back; the scheduler drops the planned notes after it (those already sounded stay) and plans again."""
+    engine back; the scheduler drops the planned notes after it (those already sounded stay) and plans again.
+    Silenced (stop CC, CC123, transport stop), it pauses until the player plays or the transport starts."""
 
     name = "accompany"
 
@@ -170,12 +171,25 @@ class AccompanyMode(Mode):
 
     def player(self, t, msg, now) -> None:
         result = self.host.feed([(t, msg)])
-        if result.get("rolled_back"):
+        if self.state != "playing":
+            self.enter(now)
+        elif result.get("rolled_back"):
             self.host.scheduler.cancel_after(t, ENGINE)
             self._planned = float(result.get("time", self.host.session_time(t)))
         self.tick(now)
 
+    def transport(self, running: bool, now: float) -> None:
+        if running:
+            self.enter(now)
+        else:
+            self.state = "stopped"
+
+    def silenced(self, now: float) -> None:
+        self.state = "stopped"
+
     def tick(self, now: float) -> None:
+        if self.state != "playing":
+            return
         modes = self.host.config.modes
         session_now = self.host.session_time(now)
         if self._planned < session_now - 1.0:  # far behind (after a pause): skip ahead, nothing to catch up
@@ -265,7 +279,8 @@ class HarmonizeMode(Mode):
 
 class GenerateMode(Mode):
     """The model plays alone in time with the clock: one engine second is two beats, so the music follows the
-    tempo of the MIDI clock (or the internal clock); stops with the transport, resumes with it."""
+    tempo of the MIDI clock (or the internal clock); stops with the transport, resumes with it. Silenced (stop CC,
+    CC123), it pauses until the transport starts or the trigger CC."""
 
     name = "generate"
 
@@ -288,6 +303,13 @@ class GenerateMode(Mode):
         self.state = "playing" if running else "stopped"
         if running:
             self._anchor(now, self._planned)
+
+    def trigger(self, now: float) -> None:
+        """The trigger CC resumes playing after a stop CC or CC123 (the clock permitting)."""
+        self.transport(self.host.follower.running, now)
+
+    def silenced(self, now: float) -> None:
+        self.state = "stopped"
 
     def tick(self, now: float) -> None:
         if self.state != "playing" or not self.host.follower.running:

@@ -10,6 +10,8 @@ from musebridge.engine.codec import Timed
 from musebridge.engine.instruments import INSTRUMENTS
 from musebridge.engine.midifile import write_midi
 
+from .notes import is_note_off, is_note_on, note_off
+
 PLAYER_FALLBACK_CHANNEL = 15  # MIDI channel 16: where the player goes when their channel is the engine's
 
 
@@ -43,11 +45,33 @@ class Recorder:
     def __len__(self) -> int:
         return len(self._events)
 
-    def write(self, path: str | Path) -> int:
-        """Write everything so far (atomically); returns the number of messages written."""
+    def write(self, path: str | Path, now: float | None = None) -> int:
+        """Write everything so far (atomically); returns the number of messages written. Notes still held (a key
+        down when the take stops) end at `now` (seconds on the bridge clock; default: the last event)."""
         with self._lock:
             events = sorted(self._events, key=lambda e: e.time)
+        end = max([e.time for e in events[-1:]] + ([now - self.start] if now is not None else []), default=0.0)
+        events = _every_note_ended(events, end)
         names = {i.channel: i.name for i in INSTRUMENTS if i.channel in self.engine_channels}
         players = {e.msg.channel for e in events} - self.engine_channels
         write_midi(events, path, track_names={**names, **{ch: "player" for ch in players}})
         return len(events)
+
+
+def _every_note_ended(events: list[Timed], end: float) -> list[Timed]:
+    """Time-ordered events with a note-off for every note-on: a key struck again while it sounds is ended just
+    before (as the scheduler retriggers), and notes sounding at the end end at `end` (seconds)."""
+    out: list[Timed] = []
+    sounding: set[tuple[int, int]] = set()
+    for item in events:
+        msg = item.msg
+        if is_note_on(msg):
+            key = (msg.channel, msg.note)
+            if key in sounding:
+                out.append(Timed(item.time, note_off(*key)))
+            sounding.add(key)
+        elif is_note_off(msg):
+            sounding.discard((msg.channel, msg.note))
+        out.append(item)
+    out += [Timed(max(end, out[-1].time), note_off(*key)) for key in sorted(sounding)]
+    return out

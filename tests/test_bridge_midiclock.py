@@ -66,6 +66,14 @@ def test_quantize_to_sixteenths_and_triplets():
         grid_beats("1/5")
 
 
+def test_quantize_leaves_times_alone_while_the_transport_is_stopped():
+    """Found by tests/test_bridge_property.py: with the transport stopped the beat position stands still, and
+    every note of a plan snapped to the one grid line there (five notes at once)."""
+    f = ClockFollower(ClockConfig(bpm=120, quantize="1/4"), start=0.0)
+    f.handle(1.0, mido.Message("stop"))
+    assert [f.quantize(t, not_before=1.0) for t in (1.1, 1.3, 1.7)] == [1.1, 1.3, 1.7]
+
+
 def test_internal_clock_without_ticks_and_external_detection():
     f = ClockFollower(ClockConfig(bpm=90), start=2.0)
     assert f.bpm == pytest.approx(90) and f.beat_at(4.0) == pytest.approx(3.0)

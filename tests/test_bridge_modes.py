@@ -235,6 +235,39 @@ def test_generate_follows_the_external_clock_and_its_transport():
     assert rig.note_ons(STRINGS, after=stopped + 1.0)
 
 
+@pytest.mark.parametrize("how", ["transport", "stop_cc", "cc123"])
+def test_accompany_pauses_when_silenced_until_the_player_or_the_transport(how):
+    """Found by tests/test_bridge_property.py: silenced by a transport stop (or the stop CC, or CC123),
+    accompany planned again at its next tick and played on."""
+    rig = Rig("accompany")
+    rig.run(0.5)
+    assert rig.note_ons(STRINGS)
+    rig.play({"transport": mido.Message("stop"), "stop_cc": cc(108), "cc123": cc(123)}[how])
+    silenced = rig.clock.now()
+    rig.run(1.0)
+    assert not rig.note_ons(STRINGS, after=silenced - 1e-9) and rig.bridge.mode.state == "stopped"
+    if how == "transport":
+        rig.play(mido.Message("continue"))
+    else:
+        rig.play(on(60))
+    resumed = rig.clock.now()
+    rig.run(0.5)
+    assert rig.note_ons(STRINGS, after=resumed - 1e-9)
+
+
+def test_generate_pauses_at_the_stop_cc_until_the_trigger():
+    rig = Rig("generate")
+    rig.run(1.0)
+    assert rig.note_ons(STRINGS)
+    rig.play(cc(108))
+    stopped = rig.clock.now()
+    rig.run(1.0)
+    assert not rig.note_ons(STRINGS, after=stopped - 1e-9)
+    rig.play(cc(107))
+    rig.run(1.0)
+    assert rig.note_ons(STRINGS, after=stopped + 1.0)
+
+
 def test_generate_runs_on_the_internal_clock_and_ignores_the_player():
     rig = Rig("generate")
     rig.play(on(60), off(60))

@@ -1,14 +1,20 @@
-"""No stuck notes, ever: random player input, mode switches, panics, transport messages and engine losses on the
-in-memory rig (tests/bridge_fakes.py), then the bridge stops. Every note-on the out port sent has its own note-off,
-and no engine note sounded longer than the scheduler's maximum note length (the player's own notes, passed thru,
-last as long as the key is held: docs/live.md, "No stuck notes")."""
+"""No stuck notes, ever: random player input, mode switches (CC and control protocol), panics, transport and song
+position messages, engine losses (a failing request or the engine watcher's news) and quantization grids on the
+in-memory rig (tests/bridge_fakes.py), then the bridge stops. Right after each panic nothing sounds; in the end
+every note-on the out port sent has its own note-off, no engine note sounded longer than the scheduler's maximum
+note length (the player's own notes, passed thru, last as long as the key is held: docs/live.md, "No stuck
+notes"), and the recording of the take has a note-off for every note-on."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import mido
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from musebridge.bridge.config import ModeConfig
+from musebridge.bridge.midiclock import GRIDS, ClockConfig
 from musebridge.bridge.scheduler import SchedulerConfig
 from musebridge.engine.protocol import MODES
 
@@ -19,7 +25,8 @@ PLAYER_CHANNEL = 0  # tests/bridge_fakes.py plays on channel 1; the fake engine 
 TICK_S = 0.005  # Rig.run's clock step: a note-off is sent at the first pump at or after its due time
 
 PITCHES = st.integers(min_value=55, max_value=60)  # few pitches: repeated and overlapping keys
-PANICS = {("cc", 123, 0), ("cc", 123, 127), ("cc", 108, 127), ("transport", "stop")}  # silence at once
+PANICS = {("cc", 123, 0), ("cc", 123, 127), ("cc", 108, 127), ("transport", "stop"),  # silence at once
+          ("engine_stopping",)}
 ACTIONS = st.one_of(
     st.tuples(st.just("on"), PITCHES, st.integers(min_value=1, max_value=127)),
     st.tuples(st.just("off"), PITCHES),
@@ -29,7 +36,10 @@ ACTIONS = st.one_of(
     st.tuples(st.just("transport"), st.sampled_from(["start", "stop", "continue"])),
     st.tuples(st.just("clock"), st.integers(min_value=1, max_value=24)),
     st.tuples(st.just("run"), st.floats(min_value=0.0, max_value=1.5)),
+    st.tuples(st.just("songpos"), st.integers(min_value=0, max_value=64)),
     st.tuples(st.just("engine"), st.booleans()),
+    st.tuples(st.just("engine_stopping")),  # the engine watcher: the server said it is stopping
+    st.tuples(st.just("mode"), st.sampled_from(MODES)),  # `set mode` through the control protocol
 )
 
 
@@ -47,10 +57,18 @@ def _apply(rig: Rig, action: tuple) -> None:
         for _ in range(action[1]):
             rig.play(mido.Message("clock"))
             rig.run(0.5 / 24)
+    elif kind == "songpos":
+        rig.play(mido.Message("songpos", pos=action[1]))
     elif kind == "run":
         rig.run(action[1])
-    else:
+    elif kind == "engine":
         rig.link.alive = action[1]
+    elif kind == "engine_stopping":
+        rig.bridge.engine_lost("the engine server is stopping")
+        rig.bridge.pump()
+    else:
+        rig.bridge.engine_params({"mode": action[1]})
+        rig.bridge.pump()
 
 
 def _longest_engine_note(heard) -> float:
@@ -69,16 +87,26 @@ def _longest_engine_note(heard) -> float:
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mode=st.sampled_from(MODES), thru=st.booleans(), actions=st.lists(ACTIONS, min_size=5, max_size=40))
-def test_random_input_never_leaves_a_note_hanging(mode, thru, actions):
-    rig = Rig(mode, thru=thru, modes=ModeConfig(pause_s=0.2, answer_s=0.5),
-              scheduler=SchedulerConfig(max_note_s=MAX_NOTE_S))
+@given(mode=st.sampled_from(MODES), thru=st.booleans(), grid=st.sampled_from([None, *GRIDS]),
+       actions=st.lists(ACTIONS, min_size=5, max_size=40))
+def test_random_input_never_leaves_a_note_hanging(mode, thru, grid, actions):
+    with tempfile.TemporaryDirectory() as tmp:
+        take = Path(tmp) / "take.mid"
+        rig = Rig(mode, thru=thru, modes=ModeConfig(pause_s=0.2, answer_s=0.5), clock=ClockConfig(quantize=grid),
+                  scheduler=SchedulerConfig(max_note_s=MAX_NOTE_S), record=str(take))
+        _play(rig, actions)
+        recorded = [m for track in mido.MidiFile(take).tracks for m in track]
+    heard = [m for _, m in rig.heard]
+    assert not unreleased_note_ons(heard), f"left sounding after stop: {unreleased_note_ons(heard)}"
+    assert _longest_engine_note(rig.heard) <= MAX_NOTE_S + TICK_S + 1e-9
+    assert not unreleased_note_ons(recorded), f"the recording leaves {unreleased_note_ons(recorded)} sounding"
+
+
+def _play(rig: Rig, actions: list) -> None:
+    """Apply the actions, checking that nothing sounds right after a panic; then stop the bridge."""
     for action in actions:
         _apply(rig, action)
         if action in PANICS:
             heard = [m for _, m in rig.heard]
             assert not unreleased_note_ons(heard), f"sounding after {action}: {unreleased_note_ons(heard)}"
     rig.bridge.stop()
-    heard = [m for _, m in rig.heard]
-    assert not unreleased_note_ons(heard), f"left sounding after stop: {unreleased_note_ons(heard)}"
-    assert _longest_engine_note(rig.heard) <= MAX_NOTE_S + TICK_S + 1e-9
