@@ -429,6 +429,25 @@ def test_record_writes_both_parts(tmp_path):
     assert FakeLink  # the fake engine made the strings part
 
 
+def test_a_key_held_when_the_take_stops_ends_there_in_the_recording(tmp_path):
+    """Found by tests/test_bridge_property.py: a key still down at the end (or struck twice without a release)
+    was written as a note-on without a note-off."""
+    path = tmp_path / "take.mid"
+    rig = Rig("respond", record=str(path))
+    rig.play(on(60))
+    rig.run(0.3)
+    rig.play(on(60))  # again, no release in between
+    rig.run(0.7)
+    rig.bridge.stop()
+    timed, t = [], 0.0
+    for m in mido.MidiFile(path):  # times in seconds from the previous message
+        t += m.time
+        if m.type in ("note_on", "note_off") and m.channel == 0:
+            timed.append((round(t, 3), m.type, m.velocity > 0))
+    assert timed == [(0.0, "note_on", True), (0.3, "note_off", False), (0.3, "note_on", True),
+                     (1.0, "note_off", False)], "retriggered at 0.3 s, and the held note ends at the stop"
+
+
 def test_harmonize_ignores_the_grid_and_respond_never_quantizes_into_the_past():
     rig = Rig("harmonize", clock=ClockConfig(bpm=60, quantize="1/4"))
     rig.clock.advance(0.3)
