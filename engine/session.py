@@ -283,23 +283,35 @@ class Session:
         if n_tokens is None and n_notes is None and (until_time is None or now):
             raise EngineError("generate() needs n_tokens, n_notes or until_time (not until_time with now)")
         self._drop_tentative()
-        args = (n_tokens, n_notes, until_time, max_tokens, now)
         if best_of <= 1:
-            return (yield from self._generate_steps(*args, score=False))[0]
+            return (yield from self._generate_steps(n_tokens, n_notes, until_time, max_tokens, now, False))[0]
+        limit = min(max_tokens, n_tokens if n_tokens is not None else max_tokens)
+        out: list[Timed] = []
+        while limit > 0 and (n_notes is None or n_notes > 0):  # rounds: a candidate never slides the window
+            self._ensure_room(self._slide)  # (a slide commits what precedes it: no candidate may span one)
+            cap = min(limit, self.cache.capacity - len(self.tokens))
+            chosen = yield from self._best_candidate(best_of, (cap, n_notes, until_time, cap, now))
+            for i in range(0, len(chosen), READ_CHUNK_TOKENS):  # the chosen one is read again, a chunk a step
+                if i:
+                    yield []
+                out += self._append(chosen[i : i + READ_CHUNK_TOKENS], player=False)
+            if len(chosen) < cap or chosen[-1] == V.EOS:
+                break  # it ended on its own limits (notes, until, EOS), not the round's room
+            limit -= cap
+            n_notes = None if n_notes is None else n_notes - sum(V.token_kind(t)[0] == "note_on" for t in chosen)
+        return out
+
+    def _best_candidate(self, best_of: int, args: tuple) -> Generator[list[Timed], None, list[int]]:
+        """Sample best_of continuations (_generate_steps args) that fit the window and take each back; returns
+        the tokens of the one with the highest mean log-probability."""
         start = len(self.tokens)
         best: tuple[float, list[int]] | None = None
         for _ in range(best_of):
             _, score = yield from quiet(self._generate_steps(*args, score=True))
-            candidate = self.tokens[start:]
             if best is None or score > best[0]:
-                best = (score, candidate)
+                best = (score, self.tokens[start:])
             self._rollback(start)
-        out: list[Timed] = []
-        for i in range(0, len(best[1]), READ_CHUNK_TOKENS):  # the chosen one is read again, a chunk a step
-            if i:
-                yield []
-            out += self._append(best[1][i : i + READ_CHUNK_TOKENS], player=False)
-        return out
+        return best[1]
 
     def _generate_steps(self, n_tokens, n_notes, until_time, max_tokens, now, score):
         """Yields each sampled token's events; returns (all events, mean log-probability if `score`)."""

@@ -135,6 +135,19 @@ def test_best_of_n_keeps_one_candidate(engine):
     assert t.tokens == s.tokens
 
 
+def test_best_of_runs_in_rounds_that_never_cross_a_window_slide(engine):
+    """Found by tests/test_service_property.py: a candidate that filled the window slid it (committing its own
+    tokens), and taking the candidate back then failed ("cannot roll back into the committed past")."""
+    s = engine.new_session(config(seed=4, context=48))
+    before = len(s.tokens) + s.dropped
+    s.generate(n_tokens=150, best_of=2)
+    assert len(s.tokens) + s.dropped - before == 150 and s.dropped > 0
+    assert len(s.tokens) <= s.cache.capacity
+    t = engine.new_session(config(seed=4, context=48))
+    t.generate(n_tokens=150, best_of=2)
+    assert t.tokens == s.tokens, "reproducible with the same seed"
+
+
 def test_session_errors(engine):
     s = engine.new_session(config(player_instrument=None))
     with pytest.raises(EngineError, match="player_instrument"):
