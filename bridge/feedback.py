@@ -19,14 +19,15 @@ class EchoFilter:
 
     def __init__(self, window_s: float = 0.1):
         self.window_s = window_s
-        self._sent: deque[tuple[float, bytes]] = deque(maxlen=4096)
+        self._sent: deque[tuple[float, bytes, tuple | None]] = deque(maxlen=4096)  # (time s, bytes, _key)
         self._lock = threading.Lock()
         self.suppressed = 0
 
     def sent(self, t: float, msg: mido.Message, _source: str = "") -> None:
         """Remember a message sent at time t (seconds). A Scheduler.on_sent listener."""
+        data = bytes(msg.bytes())
         with self._lock:
-            self._sent.append((t, bytes(msg.bytes())))
+            self._sent.append((t, data, _key(data)))
 
     def is_echo(self, t: float, data: bytes) -> bool:
         """True (and forgotten) when `data` arrived at t within window_s after an identical sent message. False:
@@ -34,14 +35,14 @@ class EchoFilter:
         with self._lock:
             while self._sent and t - self._sent[0][0] > self.window_s:
                 self._sent.popleft()
-            for i, (_, sent) in enumerate(self._sent):
+            for i, (_, sent, _k) in enumerate(self._sent):
                 if sent == data:
                     del self._sent[i]
                     self.suppressed += 1
                     return True
             key = _key(data)
-            if key is not None:
-                self._sent = deque((s for s in self._sent if _key(s[1]) != key), maxlen=self._sent.maxlen)
+            if key is not None and any(k == key for _, _, k in self._sent):
+                self._sent = deque((s for s in self._sent if s[2] != key), maxlen=self._sent.maxlen)
         return False
 
 
