@@ -50,8 +50,8 @@ class Recorder:
         down when the take stops) end at `now` (seconds on the bridge clock; default: the last event)."""
         with self._lock:
             events = sorted(self._events, key=lambda e: e.time)
-        end = max([e.time for e in events[-1:]] + ([now - self.start] if now is not None else []), default=0.0)
-        events = _every_note_ended(events, end)
+        end = events[-1].time if events else 0.0
+        events = _every_note_ended(events, end if now is None else max(end, now - self.start))
         names = {i.channel: i.name for i in INSTRUMENTS if i.channel in self.engine_channels}
         players = {e.msg.channel for e in events} - self.engine_channels
         write_midi(events, path, track_names={**names, **{ch: "player" for ch in players}})
@@ -60,7 +60,8 @@ class Recorder:
 
 def _every_note_ended(events: list[Timed], end: float) -> list[Timed]:
     """Time-ordered events with a note-off for every note-on: a key struck again while it sounds is ended just
-    before (as the scheduler retriggers), and notes sounding at the end end at `end` (seconds)."""
+    before (as the scheduler retriggers), and notes sounding at the end end at `end` (seconds, not before the
+    last event)."""
     out: list[Timed] = []
     sounding: set[tuple[int, int]] = set()
     for item in events:
@@ -73,5 +74,5 @@ def _every_note_ended(events: list[Timed], end: float) -> list[Timed]:
         elif is_note_off(msg):
             sounding.discard((msg.channel, msg.note))
         out.append(item)
-    out += [Timed(max(end, out[-1].time), note_off(*key)) for key in sorted(sounding)]
+    out += [Timed(end, note_off(*key)) for key in sorted(sounding)]
     return out

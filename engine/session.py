@@ -288,7 +288,7 @@ class Session:
         limit = min(max_tokens, n_tokens if n_tokens is not None else max_tokens)
         out: list[Timed] = []
         while limit > 0 and (n_notes is None or n_notes > 0):  # rounds: a candidate never slides the window
-            self._ensure_room(self._slide)  # (a slide commits what precedes it: no candidate may span one)
+            self._ensure_room(min(limit, self._slide))  # a slide commits what precedes it: none inside a round
             cap = min(limit, self.cache.capacity - len(self.tokens))
             chosen = yield from self._best_candidate(best_of, (cap, n_notes, until_time, cap, now))
             for i in range(0, len(chosen), READ_CHUNK_TOKENS):  # the chosen one is read again, a chunk a step
