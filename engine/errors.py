@@ -15,3 +15,7 @@ class MidiFileError(EngineError):
 
 class ModelError(EngineError):
     """A model file that is missing, unreadable, or made for another vocabulary or graph format."""
+
+
+class EngineBug(EngineError):
+    """An engine invariant broken (a bug, not bad input): the server answers `internal` and logs it."""

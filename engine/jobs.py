@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 
 from . import protocol as P
-from .errors import EngineError
+from .errors import EngineBug, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,17 @@ class Jobs:
         except P.ProtocolError as exc:
             exc.request_id = job.req.id
             job.send(P.encode_reply(P.error_reply(exc)))
+        except EngineBug as exc:
+            _internal(job, exc)
         except EngineError as exc:
             job.send(P.encode_reply(P.Reply(job.req.id, False, error_code="bad_argument", error_message=str(exc))))
         except Exception as exc:  # noqa: BLE001 - the live server must survive a bug in one command
-            log.exception("internal error in %s", job.req.cmd)
-            job.send(P.encode_reply(P.Reply(job.req.id, False, error_code="internal",
-                                            error_message=f"{job.req.cmd} failed: {type(exc).__name__}: {exc}")))
+            _internal(job, exc)
         return True
+
+
+def _internal(job: Job, exc: Exception) -> None:
+    """A bug met while answering: logged with its traceback, answered `internal`; the server carries on."""
+    log.exception("internal error in %s", job.req.cmd, exc_info=exc)
+    job.send(P.encode_reply(P.Reply(job.req.id, False, error_code="internal",
+                                    error_message=f"{job.req.cmd} failed: {type(exc).__name__}: {exc}")))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EngineError, ModelError
+from .errors import EngineBug, EngineError, ModelError
 from .model_file import ModelInfo, choose_providers, open_session
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,9 @@ class KVCache:
         The one-token result is a view of a reused buffer: valid until the next forward()."""
         t = len(tokens)
         if t == 0:
-            raise EngineError("forward() needs at least one token")
+            raise EngineBug("forward() needs at least one token")
         if self.length + t > self.capacity:
-            raise EngineError(f"cache overflow: {self.length} + {t} tokens > capacity {self.capacity}")
+            raise EngineBug(f"cache overflow: {self.length} + {t} tokens > capacity {self.capacity}")
         logits = self._bind_tokens(tokens)
         self._seqlens[0] = self.length + t - 1
         self._total[...] = self.length + t
@@ -199,7 +199,7 @@ class KVCache:
     def truncate(self, n: int) -> None:
         """Forget every token from position n on (rollback). O(1): nothing is copied or recomputed."""
         if not 0 <= n <= self.length:
-            raise EngineError(f"cannot truncate a cache of {self.length} tokens to {n}")
+            raise EngineBug(f"cannot truncate a cache of {self.length} tokens to {n}")
         self.length = n
         if self._plan is not None:
             self._copied = max(0, min(self._copied, n - sum(self._plan)))
@@ -237,7 +237,7 @@ class KVCache:
         else one pass over the cache."""
         n = self.length
         if not (0 <= keep and 0 < drop and keep + drop <= n):
-            raise EngineError(f"cannot drop {drop} tokens after {keep} from a cache of {n}")
+            raise EngineBug(f"cannot drop {drop} tokens after {keep} from a cache of {n}")
         if self._plan == (keep, drop):
             self._prepare(None)  # the last few entries
             shadow = self._shadow

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import vocab as V
 from .codec import EventEncoder, Timed
-from .errors import EngineError
+from .errors import EngineBug, EngineError
 from .runtime import KVCache, Model, RuntimeOptions
 from .sampler import Sampler, additive, dynamic_mask, log_prob
 from .session_config import SessionConfig
@@ -149,7 +149,7 @@ class Session:
     def _rollback(self, index: int, state: State | None = None) -> int:
         """Drop the speculative tokens from `index` on (cache truncation); returns how many."""
         if index < self._commit:
-            raise EngineError("cannot roll back into the committed past")
+            raise EngineBug("cannot roll back into the committed past")
         dropped = len(self.tokens) - index
         if dropped:
             self._live = state if state is not None else self._state_at(index)
