@@ -5,7 +5,8 @@ Constraints are logit masks, so they are guarantees, not suggestions: a masked t
   STYLE or SET; EOS only when allowed); note-ons only for the allowed instruments, never the player's, inside each
   instrument's pitch range and (except drums) inside the key/scale; pedals only for the allowed instruments.
 - `dynamic_mask()` (per step, from the notes the engine holds): note-offs only for notes the engine itself is
-  sounding (never the player's), no note-on at all while `max_polyphony` engine notes sound.
+  sounding (never the player's), no second note-on for a key it is sounding, no note-on at all while
+  `max_polyphony` engine notes sound.
 
 Filters apply in this order: mask, temperature, top-k, top-p, min-p (min-p is relative to the most probable
 remaining token). temperature 0 means greedy. Same seed and same inputs give the same tokens.
@@ -117,22 +118,30 @@ def additive(allowed: np.ndarray) -> np.ndarray:
     return np.where(allowed, np.float32(0), np.float32(-np.inf))
 
 
+class MaskedOut(ValueError):
+    """The constraints leave no token to sample at this step."""
+
+
 _NOTE_ONS = slice(V.OFFSETS["note_on"], V.OFFSETS["note_on"] + V.N_INSTRUMENTS * V.N_PITCHES)
 
 
 def dynamic_mask(static: np.ndarray, held: Iterable[tuple[int, int]], sounding: int,
-                 max_polyphony: int | None) -> np.ndarray:
+                 max_polyphony: int | None, struck: Iterable[tuple[int, int]] = ()) -> np.ndarray:
     """Additive float32 mask for one step: `static` (additive, from static_mask) plus note-offs for the `held`
-    (class, pitch) engine notes only, and no note-on when `sounding` >= max_polyphony. Returns `static` itself
-    when nothing changes (do not modify the result)."""
+    (class, pitch) engine notes only, no note-on for a `struck` (class, pitch) that the engine is sounding
+    already (one channel cannot sound one key twice: a MIDI note-off would end both), and no note-on at all when
+    `sounding` >= max_polyphony. Returns `static` itself when nothing changes (do not modify the result)."""
     cap = max_polyphony is not None and sounding >= max_polyphony
-    held = list(held)
-    if not held and not cap:
+    held, struck = list(held), list(struck)
+    if not held and not struck and not cap:
         return static
     mask = static.copy()
     if held:
         base = V.OFFSETS["note_off"]
         mask[[base + inst * V.N_PITCHES + pitch for inst, pitch in held]] = 0.0
+    if struck:
+        base = V.OFFSETS["note_on"]
+        mask[[base + inst * V.N_PITCHES + pitch for inst, pitch in struck]] = -np.inf
     if cap:
         mask[_NOTE_ONS] = -np.inf
     return mask
@@ -151,7 +160,7 @@ class Sampler:
         z = logits if mask is None else logits + mask
         ids = np.flatnonzero(z > -np.inf)
         if ids.size == 0:
-            raise ValueError("every token is masked: the constraints leave nothing to generate")
+            raise MaskedOut("every token is masked: the constraints leave nothing to generate")
         z = z[ids].astype(np.float64)
         if c.temperature == 0:
             return ids[[int(np.argmax(z))]], np.ones(1)

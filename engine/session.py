@@ -28,7 +28,7 @@ from . import vocab as V
 from .codec import EventEncoder, Timed
 from .errors import EngineBug, EngineError
 from .runtime import KVCache, Model, RuntimeOptions
-from .sampler import Sampler, additive, dynamic_mask, log_prob
+from .sampler import MaskedOut, Sampler, additive, dynamic_mask, log_prob
 from .session_config import SessionConfig
 from .steps import finish, quiet
 from .timeline import PLAYER_BODY_TOKENS, State, encode_engine_off, encode_player
@@ -260,7 +260,7 @@ class Session:
         held = self._live.decoder.held
         releasable = [key for key in held if key not in keep]
         mask = dynamic_mask(self._static_now if now else self._static, releasable, sum(held.values()),
-                            self._constraints.max_polyphony)
+                            self._constraints.max_polyphony, struck=held)
         logits = self._next_logits()
         token = self.sampler.sample(logits, mask)
         logprob = log_prob(logits, mask, token) if score else 0.0
@@ -329,7 +329,12 @@ class Session:
                 break
             if now and self._capped() and set(self._live.decoder.held) <= started:
                 break  # at the polyphony cap with only this call's notes sounding: no room for another now
-            token, logprob, events = self.step(score, now, started if now else frozenset())
+            try:
+                token, logprob, events = self.step(score, now, started if now else frozenset())
+            except MaskedOut:
+                if not now:
+                    raise
+                break  # every allowed key already sounds: no other note can start now
             out += events
             total += logprob
             count += 1

@@ -102,6 +102,9 @@ def test_dynamic_mask_note_offs_and_polyphony_cap():
     assert m[V.note_off_token(4, 40)] == 0 and m[V.note_off_token(0, 40)] == -np.inf
     assert not np.isfinite(m[V.OFFSETS["note_on"] : V.OFFSETS["note_off"]]).any()
     assert np.isfinite(dynamic_mask(static, [(4, 40)], 1, 2)[V.note_on_token(4, 40)])
+    struck = dynamic_mask(static, [(4, 40)], 1, 2, struck=[(4, 40)])
+    assert not np.isfinite(struck[V.note_on_token(4, 40)]), "a key the engine sounds is not struck again"
+    assert np.isfinite(struck[V.note_on_token(4, 41)]) and np.isfinite(struck[V.note_off_token(4, 40)])
 
 
 @pytest.mark.parametrize("config", [SamplingConfig(seed=3), SamplingConfig(seed=3, temperature=2.0, top_k=50),

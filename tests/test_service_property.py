@@ -127,6 +127,7 @@ class Driver:
         for note in result["notes"]:
             key = (note.get("channel"), note.get("note"))
             if note["type"] == "note_on" and note["velocity"] > 0:
+                assert self.held[key] == 0, f"the engine struck a key it sounds already: {note}"
                 self.held[key] += 1
             elif note["type"] in ("note_off", "note_on"):
                 assert self.held[key] > 0, f"the engine ended a note it did not start: {note}"
