@@ -81,6 +81,8 @@ def engine(tmp_path_factory):
 
 
 class Refusals(logging.Handler):
+    """Collects the bridge's warnings about refused engine requests and any logged exception."""
+
     def __init__(self):
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
