@@ -63,6 +63,7 @@ class Bridge:
         self._running = threading.Event()
         self._stopped = False
         self._channel_map = config.channel_map()
+        self._shifts: dict[tuple[int, int], float] = {}  # play(): quantization shifts awaiting their note-offs
         self._opened = 0  # the engine link's session count this bridge has set its time origin for
         self._step_epoch = 0  # the scheduler's silence epoch when the current worker step began
 
@@ -144,8 +145,9 @@ class Bridge:
     def play(self, events, to_wall: Callable[[float], float], quantize: bool = True) -> list:
         """Schedule engine events (time, message): times mapped by to_wall, channels remapped, program changes
         dropped unless enabled, note-ons quantized to the clock grid unless told not to (their note-offs move
-        with them; never into the past). Returns the scheduled (due time, message) pairs."""
-        out, shift = [], {}
+        with them, also when a later request brings the note-off; never into the past). Returns the scheduled
+        (due time, message) pairs."""
+        out, shift = [], self._shifts  # (channel, note) -> seconds its sounding note-on was moved
         now = self.clock.now()
         for t, msg in events:
             if msg.type == "program_change" and not self.config.program_changes:
@@ -154,11 +156,11 @@ class Bridge:
                 msg = msg.copy(channel=self._channel_map[msg.channel])
             due = to_wall(t)
             key = (getattr(msg, "channel", -1), getattr(msg, "note", -1))
-            if is_note_on(msg) and quantize and self.follower.grid is not None:
-                shift[key] = self.follower.quantize(due, not_before=now) - due
+            if is_note_on(msg):
+                shift[key] = self.follower.quantize(due, not_before=now) - due if quantize else 0.0
                 due += shift[key]
-            elif is_note_off(msg) and key in shift:
-                due += shift.pop(key)
+            elif is_note_off(msg):
+                due += shift.pop(key, 0.0)
             out.append((due, msg))
         # silenced while the engine was asked (a transport stop, CC123...): that answer is not played
         return out if self.scheduler.schedule_events(out, ENGINE, epoch=self._step_epoch) else []
@@ -201,8 +203,8 @@ class Bridge:
         if kind == "stop":
             self.panic("transport stop")
             self.work.put(("transport", False, t))
-        elif kind in ("start", "continue"):
-            self.work.put(("transport", True, t))
+        elif kind in ("start", "continue") or (kind == "position" and self.follower.running):
+            self.work.put(("transport", True, t))  # a song position while playing relocates: modes re-anchor
 
     def _control(self, t: float, msg: mido.Message) -> bool:
         """Handle CC123 and mapped CCs; True when consumed."""

@@ -179,10 +179,10 @@ class AccompanyMode(Mode):
         self.tick(now)
 
     def transport(self, running: bool, now: float) -> None:
-        if running:
-            self.enter(now)
-        else:
+        if not running:
             self.state = "stopped"
+        elif self.state != "playing":  # a Start while playing changes nothing: the plan is on session time
+            self.enter(now)
 
     def silenced(self, now: float) -> None:
         self.state = "stopped"
@@ -301,7 +301,8 @@ class GenerateMode(Mode):
 
     def transport(self, running: bool, now: float) -> None:
         self.state = "playing" if running else "stopped"
-        if running:
+        if running:  # what was planned on the old beat mapping would overlap what is planned on the new one
+            self.host.scheduler.release(ENGINE)
             self._anchor(now, self._planned)
 
     def trigger(self, now: float) -> None:

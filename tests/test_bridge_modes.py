@@ -565,3 +565,27 @@ def test_a_key_played_again_at_once_is_heard_not_taken_for_an_echo():
     assert [e["note"] for e in rig.link.fed if e["type"] == "note_on"] == [55, 55, 55]
     assert len([m for _, m in rig.heard if m.type == "note_on" and m.channel == 0 and m.velocity]) == 3
     assert rig.bridge.echo.suppressed == 0
+
+
+def test_a_quantized_note_keeps_its_length_when_its_note_off_comes_in_a_later_request():
+    """Found by tests/test_bridge_property.py: the quantization shift of a note-on was kept only within one engine
+    reply, so a note-off that came in the next reply (an answer asked for in chunks) was not moved with it, was
+    due before its note-on and was dropped: the note sounded until max_note_s."""
+    rig = Rig("respond", modes=ModeConfig(pause_s=0.2, answer_s=0.5), clock=ClockConfig(quantize="1/4"))
+    phrase(rig, (55,))
+    rig.run(1.0)  # the answer was planned in several requests, each note moved to the next beat, and it ended
+    assert rig.bridge.mode.state == "listening" and rig.note_ons(STRINGS)
+    assert not stuck_notes(m for _, m in rig.heard), "every answer note ended with its own note-off"
+
+
+@pytest.mark.parametrize("relocate", [mido.Message("start"), mido.Message("songpos", pos=1)])
+def test_generate_relocated_while_playing_leaves_no_note_to_its_guard(relocate):
+    """Found by tests/test_bridge_property.py: a Start (or a song position) while generate played re-anchored its
+    beat mapping, and a note planned on the old mapping got its note-off, planned on the new one, before its
+    note-on: the note sounded until max_note_s. Now what was planned before is released first."""
+    rig = Rig("generate", scheduler=SchedulerConfig(max_note_s=5.0))
+    rig.run(0.01)  # planned ahead, nothing sounding yet
+    rig.play(relocate)
+    rig.run(1.0)
+    assert rig.note_ons(STRINGS)
+    assert not stuck_notes(m for _, m in rig.heard if m.channel == STRINGS), "every note ended by its own note-off"

@@ -103,10 +103,35 @@ def test_random_input_never_leaves_a_note_hanging(mode, thru, grid, actions):
 
 
 def _play(rig: Rig, actions: list) -> None:
-    """Apply the actions, checking that nothing sounds right after a panic; then stop the bridge."""
+    """Apply the actions, checking that nothing sounds right after a panic and that in respond mode the player
+    cutting in ends the answer at once; then stop the bridge."""
     for action in actions:
+        respond = rig.bridge.mode.name == "respond" and rig.bridge.engine_ok
         _apply(rig, action)
+        heard = [m for _, m in rig.heard]
         if action in PANICS:
-            heard = [m for _, m in rig.heard]
             assert not unreleased_note_ons(heard), f"sounding after {action}: {unreleased_note_ons(heard)}"
+        if respond and action[0] == "on" and rig.bridge.mode.name == "respond":
+            answer = {k for k in unreleased_note_ons(heard) if k[0] != PLAYER_CHANNEL}
+            assert not answer, f"the answer still sounds after the player cut in: {answer}"
     rig.bridge.stop()
+
+
+@settings(max_examples=150, deadline=None)
+@given(notes=st.lists(st.tuples(PITCHES, st.floats(min_value=0.02, max_value=0.3),
+                                st.floats(min_value=0.0, max_value=0.8)), min_size=2, max_size=12))
+def test_respond_the_player_cutting_in_ends_the_answer_at_once(notes):
+    """Phrases with pauses (note, its length, the gap after it, seconds): whenever the player starts a note while
+    the engine answers, the answer's notes end before anything else happens."""
+    rig = Rig("respond", modes=ModeConfig(pause_s=0.2, answer_s=0.6))
+    for pitch, length, gap in notes:
+        answering = rig.bridge.mode.state == "answering"
+        rig.play(on(pitch))
+        if answering:
+            answer = {k for k in unreleased_note_ons(m for _, m in rig.heard) if k[0] != PLAYER_CHANNEL}
+            assert not answer, f"the answer still sounds after the player cut in: {answer}"
+        rig.run(length)
+        rig.play(off(pitch))
+        rig.run(gap)
+    rig.bridge.stop()
+    assert not unreleased_note_ons(m for _, m in rig.heard)
