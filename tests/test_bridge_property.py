@@ -103,8 +103,10 @@ def test_random_input_never_leaves_a_note_hanging(mode, thru, grid, actions):
 
 
 def _play(rig: Rig, actions: list) -> None:
-    """Apply the actions, checking that nothing sounds right after a panic and that in respond mode the player
-    cutting in ends the answer at once; then stop the bridge."""
+    """Apply the actions, checking that nothing sounds right after a panic, that in respond mode the player
+    cutting in ends the answer at once, and that no note-off is planned before its own note-on; then stop the
+    bridge."""
+    _check_note_off_times(rig.bridge.scheduler)
     for action in actions:
         respond = rig.bridge.mode.name == "respond" and rig.bridge.engine_ok
         _apply(rig, action)
@@ -135,3 +137,18 @@ def test_respond_the_player_cutting_in_ends_the_answer_at_once(notes):
         rig.run(gap)
     rig.bridge.stop()
     assert not unreleased_note_ons(m for _, m in rig.heard)
+
+
+def _check_note_off_times(scheduler) -> None:
+    """Wrap scheduler.schedule: a note-off carrying a note id is never due before that note's note-on."""
+    schedule, due_on = scheduler.schedule, {}
+
+    def checked(due, msg, source="engine"):
+        note_id = schedule(due, msg, source)
+        if note_id is not None and msg.type == "note_on" and msg.velocity:
+            due_on[note_id] = due
+        elif note_id is not None:
+            assert due >= due_on.get(note_id, due) - 1e-9, f"{msg} planned before its note-on"
+        return note_id
+
+    scheduler.schedule = checked
