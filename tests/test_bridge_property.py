@@ -104,8 +104,8 @@ def test_random_input_never_leaves_a_note_hanging(mode, thru, grid, actions):
 
 def _play(rig: Rig, actions: list) -> None:
     """Apply the actions, checking that nothing sounds right after a panic, that in respond mode the player
-    cutting in ends the answer at once, and that no note-off is planned before its own note-on; then stop the
-    bridge."""
+    cutting in ends the answer at once, that in harmonize mode no voice outlives its player's key, and that no
+    note-off is planned before its own note-on; then stop the bridge."""
     _check_note_off_times(rig.bridge.scheduler)
     for action in actions:
         respond = rig.bridge.mode.name == "respond" and rig.bridge.engine_ok
@@ -116,6 +116,10 @@ def _play(rig: Rig, actions: list) -> None:
         if respond and action[0] == "on" and rig.bridge.mode.name == "respond":
             answer = {k for k in unreleased_note_ons(heard) if k[0] != PLAYER_CHANNEL}
             assert not answer, f"the answer still sounds after the player cut in: {answer}"
+        if rig.bridge.mode.name == "harmonize":
+            voices = {(m.channel, m.note) for pairs in rig.bridge.mode._voices.values() for m, _ in pairs}
+            orphans = {k for k in unreleased_note_ons(heard) if k[0] != PLAYER_CHANNEL} - voices
+            assert not orphans, f"voices sounding for no held key: {orphans}"
     rig.bridge.stop()
 
 
