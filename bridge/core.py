@@ -63,7 +63,7 @@ class Bridge:
         self._running = threading.Event()
         self._stopped = False
         self._channel_map = config.channel_map()
-        self._shifts: dict[tuple[int, int], float] = {}  # play(): quantization shifts awaiting their note-offs
+        self._notes: dict[tuple[int, int], tuple[float, float]] = {}  # play(): note-ons awaiting note-offs
         self._opened = 0  # the engine link's session count this bridge has set its time origin for
         self._step_epoch = 0  # the scheduler's silence epoch when the current worker step began
 
@@ -145,9 +145,10 @@ class Bridge:
     def play(self, events, to_wall: Callable[[float], float], quantize: bool = True) -> list:
         """Schedule engine events (time, message): times mapped by to_wall, channels remapped, program changes
         dropped unless enabled, note-ons quantized to the clock grid unless told not to (their note-offs move
-        with them, also when a later request brings the note-off; never into the past). Returns the scheduled
-        (due time, message) pairs."""
-        out, shift = [], self._shifts  # (channel, note) -> seconds its sounding note-on was moved
+        with them, also when a later request brings the note-off; never into the past). A note-off is never due
+        before its note-on (a later request may map times differently: a new tempo, a relocation). Returns the
+        scheduled (due time, message) pairs."""
+        out, notes = [], self._notes  # (channel, note) -> (seconds its note-on was moved, its due time)
         now = self.clock.now()
         for t, msg in events:
             if msg.type == "program_change" and not self.config.program_changes:
@@ -157,10 +158,12 @@ class Bridge:
             due = to_wall(t)
             key = (getattr(msg, "channel", -1), getattr(msg, "note", -1))
             if is_note_on(msg):
-                shift[key] = self.follower.quantize(due, not_before=now) - due if quantize else 0.0
-                due += shift[key]
+                shift = self.follower.quantize(due, not_before=now) - due if quantize else 0.0
+                due += shift
+                notes[key] = (shift, due)
             elif is_note_off(msg):
-                due += shift.pop(key, 0.0)
+                shift, on_due = notes.pop(key, (0.0, due))
+                due = max(due + shift, on_due)
             out.append((due, msg))
         # silenced while the engine was asked (a transport stop, CC123...): that answer is not played
         return out if self.scheduler.schedule_events(out, ENGINE, epoch=self._step_epoch) else []

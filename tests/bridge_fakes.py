@@ -12,7 +12,8 @@ from musebridge.bridge.errors import EngineLost
 from musebridge.bridge.notes import note_off
 from musebridge.bridge.ports import MemoryBackend, MemoryMidi
 
-STEP_S = 0.05  # the fake engine advances in steps of 50 ms: a note-on every other step, 80 ms long
+STEP_S = 0.05  # the fake engine advances in steps of 50 ms: a note-on every other step, NOTE_S long
+NOTE_S = 0.08
 
 
 class FakeLink:
@@ -58,6 +59,8 @@ class FakeLink:
                 rolled += 1
                 self.time = round(e["t"], 6)
                 self.epoch += 1
+                # like the engine's rollback: the notes planned after t are gone, and so are their note-offs
+                self._pending = [p for p in self._pending if p[0] - NOTE_S <= self.time + 1e-9]
         return {"fed": len(events), "rolled_back": rolled, "time": self.time}
 
     def post_feed(self, events: list[dict]) -> None:
@@ -90,7 +93,7 @@ class FakeLink:
                 if not self._count:  # like the engine: a program change before the instrument's first note
                     out.append((self.time, mido.Message("program_change", channel=5, program=48)))
                 out.append((self.time, self._note_on()))
-                self._pending.append((round(self.time + 0.08, 6), note_off(5, out[-1][1].note)))
+                self._pending.append((round(self.time + NOTE_S, 6), note_off(5, out[-1][1].note)))
                 made += 1
         return out, self.time
 

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import mido
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from musebridge.bridge.config import ModeConfig
 from musebridge.bridge.midiclock import GRIDS, ClockConfig
@@ -89,6 +89,9 @@ def _longest_engine_note(heard) -> float:
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mode=st.sampled_from(MODES), thru=st.booleans(), grid=st.sampled_from([None, *GRIDS]),
        actions=st.lists(ACTIONS, min_size=5, max_size=40))
+# found by this test: generate mapped a note-off at the tempo after the clock's jump, before its note-on
+@example(mode="generate", thru=False, grid=None,
+         actions=[("clock", 5), ("run", 0.25), ("transport", "start"), ("clock", 1), ("clock", 24)])
 def test_random_input_never_leaves_a_note_hanging(mode, thru, grid, actions):
     with tempfile.TemporaryDirectory() as tmp:
         take = Path(tmp) / "take.mid"
@@ -108,8 +111,10 @@ def _play(rig: Rig, actions: list) -> None:
     note-off is planned before its own note-on; then stop the bridge."""
     _check_note_off_times(rig.bridge.scheduler)
     for action in actions:
+        echoes = rig.bridge.echo.suppressed  # a key struck twice without a release looks like a thru echo
         respond = rig.bridge.mode.name == "respond" and rig.bridge.engine_ok
         _apply(rig, action)
+        respond = respond and rig.bridge.echo.suppressed == echoes
         heard = [m for _, m in rig.heard]
         if action in PANICS:
             assert not unreleased_note_ons(heard), f"sounding after {action}: {unreleased_note_ons(heard)}"
