@@ -327,14 +327,12 @@ class Session:
                 break
             if n_notes is not None and notes >= n_notes:
                 break
-            if now and self._capped() and set(self._live.decoder.held) <= started:
-                break  # at the polyphony cap with only this call's notes sounding: no room for another now
             try:
                 token, logprob, events = self.step(score, now, started if now else frozenset())
-            except MaskedOut:
+            except MaskedOut:  # now: every allowed key sounds, or the polyphony cap with only this call's notes
                 if not now:
                     raise
-                break  # every allowed key already sounds: no other note can start now
+                break
             out += events
             total += logprob
             count += 1
@@ -346,10 +344,6 @@ class Session:
             if token == V.EOS:
                 break
         return out, total / max(count, 1)
-
-    def _capped(self) -> bool:
-        cap = self._constraints.max_polyphony
-        return cap is not None and sum(self._live.decoder.held.values()) >= cap
 
     def plan(self, until_time: float, best_of: int = 1) -> list[Timed]:
         """Generate the speculative future up to `until_time` (seconds); returns the new engine events."""
