@@ -10,7 +10,7 @@ from musebridge.engine.codec import Timed
 from musebridge.engine.instruments import INSTRUMENTS
 from musebridge.engine.midifile import write_midi
 
-from .notes import is_note_off, is_note_on, note_off
+from .notes import HeldNotes, is_note_off, is_note_on
 
 PLAYER_FALLBACK_CHANNEL = 15  # MIDI channel 16: where the player goes when their channel is the engine's
 
@@ -59,20 +59,15 @@ class Recorder:
 
 
 def _every_note_ended(events: list[Timed], end: float) -> list[Timed]:
-    """Time-ordered events with a note-off for every note-on: a key struck again while it sounds is ended just
-    before (as the scheduler retriggers), and notes sounding at the end end at `end` (seconds, not before the
-    last event)."""
+    """Time-ordered events with a note-off for every note-on, paired as the scheduler pairs them (HeldNotes): a
+    key struck again while it sounds is ended just before, and notes sounding at the end end at `end` (seconds,
+    not before the last event)."""
     out: list[Timed] = []
-    sounding: set[tuple[int, int]] = set()
+    held = HeldNotes()
     for item in events:
-        msg = item.msg
-        if is_note_on(msg):
-            key = (msg.channel, msg.note)
-            if key in sounding:
-                out.append(Timed(item.time, note_off(*key)))
-            sounding.add(key)
-        elif is_note_off(msg):
-            sounding.discard((msg.channel, msg.note))
+        if is_note_on(item.msg):
+            out += [Timed(item.time, msg) for msg in held.note_on(item.msg, None)]
+        elif is_note_off(item.msg):
+            held.note_off(item.msg, None)
         out.append(item)
-    out += [Timed(end, note_off(*key)) for key in sorted(sounding)]
-    return out
+    return out + [Timed(end, msg) for msg in held.release()]
