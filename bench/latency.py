@@ -240,7 +240,7 @@ def measure_stages(port: int, pub_port: int, n: int, session: dict) -> dict:
 
 def measure_engine(port: int, n: int, session: dict) -> tuple[list, list]:
     """Direct client round trips to the bridge's engine over TCP: status, and feed + generate(notes=1, now) sent
-    as harmonize mode sends them (the feed posted, the generate in the same round trip), ms."""
+    as harmonize mode sends them (one `generate` request carrying the note in `feed`), ms."""
     from musebridge.engine.client import Client, ClientConfig
 
     rtt, work = [], []
@@ -252,8 +252,8 @@ def measure_engine(port: int, n: int, session: dict) -> tuple[list, list]:
             c.call("status")
             rtt.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            c.post("feed", session=sid, events=[{"t": 0.2 * i, "type": "note_on", "note": 60, "velocity": 80}])
-            c.call("generate", session=sid, notes=1, max_tokens=16, now=True)
+            c.call("generate", session=sid, notes=1, max_tokens=16, now=True,
+                   feed=[{"t": 0.2 * i, "type": "note_on", "note": 60, "velocity": 80}])
             work.append((time.perf_counter() - t) * 1000)
             c.call("feed", session=sid, events=[{"t": 0.2 * i + 0.1, "type": "note_off", "note": 60}])
             time.sleep(0.01)

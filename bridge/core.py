@@ -130,17 +130,17 @@ class Bridge:
         return float(self.link.feed([]).get("time", 0.0))
 
     # -- engine helpers for the modes ----------------------------------------------------------------------
-    def feed(self, items: list[tuple[float, mido.Message]], wait: bool = True,
-             engine_ends: list[tuple[float, mido.Message]] = ()) -> dict:
-        """Player messages at bridge clock times -> the engine (session times). Returns the reply ({} when
-        wait is False: the request is only sent, and the next engine call waits for both). engine_ends:
-        note-offs (engine channels) for engine notes the bridge ended itself, fed as `"engine": true`."""
+    def wire(self, items: list[tuple[float, mido.Message]],
+             engine_ends: list[tuple[float, mido.Message]] = ()) -> list[dict]:
+        """Player messages at bridge clock times -> protocol events (session times). engine_ends: note-offs
+        (engine channels) for engine notes the bridge ended itself, marked `"engine": true`."""
         events = [to_wire(self.session_time(t), m) for t, m in items]
-        events += [{**to_wire(self.session_time(t), m), "engine": True} for t, m in engine_ends]
-        if not wait:
-            self.link.post_feed(events)
-            return {}
-        return self.link.feed(events)
+        return events + [{**to_wire(self.session_time(t), m), "engine": True} for t, m in engine_ends]
+
+    def feed(self, items: list[tuple[float, mido.Message]],
+             engine_ends: list[tuple[float, mido.Message]] = ()) -> dict:
+        """wire() the messages and feed them to the engine; returns the reply (rolled_back, time)."""
+        return self.link.feed(self.wire(items, engine_ends))
 
     def play(self, events, to_wall: Callable[[float], float], quantize: bool = True) -> list:
         """Schedule engine events (time, message): times mapped by to_wall, channels remapped, program changes

@@ -104,11 +104,6 @@ class EngineLink:
         """Player events (protocol dicts, session seconds). Returns the reply (rolled_back, time)."""
         return self._call("feed", session=self.session, events=events)
 
-    def post_feed(self, events: list[dict]) -> None:
-        """feed without waiting for the reply (it arrives before the next call's; an error in it is not seen,
-        but a lost session or server shows up in that next call)."""
-        self._post("feed", session=self.session, events=events)
-
     def anticipate(self, t: float) -> None:
         """Tell the engine the player may play at session time t (s): it prepares the time shift (no reply
         awaited; docs/protocol.md, "Anticipation")."""
@@ -123,7 +118,8 @@ class EngineLink:
             raise EngineLost(f"cannot send to the engine: {exc}") from None
 
     def generate(self, **limits) -> tuple[list[tuple[float, mido.Message]], float]:
-        """generate with until (session seconds) / notes / max_tokens; returns (events, timeline end s)."""
+        """generate with until (session seconds) / notes / max_tokens (and now, feed: protocol events fed
+        first); returns (events, timeline end s)."""
         result = self._call("generate", session=self.session, **limits)
         events = [e for e in (from_wire(n) for n in result.get("notes", [])) if e is not None]
         return events, float(result.get("time", 0.0))

@@ -220,8 +220,7 @@ class HarmonizeMode(Mode):
         self._last_player = now
         key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
         if is_note_on(msg):
-            self.host.feed([(t, msg)], wait=False)  # the harmony request follows in the same round trip
-            self._voice(key, t, msg.velocity)
+            self._voice(key, t, msg)
             return
         voices = self._voices.pop(key, []) if is_note_off(msg) else []
         for sent, _ in voices:  # silenced first: the engine round trip comes after
@@ -231,17 +230,19 @@ class HarmonizeMode(Mode):
         ends = [(t, mido.Message("note_off", channel=made.channel, note=made.note)) for _, made in voices]
         self.host.feed([(t, msg)], engine_ends=ends)
 
-    def _voice(self, key: tuple[int, int], t: float, velocity: int) -> None:
-        """The first voice is asked for alone and sounds at once; the others follow from a second request."""
+    def _voice(self, key: tuple[int, int], t: float, msg: mido.Message) -> None:
+        """The player's note is fed in the request for the first voice (one round trip), which sounds at once;
+        the others follow from a second request."""
         voices = self.host.config.modes.voices
-        first = self._sound(key, 1, velocity)
+        first = self._sound(key, 1, msg.velocity, feed=self.host.wire([(t, msg)]))
         if first:
             self.host.latencies.append(self.host.clock.now() - t)
         if voices - first > 0:
-            self._sound(key, voices - first, velocity)
+            self._sound(key, voices - first, msg.velocity)
 
-    def _sound(self, key: tuple[int, int], n: int, velocity: int) -> int:
-        events, _ = self.host.link.generate(notes=n, max_tokens=8 * n + 8, now=True)
+    def _sound(self, key: tuple[int, int], n: int, velocity: int, feed: list[dict] | None = None) -> int:
+        extra = {"feed": feed} if feed else {}
+        events, _ = self.host.link.generate(notes=n, max_tokens=8 * n + 8, now=True, **extra)
         now = self.host.clock.now()
         chosen = [(now, m.copy(velocity=velocity) if is_note_on(m) else m) for _, m in events
                   if is_note_on(m) or m.type == "program_change"]

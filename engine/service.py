@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Generator
 from dataclasses import dataclass, field
 
 import mido
@@ -112,6 +112,22 @@ def _fed_event(event: dict) -> tuple[bool, Timed]:
     if engine and not ends_note(item.msg):
         raise _bad(f"event {event!r}: an engine event can only end an engine note (note_off)")
     return engine, item
+
+
+def _feed_steps(live: LiveSession, events: list) -> Generator[list, None, dict]:
+    """Feed player events (and `"engine": true` note-offs) in steps of FEED_STEP_EVENTS, each event's tokens
+    through the model as it is fed. Every event is checked before the first is fed. Returns {"fed": n,
+    "rolled_back": tokens}."""
+    items = [_fed_event(e) for e in events]
+    if live.session.config.player_instrument is None and not all(engine for engine, _ in items):
+        raise _bad("this session has no player_instrument; set one with `set` first")
+    rolled = 0
+    for i, (engine, item) in enumerate(sorted(items, key=lambda i: i[1].time), 1):
+        rolled += live.session.feed(item, engine).rolled_back
+        if i % FEED_STEP_EVENTS == 0 and i < len(items):
+            live.last_seen = time.monotonic()
+            yield []
+    return {"fed": len(items), "rolled_back": rolled}
 
 
 def message_to_dict(item: Timed) -> dict:
@@ -233,20 +249,13 @@ class Service:
         """Steps of FEED_STEP_EVENTS events (each event's tokens go through the model as it is fed): a whole
         file fed at once does not hold up the others. Every event is checked before the first is fed."""
         sid, live = self._get(args)
-        items = [_fed_event(e) for e in args["events"]]  # validate all before changing anything
-        if live.session.config.player_instrument is None and not all(engine for engine, _ in items):
-            raise _bad("this session has no player_instrument; set one with `set` first")
-        rolled = 0
-        for i, (engine, item) in enumerate(sorted(items, key=lambda i: i[1].time), 1):
-            rolled += live.session.feed(item, engine).rolled_back
-            if i % FEED_STEP_EVENTS == 0 and i < len(items):
-                live.last_seen = time.monotonic()
-                yield []
-        return {"session": sid, "fed": len(items), "rolled_back": rolled, "time": live.session.time}, []
+        fed = yield from _feed_steps(live, args["events"])
+        return {"session": sid, **fed, "time": live.session.time}, []
 
     def generate(self, args: dict) -> Steps:
         """Session.generate_steps, STEP_TOKENS tokens a step (a `now` request in one: it is short, and on a
-        player's path); the notes are published every STREAM_CHUNK_TOKENS tokens and with the reply."""
+        player's path); the notes are published every STREAM_CHUNK_TOKENS tokens and with the reply. `feed`:
+        events fed first, as by a `feed` request (a player's note and its harmony in one round trip)."""
         sid, live = self._get(args)
         if not any(k in args for k in ("until", "notes", "max_tokens")):
             raise _bad("generate needs 'until' (seconds), 'notes' or 'max_tokens'")
@@ -255,6 +264,7 @@ class Service:
             raise _bad("generate: 'now' makes notes at the current time; give 'notes' or 'max_tokens', "
                        "not 'until'")
         best_of, budget, session = live.params.get("best_of", 1), args.get("max_tokens", 4096), live.session
+        fed = (yield from _feed_steps(live, args["feed"])) if "feed" in args else {}
         steps = session.generate_steps(n_tokens=budget, n_notes=args.get("notes"), until_time=args.get("until"),
                                        best_of=best_of, max_tokens=budget, now=now)
         before = streamed = len(session.tokens) + session.dropped
@@ -285,7 +295,7 @@ class Service:
             self._latency_cache = None
         events = [("note", sid, {"notes": out[published:]})] if len(out) > published else []
         events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
-        return {"session": sid, "notes": out, "tokens": tokens, "time": session.time}, events
+        return {"session": sid, **fed, "notes": out, "tokens": tokens, "time": session.time}, events
 
     def anticipate(self, args: dict):
         """Session.anticipate: the time shift to `t` is run through the model between requests (idle)."""

@@ -63,9 +63,6 @@ class FakeLink:
                 self._pending = [p for p in self._pending if p[0] - NOTE_S <= self.time + 1e-9]
         return {"fed": len(events), "rolled_back": rolled, "time": self.time}
 
-    def post_feed(self, events: list[dict]) -> None:
-        self.feed(events)
-
     @property
     def last_generate(self) -> dict:
         return self.generates[-1]
@@ -74,9 +71,12 @@ class FakeLink:
         self._check("anticipate")
         self.anticipated.append(t)
 
-    def generate(self, until=None, notes=None, max_tokens=None, now=False):
+    def generate(self, until=None, notes=None, max_tokens=None, now=False, feed=()):
+        if feed:  # like the engine: fed first, in the same request
+            self.feed(feed)
         self._check("generate")
-        self.generates.append({"until": until, "notes": notes, "max_tokens": max_tokens, "now": now})
+        self.generates.append({"until": until, "notes": notes, "max_tokens": max_tokens, "now": now,
+                               "feed": list(feed)})
         if now:  # like the engine: note-ons at the current time, one step each
             first = [] if self._count else [(self.time, mido.Message("program_change", channel=5, program=48))]
             return first + [(self.time, self._note_on()) for _ in range(notes or max_tokens)], self.time

@@ -144,6 +144,9 @@ def test_harmonize_voices_sound_with_the_note_and_end_with_it():
     voices = rig.note_ons(STRINGS)
     assert len(voices) == 3 and all(vt == t for vt, _ in voices), "voices at the same instant"
     assert rig.link.last_generate["now"], "the engine is asked for notes at the player's time"
+    first = rig.link.generates[-2]
+    assert [(e["type"], e["note"]) for e in first["feed"]] == [("note_on", 60)] and first["notes"] == 1, \
+        "the note rides in the first voice's request: one round trip"
     assert all(m.velocity == 37 for _, m in voices), "voices follow the player's dynamics"
     rig.run(0.5)
     assert len(rig.note_ons(STRINGS)) == 3 and stuck_notes(m for _, m in rig.heard if m.channel == STRINGS)

@@ -95,6 +95,30 @@ def test_session_lifecycle_and_generation(server):
         assert info.value.code == "session_not_found"
 
 
+def test_generate_feeds_the_players_note_first_in_the_same_request(server):
+    """`generate` with `feed` (harmonize's one round trip) makes what `feed` then `generate` make; a bad event
+    refuses the whole request before anything is fed."""
+    note = {"t": 0.25, "type": "note_on", "note": 62, "velocity": 90}
+    with server.client() as c:
+        made = []
+        for combined in (False, True):
+            sid = c.call("session.create", instruments=["strings"], player_instrument="piano", seed=5)["session"]
+            if combined:
+                out = c.call("generate", session=sid, feed=[note], notes=2, now=True)
+                assert out["fed"] == 1 and out["rolled_back"] == 0
+            else:
+                c.call("feed", session=sid, events=[note])
+                out = c.call("generate", session=sid, notes=2, now=True)
+            made.append((out["notes"], out["time"]))
+            with pytest.raises(ClientError) as info:
+                c.call("generate", session=sid, notes=1, now=True,
+                       feed=[{**note, "t": 0.5}, {"t": 0.6, "type": "note_on", "note": 200}])
+            assert info.value.code == "bad_argument" and "200" in str(info.value)
+            assert c.call("feed", session=sid, events=[])["time"] == out["time"], "nothing was fed"
+            c.call("session.close", session=sid)
+        assert made[0] == made[1] and [n["t"] for n in made[0][0] if n["type"] == "note_on"] == [0.25, 0.25]
+
+
 def test_same_seed_same_notes(server):
     with server.client() as c:
         runs = []

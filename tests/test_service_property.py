@@ -53,7 +53,8 @@ ACTIONS = st.one_of(
     st.tuples(st.just("end_engine_notes")),
     st.tuples(st.just("generate"), st.fixed_dictionaries({}, optional={
         "notes": st.integers(min_value=1, max_value=4), "max_tokens": st.integers(min_value=1, max_value=40),
-        "until_dt": st.floats(min_value=0.0, max_value=2.0), "now": st.booleans()})),
+        "until_dt": st.floats(min_value=0.0, max_value=2.0), "now": st.booleans(),
+        "feed": st.lists(EVENT, max_size=3)})),
     st.tuples(st.just("anticipate"), st.floats(min_value=-0.1, max_value=0.5)),
     st.tuples(st.just("set"), PARAMS),
     st.tuples(st.just("reset")),
@@ -95,10 +96,12 @@ class Driver:
         elif self.sid is not None:
             getattr(self, f"_{kind}")(*action[1:])
 
-    def _feed(self, events: list[dict]) -> None:
-        wire = [{**{k: v for k, v in e.items() if k != "dt"}, "t": round(max(0.0, self.time + e["dt"]), 4)}
+    def _wire(self, events: list[dict]) -> list[dict]:
+        return [{**{k: v for k, v in e.items() if k != "dt"}, "t": round(max(0.0, self.time + e["dt"]), 4)}
                 for e in events]
-        self._fed(wire)
+
+    def _feed(self, events: list[dict]) -> None:
+        self._fed(self._wire(events))
 
     def _fed(self, wire: list[dict]) -> bool:
         result = self.call("feed", {"session": self.sid, "events": wire})
@@ -119,11 +122,15 @@ class Driver:
         args = dict(args)
         if "until_dt" in args:
             args["until"] = round(self.time + args.pop("until_dt"), 4)
+        if "feed" in args:  # the player's events in the same request (harmonize's one round trip)
+            args["feed"] = self._wire(args["feed"])
         if not {"notes", "max_tokens", "until"} & set(args):
             args["max_tokens"] = 8
         result = self.call("generate", {"session": self.sid, **args})
         if result is None:
             return
+        if result.get("rolled_back", 0) == 0:
+            assert result["time"] >= self.time - 1e-9, "the timeline ran backwards without a rollback"
         for note in result["notes"]:
             key = (note.get("channel"), note.get("note"))
             if note["type"] == "note_on" and note["velocity"] > 0:
