@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 class EngineTarget:
     """Where the engine listens (loopback TCP ports) and which model a started server loads (None: bundled).
     wait_s: seconds to wait for a started server to answer (it loads the model first). realtime_priority: the
-    SCHED_FIFO priority asked for a started server where the system allows it (below the bridge's threads,
-    above ordinary processes, so background load does not delay the live path); 0: leave it alone.
+    SCHED_FIFO priority asked for a started server where the system allows it: above ordinary processes (so
+    background load does not delay the live path) and above JACK's client threads (5 under a jackd at its
+    default 10), which would otherwise preempt a note's model step; the server runs long requests' slices at 1
+    (engine/priority.py); 0: leave it alone.
     direct: the direct endpoint of a server this process started (engine/local.py: unix://PATH, or
     direct://127.0.0.1:PORT where there are no Unix sockets); requests then go there, not through ZeroMQ's TCP
     (two thread wake-ups fewer per round trip; events still come over TCP)."""
@@ -37,7 +39,7 @@ class EngineTarget:
     keys: str | None = None
     timeout: float = 2.0
     wait_s: float = 60.0
-    realtime_priority: int = 1
+    realtime_priority: int = 6
     direct: str | None = None
 
     def client_config(self) -> ClientConfig:

@@ -30,6 +30,7 @@ from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
 from .errors import EngineError
 from .jobs import Jobs
 from .local import LocalListener
+from .priority import ThreadPriority
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class Server:
         self._stop = False
         self._last_housekeeping = time.monotonic()
         self._slice_at = 0.0  # perf_counter() of the last slice of a long request
+        self._priority = ThreadPriority()  # serve_forever() reads it again on the thread that serves
         self._events: list[tuple[str, str | None, dict]] = []  # from the requests being answered
         self.jobs = Jobs(service.begin, self._events.extend)
         self.rep = self._ctx.socket(zmq.ROUTER)
@@ -194,6 +196,7 @@ class Server:
     def serve_forever(self, poll_ms: int = 100) -> None:
         """Run until stop() (or SIGINT/SIGTERM via install_signal_handlers)."""
         rep_ep, pub_ep = self.endpoints
+        self._priority = ThreadPriority()  # of this thread, the one that serves
         log.info("serving on %s, events on %s", rep_ep, pub_ep)
         self.publish("server", {"state": "started", "endpoint": rep_ep})
         while not self._stop:
@@ -254,12 +257,20 @@ class Server:
                 continue
             elif (now := time.perf_counter()) < deadline and now - self._slice_at < SLICE_EVERY_S:
                 continue
-            elif self.jobs.step():
+            elif self._long_slice():
                 self._slice_at = time.perf_counter()
                 self._publish_pending()
                 self._housekeeping()  # a long request must not hold off a parent check for its whole length
             elif now >= deadline:
                 return
+
+    def _long_slice(self) -> bool:
+        """One slice of an unfinished long request, below the live priority (engine/priority.py): a long
+        `generate` does not keep JACK's clients off a CPU. False when there is none."""
+        if not self.jobs.running:
+            return False
+        with self._priority.background():
+            return self.jobs.step()
 
     def _idle_work(self) -> bool:
         try:

@@ -188,6 +188,9 @@ def test_launcher_starts_a_server_and_reports_a_bad_model(model, tmp_path):
     started = ensure_engine(target)
     try:
         assert started is not None and reachable(target)
+        if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(started.proc.pid) == os.SCHED_FIFO:
+            # where the system grants real-time priority: above JACK's client threads (5 under a default jackd)
+            assert os.sched_getparam(started.proc.pid).sched_priority > 5
         assert ensure_engine(target) is None, "a running server is reused"
         assert started.direct.startswith("unix://") and reachable(replace(target, direct=started.direct))
     finally:
