@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from musebridge.engine.client import Client, ClientConfig
 from musebridge.engine.local import DIRECT_HOST
+from musebridge.engine.priority import LIVE_PRIORITY
 
 from .errors import EngineLost
 
@@ -24,10 +25,10 @@ log = logging.getLogger(__name__)
 class EngineTarget:
     """Where the engine listens (loopback TCP ports) and which model a started server loads (None: bundled).
     wait_s: seconds to wait for a started server to answer (it loads the model first). realtime_priority: the
-    SCHED_FIFO priority asked for a started server where the system allows it: above ordinary processes (so
-    background load does not delay the live path) and above JACK's client threads (5 under a jackd at its
-    default 10), which would otherwise preempt a note's model step; the server runs long requests' slices at 1
-    (engine/priority.py); 0: leave it alone.
+    SCHED_FIFO priority asked for a started server where the system allows it, above ordinary processes (so
+    background load does not delay the live path); it loads its model at that priority and then serves at
+    live_priority, above JACK's client threads (5 under a jackd at its default 10), which would otherwise
+    preempt a note's model step; long requests' slices run at 1 (engine/priority.py); 0: leave both alone.
     direct: the direct endpoint of a server this process started (engine/local.py: unix://PATH, or
     direct://127.0.0.1:PORT where there are no Unix sockets); requests then go there, not through ZeroMQ's TCP
     (two thread wake-ups fewer per round trip; events still come over TCP)."""
@@ -39,7 +40,8 @@ class EngineTarget:
     keys: str | None = None
     timeout: float = 2.0
     wait_s: float = 60.0
-    realtime_priority: int = 6
+    realtime_priority: int = 1
+    live_priority: int = LIVE_PRIORITY
     direct: str | None = None
 
     def client_config(self) -> ClientConfig:
@@ -108,6 +110,8 @@ def ensure_engine(target: EngineTarget) -> EngineProcess | None:
     if target.keys:
         cmd += ["--keys", target.keys]
     direct, folder, listen = _direct_endpoint()
+    if target.realtime_priority and target.live_priority:
+        cmd += ["--live-priority", str(target.live_priority)]
     cmd += [*listen, "--parent", str(os.getpid())]  # it stops when this process is gone, even killed
     log.info("starting the engine: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

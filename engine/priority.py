@@ -1,10 +1,12 @@
-"""The server thread's real-time priority: live work at the priority the server was given, long work lower.
+"""The server thread's real-time priority: live work at the priority it serves at, long work lower.
 
-`musebridge play` starts its engine at SCHED_FIFO priority 6 where the system allows it (bridge/launcher.py):
-above the process threads of JACK's clients (5 under a jackd at its default 10), which would otherwise preempt
-a player's note in the middle of its model step (docs/benchmarks.md, "Live latency", stop 16). A long request (a
-`generate` of many tokens, a whole file fed) must not keep those clients off a CPU for its whole length, so its
-slices run at BACKGROUND_PRIORITY. Linux only; elsewhere, and under any other policy, nothing changes.
+`musebridge play` starts its engine at SCHED_FIFO 1 where the system allows it, and the engine, once its model is
+loaded, serves at LIVE_PRIORITY (`serve --live-priority`; bridge/launcher.py): above the process threads of JACK's
+clients (5 under a jackd at its default 10), which would otherwise preempt a player's note in the middle of its
+model step (docs/benchmarks.md, "Live latency", stop 16). Long work must not keep those clients off a CPU: the
+model is loaded below them (loading at 6 held a CPU for seconds and hung a jackd in the real-port tests), and a
+long request's slices (a `generate` of many tokens, a whole file fed) run at BACKGROUND_PRIORITY. Linux only;
+elsewhere, and under any other policy, nothing changes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
+LIVE_PRIORITY = 6  # SCHED_FIFO priority `play` asks its engine to serve at
 BACKGROUND_PRIORITY = 1  # SCHED_FIFO priority of a long request's slices (still above ordinary processes)
 
 
@@ -29,7 +32,7 @@ def fifo_priority() -> int:
     return 0
 
 
-def _set_fifo(priority: int) -> bool:
+def set_fifo(priority: int) -> bool:
     """SCHED_FIFO `priority` for the calling thread; False when the system refuses."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
@@ -49,13 +52,13 @@ class ThreadPriority:
     def background(self) -> Iterator[None]:
         """Run the block at BACKGROUND_PRIORITY when the live priority is above it, then return to the live one
         (if the system no longer allows that, the thread stays lower from then on, and says so once)."""
-        if self.live <= BACKGROUND_PRIORITY or not _set_fifo(BACKGROUND_PRIORITY):
+        if self.live <= BACKGROUND_PRIORITY or not set_fifo(BACKGROUND_PRIORITY):
             yield
             return
         try:
             yield
         finally:
-            if not _set_fifo(self.live):
+            if not set_fifo(self.live):
                 log.warning("cannot return to SCHED_FIFO priority %d after a long request; staying at %d",
                             self.live, BACKGROUND_PRIORITY)
                 self.live = BACKGROUND_PRIORITY

@@ -9,6 +9,7 @@ import sys
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
 from .errors import EngineError
 from .local import DEFAULT_DIRECT_PORT, DIRECT_HOST
+from .priority import set_fifo
 from .server import Server, ServerConfig
 from .service import Service
 from .session import Engine
@@ -38,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spin-ms", type=float, default=0.3, metavar="MS",
                         help="after answering, poll this long without sleeping before blocking (default 0.3; "
                         "0: never spin; see docs/protocol.md)")
+    parser.add_argument("--live-priority", type=int, default=0, metavar="N",
+                        help="once the model is loaded, serve at SCHED_FIFO priority N (Linux, where allowed; "
+                        "`play` asks for 6, above JACK's clients); long requests run at 1; 0: keep the priority "
+                        "the server was started with (default)")
     parser.add_argument("--parent", type=int, metavar="PID", help="stop when process PID (the program that "
                         "started this server) is gone")
 
@@ -50,6 +55,9 @@ def _command_endpoints(rep: str, args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.spin_ms <= 100:
         print(f"musebridge serve: --spin-ms must be 0-100, got {args.spin_ms:g}", file=sys.stderr)
+        return 2
+    if not 0 <= args.live_priority <= 99:
+        print(f"musebridge serve: --live-priority must be 0-99, got {args.live_priority}", file=sys.stderr)
         return 2
     config = ServerConfig(host=args.host, port=args.port, pub_port=args.pub_port, ipc=args.ipc, keys=args.keys,
                           local=args.local, direct_port=args.direct_port, session_timeout=args.session_timeout,
@@ -64,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     rep, pub = server.endpoints
     print(f"musebridge serve: model {engine.model.info.path} on {engine.model.provider}; "
           f"commands {' and '.join(_command_endpoints(rep, args))}, events {pub}", flush=True)
+    if args.live_priority and not set_fifo(args.live_priority):
+        print(f"musebridge serve: SCHED_FIFO priority {args.live_priority} is not allowed here (an rtprio limit, "
+              "e.g. the audio group, or root); serving at the priority it was started with", file=sys.stderr)
     try:
         server.serve_forever()
     finally:

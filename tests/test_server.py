@@ -396,9 +396,12 @@ def test_events_reach_subscribers_and_nobody_else_costs_anything(model):
         ctx.term()
 
 
-def test_spin_out_of_range_is_one_line():
+def test_spin_or_priority_out_of_range_is_one_line():
     proc = run_cli("serve", "--spin-ms", "-1")
     assert proc.returncode == 2 and proc.stderr.strip() == "musebridge serve: --spin-ms must be 0-100, got -1"
+    proc = run_cli("serve", "--live-priority", "100")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "musebridge serve: --live-priority must be 0-99, got 100"
 
 
 def test_between_requests_the_service_runs_sampled_tokens_through_the_model(model):
