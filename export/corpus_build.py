@@ -83,8 +83,10 @@ class PieceResult:
         }
 
 
-class PieceTimeout(Exception):
-    """A piece took longer than its time limit."""
+class PieceTimeout(BaseException):
+    """A piece took longer than its time limit. A BaseException, like KeyboardInterrupt: music21 falls back between
+    parsers inside `except Exception` blocks, which would swallow a time limit that fires there (seen in CI: a
+    piece converted in full past its limit)."""
 
 
 def _alarm(signum, frame):

@@ -389,5 +389,25 @@ def test_slow_long_and_broken_pieces_are_skipped_with_a_reason(tmp_path):
     assert not list(tmp_path.rglob("*.mid"))  # nothing half-written
 
 
+def test_a_time_limit_is_not_swallowed_by_a_converter_that_catches_everything(tmp_path, monkeypatch):
+    """music21 falls back between parsers inside `except Exception`: a time limit that fires in such a block
+    must still end the piece (now and then it did not, in CI)."""
+    from musebridge.export import corpus_build
+
+    def stubborn(spec, target, max_seconds):
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                sum(range(1000))
+            except Exception:  # noqa: BLE001 - what a library's fallback looks like
+                pass
+        raise AssertionError("the time limit did not stop the conversion")
+
+    monkeypatch.setattr(corpus_build, "convert_score", stubborn)
+    spec = PieceSpec("bach-stubborn", "bach", "stubborn.krn", str(tmp_path / "stubborn.krn"))
+    result = process_piece(spec, BuildConfig(root=str(tmp_path), timeout_s=0.01))
+    assert result.reason == "timeout", result.detail
+
+
 def test_build_config_defaults_to_all_cpus():
     assert BuildConfig(root="x").jobs == (os.cpu_count() or 1)
