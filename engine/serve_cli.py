@@ -73,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"musebridge serve: model {engine.model.info.path} on {engine.model.provider}; "
           f"commands {' and '.join(_command_endpoints(rep, args))}, events {pub}", flush=True)
     if args.live_priority and not set_fifo(args.live_priority):
-        print(f"musebridge serve: SCHED_FIFO priority {args.live_priority} is not allowed here (an rtprio limit, "
-              "e.g. the audio group, or root); serving at the priority it was started with", file=sys.stderr)
+        print(f"musebridge serve: SCHED_FIFO priority {args.live_priority} is not available here (it needs Linux "
+              "and an rtprio limit, e.g. the audio group, or root); serving at the priority it was started with",
+              file=sys.stderr)
     try:
         server.serve_forever()
     finally:
