@@ -150,10 +150,10 @@ class Client:
 
     def post(self, cmd: str, **args) -> str:
         """Send a command without waiting for its reply; returns its request id. The server answers in order,
-        so a call() right after it shares the round trip (call() discards replies to other ids). For the one
-        place where a round trip matters: the player's note fed right before asking for its harmony. Replies
-        that have already arrived (to earlier posts) are read and dropped first, without waiting, so a stream of
-        posts (anticipate, every 10 ms) leaves no backlog for the next call to read."""
+        so a call() right after it shares the round trip (call() discards replies to other ids). For messages
+        whose reply nobody needs (the bridge's `anticipate`, every 10 ms). Replies that have already arrived (to
+        earlier posts) are read and dropped first, without waiting, so a stream of posts leaves no backlog for
+        the next call to read."""
         if self._sock is not None or self._local is not None:
             while self._recv(0) is not None:
                 pass

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -104,7 +104,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "notes": Arg(INT, low=1, high=10_000),
         "max_tokens": Arg(INT, low=1, high=100_000),
         "now": Arg(BOOL),  # notes that start at the current time (see engine/session.py generate)
-        "feed": Arg(LIST, item_types=OBJ, max_items=4096),  # events fed first, as by `feed` (one round trip)
+        "feed": replace(EVENTS_ARG, required=False),  # events fed first, as by `feed` (one round trip)
     },
     "anticipate": {"session": SESSION, "t": Arg(NUM, required=True, low=0.0, high=1e7)},  # session seconds
     "set": {"session": SESSION, **PARAMS},

@@ -103,7 +103,6 @@ class Server:
         self._stop = False
         self._last_housekeeping = time.monotonic()
         self._slice_at = 0.0  # perf_counter() of the last slice of a long request
-        self._priority = ThreadPriority()  # serve_forever() reads it again on the thread that serves
         self._events: list[tuple[str, str | None, dict]] = []  # from the requests being answered
         self.jobs = Jobs(service.begin, self._events.extend)
         self.rep = self._ctx.socket(zmq.ROUTER)
