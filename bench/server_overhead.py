@@ -9,9 +9,11 @@ Measures, in one run on the same model: (a) in-process `Service.handle` for `sta
 ZeroMQ). The four servers run side by side and the requests go in interleaved blocks
 (`--rounds`), so every path sees the same load of a shared machine. The overhead of a path is its time minus
 (a), per round trip, p50/p99, in milliseconds. Then (f) the round trip alone (`status`, back to back) per
-transport, and (g) the per-note overhead paired call by call: a one-token `generate`'s round trip minus the
-engine's own time for that call inside the server (its `telemetry` event), with a player's pauses before each
-call (`--paired-gaps-ms`; `--paired-only` runs just this).
+transport, beside the floor: the same client against bench/echo_server.py, a server that only parses each
+request and answers it; (g) the per-note overhead paired call by call: a one-token `generate`'s round trip minus
+the engine's own time for that call inside the server (its `telemetry` event), with a player's pauses before
+each call (`--paired-gaps-ms`); (h) the round trip and its floor as in (f), after a player's pause before each
+call (`--pause-ms`). `--paired-only` runs just (g) and (h).
 """
 
 from __future__ import annotations
@@ -151,23 +153,56 @@ def _one_server(model: str, tmp: str) -> tuple[subprocess.Popen, dict[str, str],
     return proc, endpoints, f"tcp://127.0.0.1:{pub}"
 
 
-def measure_round_trips(model: str, n: int, rounds: int, tmp: str) -> dict:
-    """The transports alone: one server (_one_server); per round and transport, a fresh client makes 100
-    warm-up calls, then n back-to-back `status` calls. Returns per transport the p50 and p99 of each round, ms."""
-    proc, endpoints, _ = _one_server(model, tmp)
-    out: dict[str, dict[str, list[float]]] = {name: {"p50_ms": [], "p99_ms": []} for name in endpoints}
+def _floors(tmp: str) -> tuple[list[subprocess.Popen], dict[str, str]]:
+    """bench/echo_server.py on each transport (the least a Python server can do per round trip): (processes,
+    command endpoint per transport), answering."""
+    port, direct, sock = free_port(), free_port(), f"{tmp}/floor.sock"
+    echo = [sys.executable, str(Path(__file__).with_name("echo_server.py"))]
+    procs = [_serve(echo + ["zmq", f"tcp://127.0.0.1:{port}"]), _serve(echo + ["unix", sock]),
+             _serve(echo + ["direct", str(direct)])]
+    endpoints = {"tcp": f"tcp://127.0.0.1:{port}", "unix": f"unix://{sock}",
+                 "direct": f"direct://127.0.0.1:{direct}"}
     try:
-        for _ in range(rounds):
-            for name, endpoint in endpoints.items():
-                with Client(ClientConfig(endpoint=endpoint, timeout=5.0)) as client:
-                    _time(lambda c=client: c.call("status"), 100)
-                    figures = _percentiles(_time(lambda c=client: c.call("status"), n))
-                for key, value in figures.items():
-                    out[name][key].append(value)
-    finally:
+        for proc, endpoint in zip(procs, endpoints.values(), strict=True):
+            with Client(ClientConfig(endpoint=endpoint, timeout=0.5)) as probe:  # hangs up: one client at a time
+                _wait_ready(proc, probe)
+    except BaseException:
+        _stop(procs)
+        raise
+    return procs, endpoints
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def measure_round_trips(endpoints: dict[str, str], n: int, rounds: int, gap: float = 0.0) -> dict:
+    """The transports alone: per round and endpoint, a fresh client makes 100 warm-up calls back to back, then n
+    `status` calls with `gap` seconds of sleep before each (0: back to back). Returns per endpoint the p50 and
+    p99 of each round, ms."""
+    out: dict[str, dict[str, list[float]]] = {name: {"p50_ms": [], "p99_ms": []} for name in endpoints}
+    for _ in range(rounds):
+        for name, endpoint in endpoints.items():
+            with Client(ClientConfig(endpoint=endpoint, timeout=5.0)) as client:
+                _time(lambda c=client: c.call("status"), 100)
+                figures = _percentiles(_time(lambda c=client: c.call("status"), n, gap))
+            for key, value in figures.items():
+                out[name][key].append(value)
     return out
+
+
+def measure_against_floors(model: str, n: int, rounds: int, tmp: str, gap: float = 0.0) -> dict:
+    """measure_round_trips for one server (_one_server) and the floors (_floors), endpoints taking turns."""
+    proc, endpoints, _ = _one_server(model, tmp)
+    floors: list[subprocess.Popen] = []
+    try:
+        floors, floor_endpoints = _floors(tmp)
+        endpoints |= {f"{name} floor": endpoint for name, endpoint in floor_endpoints.items()}
+        return measure_round_trips(endpoints, n, rounds, gap)
+    finally:
+        _stop([proc, *floors])
 
 
 def _paired(client: Client, stream, sid: str, n: int, gap: float) -> list[float]:
@@ -227,7 +262,10 @@ def main(argv=None) -> int:
                    "the paired measurement (round trip minus the engine's own time)")
     p.add_argument("--paired-gaps-ms", default="10,100", help="sleeps before each paired call, ms (0: back to "
                    "back, which also counts the wait for the previous call's deferred forward pass)")
-    p.add_argument("--paired-only", action="store_true", help="only the paired measurement")
+    p.add_argument("--pause-ms", type=float, default=10.0, help="sleep before each `status` in the round trip "
+                   "after a pause, against the floor (--paired-n calls per transport)")
+    p.add_argument("--paired-only", action="store_true", help="only the measurements after a pause (paired, and "
+                   "the round trip against the floor)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -241,12 +279,14 @@ def main(argv=None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         paired = measure_paired(args.model, args.paired_n, gaps, tmp)
+        paused = measure_against_floors(args.model, max(1, args.paired_n // 5), 5, tmp, args.pause_ms / 1000)
         if args.paired_only:
-            print(json.dumps({"paired": paired}) if args.json else _paired_table(paired))
+            print(json.dumps({"paired": paired, "paused": paused}) if args.json
+                  else _paired_table(paired) + "\n" + _round_trip_table(paused, f"{args.pause_ms:g} ms pause"))
             return 0
         result = measure(args.model, args.n, args.rounds, tmp, args.gap_ms / 1000)
-        result["round_trip"] = measure_round_trips(args.model, args.n, 5, tmp)
-        result["paired"] = paired
+        result["round_trip"] = measure_against_floors(args.model, args.n, 5, tmp)
+        result["paired"], result["paused"] = paired, paused
     local = result["in_process"]
     for name in PATHS:
         result[f"{name}_overhead_ms"] = {
@@ -262,13 +302,19 @@ def main(argv=None) -> int:
     for name in PATHS:
         o = result[f"{name}_overhead_ms"]
         print(f"overhead per round trip over {name}: p50 {o['p50_ms']:.3f} ms, p99 {o['p99_ms']:.3f} ms")
-    print(f"round trip alone (one server, {args.n} back-to-back `status` calls per transport and round, 5 rounds; "
-          "ms, one figure per round):")
-    for name, r in result["round_trip"].items():
-        print(f"  {name:<8} p50 {' '.join(f'{x:.3f}' for x in r['p50_ms'])}   "
-              f"p99 {' '.join(f'{x:.3f}' for x in r['p99_ms'])}")
+    print(_round_trip_table(result["round_trip"], "back to back"))
     print(_paired_table(paired))
+    print(_round_trip_table(paused, f"{args.pause_ms:g} ms pause"))
     return 0
+
+
+def _round_trip_table(figures: dict, pattern: str) -> str:
+    lines = [f"round trip alone, `status` {pattern}: one server and the floor (bench/echo_server.py), a fresh "
+             "client per transport and round, 5 rounds; ms, one figure per round:"]
+    for name, r in figures.items():
+        lines.append(f"  {name:<13} p50 {' '.join(f'{x:.3f}' for x in r['p50_ms'])}   "
+                     f"p99 {' '.join(f'{x:.3f}' for x in r['p99_ms'])}")
+    return "\n".join(lines)
 
 
 def _paired_table(paired: dict) -> str:
