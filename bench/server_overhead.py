@@ -77,7 +77,7 @@ def _wait_ready(proc: subprocess.Popen, client: Client) -> None:
     """Until the server answers `status` through `client` (RuntimeError when it exits first)."""
     while not client.ping(timeout=0.5):
         if proc.poll() is not None:
-            raise RuntimeError("musebridge serve exited")
+            raise RuntimeError(f"the server process exited ({' '.join(map(str, proc.args))})")
         time.sleep(0.1)
 
 
@@ -156,7 +156,8 @@ def _one_server(model: str, tmp: str) -> tuple[subprocess.Popen, dict[str, str],
 def _floors(tmp: str) -> tuple[list[subprocess.Popen], dict[str, str]]:
     """bench/echo_server.py on each transport (the least a Python server can do per round trip): (processes,
     command endpoint per transport), answering."""
-    port, direct, sock = free_port(), free_port(), f"{tmp}/floor.sock"
+    port, direct = free_port(), free_port()
+    sock = f"{tmp}/floor-{direct}.sock"  # a fresh path per call: a killed floor leaves its socket file
     echo = [sys.executable, str(Path(__file__).with_name("echo_server.py"))]
     procs = [_serve(echo + ["zmq", f"tcp://127.0.0.1:{port}"]), _serve(echo + ["unix", sock]),
              _serve(echo + ["direct", str(direct)])]
