@@ -12,14 +12,20 @@ Events go out on a publish endpoint as two frames: the topic (ASCII) and a JSON 
 
 Commands and their arguments are a data table (COMMANDS); `parse_request` validates a raw frame against it and
 raises ProtocolError with a typed code; `encode_*`/`decode_*` are inverses (tested).
+
+JSON is strict RFC 8259 (orjson: a request's parse and its reply's encoding cost a fifth of the standard library's
+after a player's pause, docs/benchmarks.md "Server round trip", stop 17): NaN, Infinity, a byte-order mark, a
+lone surrogate escape or nesting deeper than 1,024 are `bad_json`; an integer beyond 64 bits is read as a float.
+Numpy scalars and arrays are written as numbers and lists, dict keys as strings, a non-finite float as null.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import orjson
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024  # requests larger than this are refused with "too_large"
@@ -200,12 +206,20 @@ def parse_request(frames: list[bytes]) -> Request:
 
 
 def encode_reply(reply: Reply) -> bytes:
+    """The reply's frame. A result JSON cannot carry (a set, an object) is answered `internal` instead: the
+    server never fails on its own reply."""
     obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": reply.id, "ok": reply.ok}
     if reply.ok:
         obj["result"] = reply.result or {}
     else:
         obj["error"] = {"code": reply.error_code, "message": reply.error_message}
-    return _dumps(obj)
+    try:
+        return _dumps(obj)
+    except TypeError as exc:
+        if not reply.ok and reply.error_code == "internal":
+            raise  # not even the error reply could be encoded: a bug in the server's own messages
+        return encode_reply(Reply(reply.id, False, error_code="internal",
+                                  error_message=f"the reply could not be encoded as JSON ({exc})"))
 
 
 def error_reply(exc: ProtocolError) -> Reply:
@@ -249,15 +263,20 @@ def decode_event(frames: list[bytes]) -> Event:
     return Event(topic, int(obj.get("seq", 0)), float(obj.get("t", 0.0)), obj.get("session"), obj.get("data", {}))
 
 
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def _dumps(obj: dict) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact UTF-8 JSON. TypeError for what JSON cannot carry (a set, an object, a lone surrogate, an integer
+    beyond 64 bits)."""
+    return orjson.dumps(obj, option=_DUMPS_OPTIONS)
 
 
 def _loads(frame: bytes) -> dict:
     try:
-        obj = json.loads(frame.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError("bad_json", f"not a UTF-8 JSON object ({type(exc).__name__})") from None
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8 and nesting deeper than 1,024
+        raise ProtocolError("bad_json", f"not a UTF-8 JSON object ({exc})") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", f"expected a JSON object, got {type(obj).__name__}")
     return obj

@@ -171,6 +171,8 @@ class Server:
         event = P.Event(topic, self._seq, time.time(), session, data)
         try:
             self.pub.send_multipart(P.encode_event(event), flags=zmq.NOBLOCK)
+        except TypeError as exc:  # data JSON cannot carry: a bug, but not one to stop the server for
+            log.error("event %s dropped: %s", topic, exc)
         except zmq.Again:
             log.debug("event %s dropped: subscribers are not reading", topic)
 

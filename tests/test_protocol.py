@@ -68,13 +68,34 @@ def test_event_round_trip(topic, seq, t, session, data):
     (raw({"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "instruments": ["piano", 3]}}),
      "bad_argument"),
     (raw({"v": 1, "id": "1", "cmd": "status", "args": {"verbose": True}}), "bad_argument"),
-    ([b'{"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "temperature": NaN}}'], "bad_argument"),
+    ([b'{"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "temperature": 1e999}}'], "bad_json"),
+    ([b'{"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "temperature": NaN}}'], "bad_json"),
+    ([b'{"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "style": "\\ud800"}}'], "bad_json"),
+    ([b"\xef\xbb\xbf" + raw({"v": 1, "id": "1", "cmd": "status"})[0]], "bad_json"),
+    ([b'{"v": 1, "id": "1", "cmd": "status", "args": {"a": ' + b"[" * 2000 + b"]" * 2000 + b"}}"], "bad_json"),
+    ([b'{"v": 1, "id": "1", "cmd": "set", "args": {"session": "s", "seed": 123456789012345678901234567890}}'],
+     "bad_argument"),  # beyond 64 bits: read as a float, and a seed is an integer
 ])
 def test_parse_errors(frames, code):
     with pytest.raises(P.ProtocolError) as info:
         P.parse_request(frames)
     assert info.value.code == code
     assert str(info.value)  # a message a person can read
+
+
+def test_a_reply_json_cannot_carry_is_answered_internal():
+    reply = P.decode_reply(P.encode_reply(P.Reply("7", True, result={"notes": {1, 2}})))
+    assert (reply.id, reply.ok, reply.error_code) == ("7", False, "internal")
+    assert "set" in reply.error_message  # names what could not be encoded
+
+
+def test_numpy_values_and_integer_keys_are_written_as_json():
+    import numpy as np  # noqa: PLC0415
+
+    result = {"ms": np.float64(1.5), "count": np.int64(3), "scores": np.array([0.5, 1.0]),
+              "by_channel": {9: "drums"}}
+    reply = P.decode_reply(P.encode_reply(P.Reply("1", True, result=result)))
+    assert reply.result == {"ms": 1.5, "count": 3, "scores": [0.5, 1.0], "by_channel": {"9": "drums"}}
 
 
 def test_error_echoes_request_id_when_known():

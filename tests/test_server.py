@@ -329,6 +329,28 @@ def test_a_failing_command_is_an_internal_error_and_the_server_survives():
         srv.close()
 
 
+def test_a_result_or_event_json_cannot_carry_fails_that_reply_only(caplog):
+    from musebridge.engine.server import Server, ServerConfig
+
+    class Sets:  # a service bug: a set where JSON needs a list
+        def begin(self, cmd, args):
+            yield from ()
+            return {"keys": {60, 64}}, [("note", None, {"keys": {60}})]
+
+    srv = Server(ServerConfig(port=free_port(), pub_port=free_port()), Sets())
+    try:
+        srv._topics.add(b"")  # as if a subscriber wanted every topic: the event is built
+        sent = []
+        srv.receive([b"", P.encode_request(P.Request("8", "status", {}))], sent.append, "test")
+        srv._publish_pending()
+        reply = P.decode_reply(sent[0])
+        assert (reply.id, reply.ok, reply.error_code) == ("8", False, "internal")
+        assert "set" in reply.error_message
+        assert "event note dropped" in caplog.text
+    finally:
+        srv.close()
+
+
 def test_spinning_after_a_reply_serves_the_next_request_and_still_stops():
     import threading
 
