@@ -4,8 +4,9 @@
     .venv/bin/python bench/echo_server.py unix PATH
     .venv/bin/python bench/echo_server.py direct PORT
 
-Each request (the protocol's JSON, engine/protocol.py) gets {"v": 1, "id": <its id>, "ok": true, "result": {}}
-on the same transport and in the same frames as `musebridge serve` answers it: a ZeroMQ ROUTER, or the direct
+Each request (the protocol's JSON, engine/protocol.py, read and written with orjson as there) gets {"v": 1,
+"id": <its id>, "ok": true, "result": {}} on the same transport and in the same frames as `musebridge serve`
+answers it: a ZeroMQ ROUTER, or the direct
 transport's length-prefixed frames on a Unix socket or a loopback TCP port (engine/local.py), one client at a
 time. No validation, no service, no poller, no events: the least a Python server in one process can do per
 round trip. Measured with the same client and in the same pattern as the real server, what the real server
@@ -15,11 +16,11 @@ Runs until killed.
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
 import sys
 
+import orjson
 import zmq
 
 HEADER = struct.Struct("<I")  # the direct transport's frame header (engine/local.py)
@@ -27,8 +28,8 @@ HEADER = struct.Struct("<I")  # the direct transport's frame header (engine/loca
 
 def answer(request: bytes) -> bytes:
     """The reply to one request frame."""
-    rid = json.loads(request).get("id")
-    return json.dumps({"v": 1, "id": rid, "ok": True, "result": {}}, separators=(",", ":")).encode()
+    rid = orjson.loads(request).get("id")
+    return orjson.dumps({"v": 1, "id": rid, "ok": True, "result": {}})
 
 
 def serve_zmq(endpoint: str) -> None:
