@@ -4,7 +4,8 @@ One thread runs the loop: poll the ROUTER, parse (engine/protocol.py), dispatch 
 (engine/service.py, which owns the sessions and the model), reply, then publish the request's events; a long
 request (a `generate` of many tokens) runs in slices between the others' requests (engine/jobs.py); then, while
 no request waits, let the service run the last sampled tokens through the model (their forward pass is kept off
-the reply's path), and poll a moment longer without sleeping (ServerConfig.spin_s).
+the reply's path), and, after a request on the direct transport, poll a moment longer without sleeping
+(ServerConfig.spin_s).
 ROUTER replies to a client that stopped reading are dropped at the high-water mark, and the XPUB drops for slow
 subscribers (and builds no event for a topic nobody subscribed to), so one slow or vanished client never stalls
 another. Sessions unused for `session_timeout` seconds are reclaimed.
@@ -48,10 +49,12 @@ class ServerConfig:
     instead of TCP; local: also answer requests on this Unix socket path, direct_port: and/or on this loopback TCP
     port (the direct transport, engine/local.py; not with keys: it has no authentication); keys: folder from
     `musebridge keys` (required for non-loopback hosts); session_timeout: seconds before an unused session is
-    reclaimed; hwm: messages queued per peer before dropping; spin_s: after a request is answered (and the
-    sampled tokens are precomputed), keep polling without sleeping for this many seconds before blocking, so
-    the next request of a burst (a bridge's second voice, a scripted loop) is picked up without the wake-up
-    cost of a sleeping process (0 turns it off; CPU cost: at most spin_s per request). parent: the process id of
+    reclaimed; hwm: messages queued per peer before dropping; spin_s: after a request on the direct transport
+    is answered (and the sampled tokens are precomputed), keep polling without sleeping for this many seconds
+    before blocking, so the next request of a burst (a bridge's second voice, a scripted loop) is picked up
+    without the wake-up cost of a sleeping process (0 turns it off; CPU cost: at most spin_s per request). Not
+    after a ZeroMQ request: there the spinning thread kept the server's own ZeroMQ I/O thread, which sends the
+    reply, off a CPU (on 2 cores, docs/benchmarks.md "Server round trip", stop 17). parent: the process id of
     the program that started this server (`musebridge play`): when it is gone, even killed, the server stops
     within about a second instead of lingering."""
 
@@ -103,6 +106,7 @@ class Server:
         self._stop = False
         self._last_housekeeping = time.monotonic()
         self._slice_at = 0.0  # perf_counter() of the last slice of a long request
+        self._spin_until = 0.0  # perf_counter() until which to poll without sleeping (ServerConfig.spin_s)
         self._events: list[tuple[str, str | None, dict]] = []  # from the requests being answered
         self.jobs = Jobs(service.begin, self._events.extend)
         self.rep = self._ctx.socket(zmq.ROUTER)
@@ -239,6 +243,7 @@ class Server:
             elif flags & zmq.POLLIN:
                 self.local.readable(local[key], lambda payload, conn: self.receive(
                     [payload], lambda reply: self.local.send(conn, reply), conn))
+                self._spin_until = time.perf_counter() + self.config.spin_s
             else:
                 self.local.writable(local[key])
         if self._events:
@@ -247,22 +252,19 @@ class Server:
 
     def _between_requests(self) -> None:
         """Serve what arrives meanwhile; else precompute the sampled tokens; else poll without sleeping until
-        spin_s seconds have passed since the last request (the next one of a burst is picked up at once); then
-        run the unfinished long requests a slice at a time (engine/jobs.py; a slice at least every
-        SLICE_EVERY_S even while requests keep coming), and return when none is left."""
-        deadline = time.perf_counter() + self.config.spin_s
+        spin_s seconds have passed since the last request on the direct transport (the next one of a burst is
+        picked up at once); then run the unfinished long requests a slice at a time (engine/jobs.py; a slice at
+        least every SLICE_EVERY_S even while requests keep coming), and return when none is left."""
         while not self._stop:
-            if self._serve_ready(0):
-                deadline = time.perf_counter() + self.config.spin_s
-            elif self._idle_work():
+            if self._serve_ready(0) or self._idle_work():
                 continue
-            elif (now := time.perf_counter()) < deadline and now - self._slice_at < SLICE_EVERY_S:
+            if (now := time.perf_counter()) < self._spin_until and now - self._slice_at < SLICE_EVERY_S:
                 continue
-            elif self._long_slice():
+            if self._long_slice():
                 self._slice_at = time.perf_counter()
                 self._publish_pending()
                 self._housekeeping()  # a long request must not hold off a parent check for its whole length
-            elif now >= deadline:
+            elif now >= self._spin_until:
                 return
 
     def _long_slice(self) -> bool:

@@ -351,32 +351,69 @@ def test_a_result_or_event_json_cannot_carry_fails_that_reply_only(caplog):
         srv.close()
 
 
-def test_spinning_after_a_reply_serves_the_next_request_and_still_stops():
-    import threading
+class _Echo:
+    """A service that answers every command with its name, at once."""
 
+    def begin(self, cmd, args):
+        yield from ()
+        return {"cmd": cmd}, []
+
+    def idle(self, busy=()):
+        return False
+
+    def reap(self, timeout):
+        return []
+
+
+def test_spinning_after_a_direct_reply_serves_the_next_request_and_still_stops(tmp_path):
     from musebridge.engine.server import Server, ServerConfig
 
-    class Echo:
-        def begin(self, cmd, args):
-            yield from ()
-            return {"cmd": cmd}, []
-
-        def idle(self, busy=()):
-            return False
-
-        def reap(self, timeout):
-            return []
-
-    srv = Server(ServerConfig(port=free_port(), pub_port=free_port(), spin_s=5.0), Echo())
+    sock = str(tmp_path / "engine.sock")
+    srv = Server(ServerConfig(port=free_port(), pub_port=free_port(), local=sock, spin_s=5.0), _Echo())
     loop = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 10}, daemon=True)
     loop.start()
     try:
-        with Client(ClientConfig(endpoint=srv.endpoints[0], timeout=5.0), context=zmq.Context()) as c:
+        with Client(ClientConfig(endpoint=f"unix://{sock}", timeout=5.0)) as c:
             assert c.call("status") == {"cmd": "status"}
             assert c.call("session.list") == {"cmd": "session.list"}  # answered from inside the spin window
     finally:
         srv.stop()
         loop.join(timeout=2.0)  # the 5 s spin window does not delay a stop
+        srv.close()
+    assert not loop.is_alive()
+
+
+def test_the_server_spins_after_direct_requests_only(tmp_path):
+    """After a ZeroMQ request the server goes back to a blocking poll at once (a spinning thread would keep its
+    own ZeroMQ I/O thread, which sends the reply, off a CPU); after a direct one it polls without sleeping."""
+    from musebridge.engine.server import Server, ServerConfig
+
+    sock = str(tmp_path / "engine.sock")
+    srv = Server(ServerConfig(port=free_port(), pub_port=free_port(), local=sock, spin_s=60.0), _Echo())
+    polls = {"spin": 0}
+    serve_ready = srv._serve_ready
+
+    def counting(timeout_ms):
+        polls["spin"] += timeout_ms == 0
+        return serve_ready(timeout_ms)
+
+    srv._serve_ready = counting
+    loop = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 10}, daemon=True)
+    loop.start()
+    try:
+        with Client(ClientConfig(endpoint=srv.endpoints[0], timeout=5.0), context=zmq.Context()) as c:
+            assert c.call("status") == {"cmd": "status"}
+            time.sleep(0.2)
+            after_zmq = polls["spin"]
+            time.sleep(0.3)
+            assert polls["spin"] - after_zmq == 0  # blocked in its poll meanwhile
+        with Client(ClientConfig(endpoint=f"unix://{sock}", timeout=5.0)) as c:
+            assert c.call("status") == {"cmd": "status"}
+            time.sleep(0.3)
+            assert polls["spin"] - after_zmq > 100  # still spinning (for up to 60 s)
+    finally:
+        srv.stop()
+        loop.join(timeout=2.0)
         srv.close()
     assert not loop.is_alive()
 
