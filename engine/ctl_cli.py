@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+import orjson
+
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT, Client, ClientConfig, ClientError
 from .local import DIRECT_HOST
 from .server import ServerConfig
@@ -35,10 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _value(text: str):
-    """`0.9` -> 0.9, `5` -> 5, `true` -> True, `["a","b"]` -> list, anything else: the string itself."""
+    """`0.9` -> 0.9, `5` -> 5, `true` -> True, `["a","b"]` -> list, anything else (`NaN` too: the protocol's JSON
+    is strict, engine/protocol.py) the string itself."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
         return text
 
 
