@@ -17,13 +17,11 @@ Runs until killed.
 from __future__ import annotations
 
 import socket
-import struct
 import sys
 
 import orjson
 import zmq
-
-HEADER = struct.Struct("<I")  # the direct transport's frame header (engine/local.py)
+from musebridge.engine.local import HEADER  # the direct transport's frame header
 
 
 def answer(request: bytes) -> bytes:

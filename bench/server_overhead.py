@@ -107,8 +107,7 @@ class Served:
 
     def close(self) -> None:
         self.client.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
+        _stop([self.proc])
 
 
 PATHS = ("tcp", "ipc", "unix", "direct")
@@ -246,8 +245,7 @@ def measure_paired(model: str, n: int, gaps: tuple[float, ...], tmp: str) -> dic
                             samples[name][gap] += _paired(client, stream, sid, 50, gap)
                     client.call("session.close", session=sid)
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        _stop([proc])
     return {name: {f"{gap * 1000:g}": _percentiles(v) for gap, v in by_gap.items()}
             for name, by_gap in samples.items()}
 
