@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mido
@@ -29,11 +29,80 @@ _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, 
 
 
 @dataclass(frozen=True)
+class TempoChange:
+    """From `time` (seconds) on, a quarter note lasts `tempo` microseconds (MIDI's set_tempo)."""
+
+    time: float
+    tempo: int
+
+
+@dataclass(frozen=True)
+class MetreChange:
+    """From `time` (seconds) on, bars of numerator/denominator (MIDI's time_signature); a change starts a bar."""
+
+    time: float
+    numerator: int
+    denominator: int
+
+
+@dataclass(frozen=True)
+class Conductor:
+    """A file's tempo map and metre, in seconds: what a DAW needs to show bars, and what a performer needs to
+    shape phrases. Empty tuples mean MIDI's defaults (120 quarter notes per minute, 4/4 from time 0)."""
+
+    tempos: tuple[TempoChange, ...] = ()
+    metres: tuple[MetreChange, ...] = ()
+
+    def quarters_at(self, time_s: float) -> float:
+        """Quarter notes elapsed at `time_s` seconds, through the tempo map."""
+        quarters, last, tempo = 0.0, 0.0, DEFAULT_TEMPO
+        for change in self.tempos:
+            if change.time > time_s:
+                break
+            quarters += (change.time - last) * 1e6 / tempo
+            last, tempo = change.time, change.tempo
+        return quarters + (time_s - last) * 1e6 / tempo
+
+    def seconds_at(self, quarters: float) -> float:
+        """The inverse of quarters_at: seconds at a position in quarter notes."""
+        done, last, tempo = 0.0, 0.0, DEFAULT_TEMPO
+        for change in self.tempos:
+            span = (change.time - last) * 1e6 / tempo
+            if done + span > quarters:
+                break
+            done, last, tempo = done + span, change.time, change.tempo
+        return last + (quarters - done) * tempo / 1e6
+
+    def bars(self, end_s: float) -> list[tuple[float, int, int]]:
+        """(start in seconds, numerator, denominator) of every bar that starts before `end_s` seconds."""
+        metres = self.metres or (MetreChange(0.0, 4, 4),)
+        if metres[0].time > 0:
+            metres = (MetreChange(0.0, 4, 4), *metres)
+        out: list[tuple[float, int, int]] = []
+        for i, m in enumerate(metres):
+            stop = min(end_s, metres[i + 1].time) if i + 1 < len(metres) else end_s
+            q, bar_q = self.quarters_at(m.time), 4.0 * m.numerator / m.denominator
+            start = m.time
+            while start < stop - 1e-9:
+                out.append((start, m.numerator, m.denominator))
+                q += bar_q
+                start = self.seconds_at(q)
+        return out
+
+    def bar_starts(self, end_s: float) -> list[float]:
+        """Seconds at which each bar before `end_s` starts."""
+        return [b[0] for b in self.bars(end_s)]
+
+
+@dataclass(frozen=True)
 class MidiEvents:
-    """A MIDI file as timed messages. end_time: seconds at the last end-of-track."""
+    """A MIDI file as timed messages. end_time: seconds at the last end-of-track. conductor: its tempo map and
+    metre; track_names: MIDI channel -> the name of the first track that plays on it."""
 
     events: tuple[Timed, ...]
     end_time: float
+    conductor: Conductor = Conductor()
+    track_names: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,18 +157,42 @@ def read_midi(path: str | os.PathLike) -> MidiEvents:
         raise MidiFileError(f"{path}: {_problem(path, exc)}") from None
     division = _division(path, mid.ticks_per_beat)
     seconds_per_tick, last_tick, now, events = _seconds_per_tick(division, DEFAULT_TEMPO), 0, 0.0, []
+    tempos: list[TempoChange] = []
+    metres: list[MetreChange] = []
     for tick, msg in _timeline(mid.tracks):
         now += (tick - last_tick) * seconds_per_tick
         last_tick = tick
         if msg.type == "set_tempo":
             seconds_per_tick = _seconds_per_tick(division, msg.tempo)
+            _replace_at(tempos, TempoChange(now, msg.tempo))
+        elif msg.type == "time_signature":
+            _replace_at(metres, MetreChange(now, msg.numerator, msg.denominator))
         elif not msg.is_meta and msg.type != "sysex":
             msg.time = 0  # the message was made by this read: reuse it (a copy would double the cost)
             events.append(Timed(now, msg))
     if now > MAX_TIME_S:
         hours, limit = now / 3600, MAX_TIME_S / 3600
         raise MidiFileError(f"{path}: lasts {hours:.0f} hours, more than the codec's {limit:.0f}; it is damaged")
-    return MidiEvents(tuple(events), now)
+    return MidiEvents(tuple(events), now, Conductor(tuple(tempos), tuple(metres)), _track_names(mid.tracks))
+
+
+def _replace_at(changes: list, change) -> None:
+    """Append a tempo or metre change; one at the same time as the last replaces it (the later one rules)."""
+    if changes and abs(changes[-1].time - change.time) < 1e-9:
+        changes[-1] = change
+    else:
+        changes.append(change)
+
+
+def _track_names(tracks) -> dict[int, str]:
+    """MIDI channel -> the name of the first named track that plays on it."""
+    names: dict[int, str] = {}
+    for track in tracks:
+        name = next((m.name for m in track if m.type == "track_name" and m.name.strip()), None)
+        channel = next((m.channel for m in track if not m.is_meta and hasattr(m, "channel")), None)
+        if name is not None and channel is not None:
+            names.setdefault(channel, name.strip())
+    return names
 
 
 def _timeline(tracks) -> list[tuple[int, mido.Message]]:
@@ -184,13 +277,22 @@ def write_midi(
     ticks_per_beat: int = WRITE_TICKS_PER_BEAT,
     tempo: int = DEFAULT_TEMPO,
     track_names: dict[int, str] | None = None,
+    conductor: Conductor | None = None,
 ) -> None:
     """Write timed messages (sorted by time, seconds) as a type-1 file with one track per MIDI channel.
     track_names: channel -> track name (default: the instrument class that plays on that channel).
-    Atomic: the target appears complete or not at all."""
+    conductor: the tempo map and metre to write (default: `tempo` throughout, no time signature); the events'
+    times in seconds are kept whatever the tempo map. Atomic: the target appears complete or not at all."""
     path = Path(path)
     names = {i.channel: i.name for i in INSTRUMENTS} | (track_names or {})
-    header = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo, time=0)])
+    conductor = conductor or Conductor((TempoChange(0.0, tempo),))
+    if not conductor.tempos or conductor.tempos[0].time > 0:
+        conductor = Conductor((TempoChange(0.0, DEFAULT_TEMPO), *conductor.tempos), conductor.metres)
+
+    def tick_of(time_s: float) -> int:
+        return round(conductor.quarters_at(time_s) * ticks_per_beat)
+
+    header = _conductor_track(conductor, tick_of)
     by_channel: dict[int, list[Timed]] = {}
     for item in events:
         by_channel.setdefault(getattr(item.msg, "channel", 0), []).append(item)
@@ -199,11 +301,23 @@ def write_midi(
         track = mido.MidiTrack([mido.MetaMessage("track_name", name=names.get(channel, f"ch{channel + 1}"))])
         last_tick = 0
         for time_s, msg in by_channel[channel]:
-            tick = max(last_tick, round(mido.second2tick(time_s, ticks_per_beat, tempo)))
+            tick = max(last_tick, tick_of(time_s))
             track.append(msg.copy(time=tick - last_tick))
             last_tick = tick
         mid.tracks.append(track)
     _save_atomic(mid, path)
+
+
+def _conductor_track(conductor: Conductor, tick_of) -> mido.MidiTrack:
+    """The first track of a type-1 file: tempo changes and time signatures, in time order."""
+    metas = [(tick_of(c.time), mido.MetaMessage("set_tempo", tempo=c.tempo)) for c in conductor.tempos]
+    metas += [(tick_of(m.time), mido.MetaMessage("time_signature", numerator=m.numerator,
+                                                 denominator=m.denominator)) for m in conductor.metres]
+    track, last = mido.MidiTrack(), 0
+    for tick, meta in sorted(metas, key=lambda item: item[0]):
+        track.append(meta.copy(time=tick - last))
+        last = tick
+    return track
 
 
 def _save_atomic(mid: mido.MidiFile, path: Path) -> None:

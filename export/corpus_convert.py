@@ -2,10 +2,11 @@
 
 Times: music21 offsets are quarter notes; the score's metronome marks turn them into seconds (120 quarter notes
 per minute where a score has no usable mark). Repeats are not expanded. Ties are joined, grace notes dropped.
-Velocity: a note's own velocity, else the part's last dynamic mark, else 80. Chord symbols (folk tunes and lead
-sheets) become a guitar part: a bass note and a closed voicing above it, struck at each symbol and again at each
-bar line while the symbol lasts. Each part gets its own MIDI channel (never channel 10) and a program whose
-General MIDI family is the part's instrument class (see docs/corpus.md).
+The file keeps the score's tempo map and its time signatures (bar by bar, a pickup bar included), so bar lines
+and beats can be found again. Velocity: a note's own velocity, else the part's last dynamic mark, else 80. Chord
+symbols (folk tunes and lead sheets) become a guitar part: a bass note and a closed voicing above it, struck at
+each symbol and again at each bar line while the symbol lasts. Each part gets its own MIDI channel (never
+channel 10) and a program whose General MIDI family is the part's instrument class (see docs/corpus.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import mido
 from musebridge.engine.codec import Timed
 from musebridge.engine.instruments import DRUM_CHANNEL, INSTRUMENTS, instrument_class, instrument_index
-from musebridge.engine.midifile import write_midi
+from musebridge.engine.midifile import Conductor, MetreChange, TempoChange, write_midi
 
 from .corpus_sources import PieceSpec, tune_text
 
@@ -137,6 +138,37 @@ class TempoMap:
         """Seconds at a quarter-note offset."""
         i = bisect.bisect_right(self.starts, offset) - 1
         return self.seconds[i] + (offset - self.starts[i]) * self.spq[i]
+
+    def changes(self) -> tuple[TempoChange, ...]:
+        """The map as MIDI tempo changes (seconds, microseconds per quarter note)."""
+        pairs = zip(self.seconds, self.spq, strict=True)
+        return tuple(TempoChange(round(t, 6), round(spq * 1e6)) for t, spq in pairs)
+
+
+def metre_changes(score, tempo: TempoMap) -> tuple[MetreChange, ...]:
+    """The metre of the score's first part, bar by bar, as MIDI time signatures in seconds. A first bar shorter
+    than its time signature (a pickup) gets a time signature of its own length, so bar lines fall where the score
+    has them. A score without measures gives no change (MIDI's default, 4/4)."""
+    from music21 import meter  # noqa: PLC0415
+
+    if not score.parts:
+        return ()
+    changes: list[MetreChange] = []
+    current: tuple[int, int] | None = None
+    for i, bar in enumerate(score.parts[0].getElementsByClass("Measure")):
+        signature = bar.timeSignature or bar.getContextByClass(meter.TimeSignature)
+        if signature is None:
+            continue
+        sig = (int(signature.numerator), int(signature.denominator))
+        length = float(bar.duration.quarterLength)
+        full = 4.0 * sig[0] / sig[1]
+        units = length * sig[1] / 4.0
+        if i == 0 and 0 < length < full - 1e-6 and abs(units - round(units)) < 1e-6:
+            sig = (round(units), sig[1])  # a pickup bar
+        if sig != current:
+            changes.append(MetreChange(round(tempo.at(float(bar.offset)), 6), *sig))
+            current = sig
+    return tuple(changes)
 
 
 def classify_part(part, spec: PieceSpec) -> tuple[int, int]:
@@ -311,7 +343,14 @@ def convert_score(spec: PieceSpec, out_path: str, max_seconds: float) -> None:
     if end > max_seconds:
         raise TooLong(f"{end / 60:.1f} min is longer than the {max_seconds / 60:.0f} min limit")
     events, names = to_events(parts)
-    write_midi(events, out_path, track_names=names)
+    tempo = TempoMap(score)
+    try:
+        metres = metre_changes(score, tempo)
+    except (AttributeError, ValueError, TypeError, IndexError, ZeroDivisionError) as exc:
+        log.debug("no metre (%s): the file gets none", exc)
+        metres = ()
+    conductor = Conductor(tempo.changes(), metres)
+    write_midi(events, out_path, ticks_per_beat=960, track_names=names, conductor=conductor)
 
 
 class TooLong(ValueError):

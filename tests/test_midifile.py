@@ -247,3 +247,25 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
         write_midi([Timed(0.0, _note("note_on", 60))], target)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.mid"]
+
+
+def test_tempo_map_metre_and_track_names_survive_a_write_and_read(tmp_path):
+    """A 65 BPM 3/4 file with a pickup bar and a tempo change reads back with the same conductor, names, and the
+    events at the same times in seconds."""
+    from musebridge.engine.midifile import Conductor, MetreChange, TempoChange
+
+    conductor = Conductor((TempoChange(0.0, 923077), TempoChange(5.0, 600000)),
+                          (MetreChange(0.0, 1, 4), MetreChange(0.923077, 3, 4)))
+    events = [Timed(0.0, mido.Message("note_on", note=60, velocity=80)),
+              Timed(2.77, mido.Message("note_off", note=60)),
+              Timed(6.0, mido.Message("note_on", note=62, velocity=80)),
+              Timed(6.5, mido.Message("note_off", note=62))]
+    path = tmp_path / "waltz.mid"
+    write_midi(events, path, ticks_per_beat=960, track_names={0: "Melody"}, conductor=conductor)
+    back = read_midi(path)
+    assert [t.tempo for t in back.conductor.tempos] == [923077, 600000]
+    assert [(m.numerator, m.denominator) for m in back.conductor.metres] == [(1, 4), (3, 4)]
+    assert back.track_names == {0: "Melody"}
+    assert [round(e.time, 3) for e in back.events] == [0.0, 2.77, 6.0, 6.5]
+    bars = back.conductor.bar_starts(8.0)
+    assert bars[:3] == pytest.approx([0.0, 0.923077, 0.923077 + 3 * 0.923077], abs=1e-3)
