@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("musebridge.engine.keys_cli", "make CURVE keys for a server listening beyond loopback"),
     "corpus": ("musebridge.export.corpus_cli", "build the training corpus (music21 corpus, MIDI folders); stats"),
     "train": ("musebridge.export.train_cli", "train a model on a token corpus (one device or torchrun DDP)"),
+    "judge": ("musebridge.export.judge_cli", "generate from held-out prompts in each mode: model vs real music"),
     "eval": ("musebridge.export.evaluate", "NLL per token and per note of a model vs an n-gram baseline"),
     "export": ("musebridge.export.export_cli", "export a checkpoint to the engine's ONNX model (optional int8)"),
     "play": ("musebridge.bridge.play_cli", "live through MIDI ports: respond, accompany, harmonize, generate"),

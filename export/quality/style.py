@@ -1,0 +1,138 @@
+"""Which style does a piece sound like? A small classifier fitted on the corpus's real pieces.
+
+Features are statistics of the music alone (no instrument, no style token), from a piece's first WINDOW_S
+seconds: note rate, polyphony, silence, note lengths, inter-onset intervals, register and range, melodic steps,
+how diatonic and how consonant it is, and dynamics. The classifier is multinomial logistic regression (numpy,
+L2-regularised, classes weighted equally), fitted on standardised features of up to `per_style` train-split
+pieces per style. Generated pieces are then asked which style they are in; the share recognised per style says
+whether the style token changes the music the way the real styles differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from musebridge.engine.midifile import Note, notes_from_events
+
+from . import metrics as M
+from .prompts import Source, read_source
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 30.0  # seconds of each piece the features look at
+FEATURES = ("log_rate", "polyphony", "silence", "log_duration", "long_share", "log_ioi", "ioi_spread",
+            "register", "range", "step", "leap_share", "diatonic", "consonance", "velocity", "velocity_spread")
+
+
+def features(notes: Sequence[Note], span: float = WINDOW_S) -> np.ndarray:
+    """The FEATURES of the notes starting in the first `span` seconds (drums left out)."""
+    notes = [n for n in M.pitched(notes) if n.start < span]
+    if not notes:
+        return np.full(len(FEATURES), np.nan)
+    end = max(min(span, max(n.end for n in notes)), 1.0)
+    durations = np.array([n.end - n.start for n in notes])
+    gaps = np.diff(M.onsets(notes))
+    pitches = np.array([n.pitch for n in notes])
+    top = _top_line(notes)
+    steps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(1)
+    velocities = np.array([n.velocity for n in notes])
+    return np.array([
+        np.log(M.density(notes, end) + 1e-3), M.polyphony(notes, 0.0, end), M.silence_share(notes, 0.0, end),
+        np.log(np.median(durations) + 1e-3), M.long_share(notes, 1.0),
+        np.log(np.median(gaps) + 1e-3) if gaps.size else 0.0, np.std(np.log(gaps + 1e-3)) if gaps.size else 0.0,
+        float(pitches.mean()), float(np.percentile(pitches, 95) - np.percentile(pitches, 5)),
+        float(steps.mean()), float(np.mean(steps > 4)), M.in_key_share(notes, notes),
+        _self_consonance(notes), float(velocities.mean()), float(velocities.std()),
+    ])
+
+
+def _top_line(notes: Sequence[Note]) -> list[int]:
+    """The highest pitch at each onset (the melody as a listener follows it)."""
+    by_onset: dict[float, int] = {}
+    for n in notes:
+        t = round(n.start / M.CHORD_S)
+        by_onset[t] = max(by_onset.get(t, 0), n.pitch)
+    return [by_onset[t] for t in sorted(by_onset)]
+
+
+def _self_consonance(notes: Sequence[Note]) -> float:
+    """Consonance of the top line against everything else sounding (1.0 for a melody alone)."""
+    tops = set(_top_line(notes))
+    upper = [n for n in notes if n.pitch in tops]
+    lower = [n for n in notes if n.pitch not in tops]
+    value = M.consonance(upper, lower)
+    return 1.0 if np.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class StyleClassifier:
+    """Standardisation and the weights of the logistic regression; `styles` in the order of the classes."""
+
+    styles: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray  # (features + 1, styles)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """(n, styles) class probabilities of feature rows x (n, features); missing values count as the mean."""
+        z = np.nan_to_num((np.atleast_2d(x) - self.mean) / self.scale)
+        logits = np.hstack([z, np.ones((len(z), 1))]) @ self.weights
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, x: np.ndarray) -> list[str]:
+        return [self.styles[i] for i in self.probabilities(x).argmax(axis=1)]
+
+
+def fit(x: np.ndarray, labels: Sequence[str], l2: float = 1e-2, steps: int = 500, lr: float = 0.5
+        ) -> StyleClassifier:
+    """Fit the classifier by full-batch gradient descent on the class-weighted cross-entropy."""
+    styles = tuple(sorted(set(labels)))
+    y = np.array([styles.index(s) for s in labels])
+    mean, scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0) + 1e-6
+    z = np.nan_to_num((x - mean) / scale)
+    z = np.hstack([z, np.ones((len(z), 1))])
+    onehot = np.eye(len(styles))[y]
+    weight = (1.0 / np.bincount(y, minlength=len(styles)))[y]
+    weight /= weight.sum()
+    w = np.zeros((z.shape[1], len(styles)))
+    for _ in range(steps):
+        logits = z @ w
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        grad = z.T @ ((p - onehot) * weight[:, None]) + l2 * w
+        w -= lr * grad
+    return StyleClassifier(styles, mean, scale, w)
+
+
+def training_set(sources: Sequence[Source], cache_dir: str | os.PathLike | None) -> tuple[np.ndarray, list[str]]:
+    """Features and styles of the given real pieces, cached in `cache_dir` under a hash of their paths and sizes
+    (so a rebuilt corpus is read again)."""
+    key = hashlib.sha1(json.dumps([[str(s.path), s.path.stat().st_size, s.style] for s in sources]
+                                  + [FEATURES, WINDOW_S]).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"style-features-{key}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        data = np.load(cache)
+        return data["x"], [str(s) for s in data["styles"]]
+    rows, styles = [], []
+    for source in sources:
+        midi = read_source(source)
+        if midi is not None:
+            rows.append(features(notes_from_events(midi.events)))
+            styles.append(source.style)
+    x = np.array(rows) if rows else np.zeros((0, len(FEATURES)))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, x=x, styles=np.array(styles))
+        os.replace(tmp, cache)
+    return x, styles
