@@ -2,7 +2,8 @@
 
 Reading merges all tracks by time, honours the tempo map (and SMPTE time division), and yields absolute times in
 seconds. Writing is atomic: a temporary file in the target folder is renamed over the target only when complete,
-so no half-written .mid is ever left behind.
+so no half-written .mid is ever left behind; and every note written ends (a note still sounding after the last
+message is released at that message's time).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from mido.midifiles.meta import KeySignatureError
 from . import vocab as V
 from .codec import MAX_TIME_S, EventEncoder, Timed, decode_tokens
 from .errors import MidiFileError
-from .instruments import INSTRUMENTS, instrument_class
+from .instruments import INSTRUMENT_NAMES, instrument_class
 
 DEFAULT_TEMPO = 500_000  # microseconds per beat (120 bpm), as in the MIDI file standard
 WRITE_TICKS_PER_BEAT = 500  # with DEFAULT_TEMPO one tick is exactly 1 ms: decoded grid times are written exactly
+FINE_TICKS_PER_BEAT = 960  # under any other tempo map: a tick of at most ~1 ms down to 62.5 bpm, finer above
 SMPTE_FPS = {24: 24.0, 25: 25.0, 29: 30000 / 1001, 30: 30.0}  # 29 means 30 drop-frame, i.e. 29.97 fps
 # What mido raises on a damaged file (a bad key signature raises KeySignatureError, an Exception subclass).
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, struct.error, KeySignatureError)
@@ -271,6 +273,43 @@ def encode_file(path: str | os.PathLike, style: str = "unknown") -> EncodedFile:
     return EncodedFile(tuple(prefix + events), len(prefix), encoder.notes, midi.end_time, instruments)
 
 
+def ticks_per_beat_for(conductor: Conductor) -> int:
+    """Ticks per beat to write a file with: WRITE_TICKS_PER_BEAT (1 ms ticks) when the tempo map is 120 bpm
+    throughout, else FINE_TICKS_PER_BEAT."""
+    return WRITE_TICKS_PER_BEAT if all(t.tempo == DEFAULT_TEMPO for t in conductor.tempos) else FINE_TICKS_PER_BEAT
+
+
+def release_held(events, end: float) -> list[Timed]:
+    """`events` (timed messages), then a note-off at `end` seconds for every note still sounding after them:
+    note-ons and note-offs pair per channel and pitch, so a pitch struck twice and released once gets one more
+    note-off; CC120/CC123 end every note of their channel (as the codec reads them)."""
+    held: dict[tuple[int, int], int] = {}
+    for _, msg in events:
+        if msg.type == "note_on" and msg.velocity > 0:
+            held[(msg.channel, msg.note)] = held.get((msg.channel, msg.note), 0) + 1
+        elif msg.type in ("note_on", "note_off") and held.get((msg.channel, msg.note)):
+            held[(msg.channel, msg.note)] -= 1
+        elif msg.type == "control_change" and msg.control in (120, 123):
+            held = {key: count for key, count in held.items() if key[0] != msg.channel}
+    offs = [Timed(end, mido.Message("note_off", channel=channel, note=note, velocity=0))
+            for (channel, note), count in sorted(held.items()) for _ in range(count)]
+    return [*events, *offs]
+
+
+def _class_names(events: list[Timed]) -> dict[int, str]:
+    """MIDI channel -> the name of the instrument class its notes start with: the class of the program in force
+    at the channel's first note (its last program when it has no note; General MIDI's 0 when none)."""
+    programs: dict[int, int] = {}
+    first: dict[int, int] = {}
+    for _, msg in events:
+        if msg.type == "program_change":
+            programs[msg.channel] = msg.program
+        elif msg.type == "note_on" and msg.velocity > 0:
+            first.setdefault(msg.channel, programs.get(msg.channel, 0))
+    channels = {e.msg.channel for e in events if hasattr(e.msg, "channel")}
+    return {ch: INSTRUMENT_NAMES[instrument_class(first.get(ch, programs.get(ch, 0)), ch)] for ch in channels}
+
+
 def write_midi(
     events,
     path: str | os.PathLike,
@@ -279,12 +318,16 @@ def write_midi(
     track_names: dict[int, str] | None = None,
     conductor: Conductor | None = None,
 ) -> None:
-    """Write timed messages (sorted by time, seconds) as a type-1 file with one track per MIDI channel.
-    track_names: channel -> track name (default: the instrument class that plays on that channel).
+    """Write timed messages (sorted by time, seconds) as a type-1 file: a conductor track, then one track per MIDI
+    channel. Every note ends: a note still sounding after the last message gets a note-off at its time
+    (release_held), so no file this project writes leaves a note hanging.
+    track_names: channel -> track name (default: the instrument class the channel's notes start with).
     conductor: the tempo map and metre to write (default: `tempo` throughout, no time signature); the events'
     times in seconds are kept whatever the tempo map. Atomic: the target appears complete or not at all."""
     path = Path(path)
-    names = {i.channel: i.name for i in INSTRUMENTS} | (track_names or {})
+    events = list(events)
+    events = release_held(events, max((e.time for e in events), default=0.0))
+    names = _class_names(events) | (track_names or {})
     conductor = conductor or Conductor((TempoChange(0.0, tempo),))
     if not conductor.tempos or conductor.tempos[0].time > 0:
         conductor = Conductor((TempoChange(0.0, DEFAULT_TEMPO), *conductor.tempos), conductor.metres)

@@ -269,3 +269,29 @@ def test_tempo_map_metre_and_track_names_survive_a_write_and_read(tmp_path):
     assert [round(e.time, 3) for e in back.events] == [0.0, 2.77, 6.0, 6.5]
     bars = back.conductor.bar_starts(8.0)
     assert bars[:3] == pytest.approx([0.0, 0.923077, 0.923077 + 3 * 0.923077], abs=1e-3)
+
+
+def test_write_midi_ends_every_hanging_note_at_the_last_event(tmp_path):
+    """A pitch struck twice and released once, a note never released, and a note ended by CC123: the file gets
+    one note-off for each note still sounding, at the last event's time, and none for the CC123's."""
+    events = [Timed(0.0, _note("note_on", 60)), Timed(0.5, _note("note_on", 60)),
+              Timed(1.0, _note("note_off", 60)), Timed(1.2, _note("note_on", 64, channel=1)),
+              Timed(1.3, _note("note_on", 67, channel=2)),
+              Timed(1.4, mido.Message("control_change", channel=2, control=123, value=0)),
+              Timed(2.0, mido.Message("control_change", channel=0, control=7, value=100))]
+    path = tmp_path / "hanging.mid"
+    write_midi(events, path)
+    back = [(round(t, 6), m) for t, m in read_midi(path).events]
+    assert [(t, m) for t, m in back if m.type != "note_off"] == [e for e in events if e.msg.type != "note_off"]
+    offs = [(t, m.channel, m.note) for t, m in back if m.type == "note_off"]
+    assert offs == [(1.0, 0, 60), (2.0, 0, 60), (2.0, 1, 64)]
+
+
+def test_write_midi_names_an_unnamed_track_after_the_class_it_plays(tmp_path):
+    """A bass program on channel 1 is a 'bass' track, not the channel's default class ('piano')."""
+    events = [Timed(0.0, mido.Message("program_change", channel=0, program=33)), Timed(0.0, _note("note_on", 40)),
+              Timed(1.0, _note("note_off", 40)), Timed(0.0, _note("note_on", 36, channel=9)),
+              Timed(1.0, _note("note_off", 36, channel=9))]
+    path = tmp_path / "bass.mid"
+    write_midi(sorted(events, key=lambda e: e.time), path, track_names={9: "Kit"})
+    assert read_midi(path).track_names == {0: "bass", 9: "Kit"}
