@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 
 from musebridge.engine import vocab as V
-from musebridge.engine.errors import EngineError
+from musebridge.engine.errors import EngineError, MidiFileError
+from musebridge.engine.midifile import read_midi
 from musebridge.engine.sampler import SamplingConfig
 
 from .errors import ExportError
@@ -77,7 +78,16 @@ def _sources(args):
     corpus = Path(args.data)
     train = P.corpus_sources(corpus, "train", args.seed) if (corpus / "midi").is_dir() else None
     if args.inputs:
-        return {"files": P.file_sources(args.inputs, args.style)}, train
+        usable = []
+        for source in P.file_sources(args.inputs, args.style):
+            try:
+                read_midi(source.path)
+                usable.append(source)
+            except MidiFileError as exc:
+                print(f"musebridge judge: skipped {exc}", file=sys.stderr)
+        if len(usable) < 2:
+            raise ExportError(f"{len(usable)} usable MIDI file(s) in {' '.join(args.inputs)}; give at least 2")
+        return {"files": usable}, train
     return P.corpus_sources(corpus, "test", args.seed), train
 
 
@@ -117,12 +127,28 @@ def tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+def strict(value):
+    """The value with every NaN or infinity replaced by None, so the JSON is strict (RFC 8259)."""
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _write_json(result: dict, path: str) -> None:
+    """Write atomically: the file appears complete or not at all."""
     folder = Path(path).parent
     fd, tmp = tempfile.mkstemp(prefix=".judge.", suffix=".tmp", dir=folder if str(folder) else ".")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=1, default=lambda v: None)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(strict(result), fh, indent=1, allow_nan=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def run(args: argparse.Namespace) -> int:
