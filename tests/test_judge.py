@@ -7,9 +7,10 @@ import json
 
 import mido
 import pytest
-from musebridge.cli import main
 from musebridge.engine.codec import Timed
 from musebridge.engine.midifile import write_midi
+
+from musebridge.cli import main
 
 SCALE = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62]
 
@@ -22,8 +23,9 @@ def duet_piece(path, transpose: int, seconds: float = 24.0) -> None:
     t, i = 0.0, 0
     while t < seconds - 0.5:
         pitch = SCALE[i % len(SCALE)] + transpose
+        velocity = 70 + 3 * transpose
         for channel, note in ((0, pitch), (1, pitch - 24)):
-            events.append(Timed(t, mido.Message("note_on", channel=channel, note=note, velocity=70 + 3 * transpose)))
+            events.append(Timed(t, mido.Message("note_on", channel=channel, note=note, velocity=velocity)))
             events.append(Timed(t + 0.45, mido.Message("note_off", channel=channel, note=note)))
         t, i = t + 0.5, i + 1
     write_midi(sorted(events, key=lambda e: e.time), path, track_names={0: "Melody", 1: "Bass"})
