@@ -1,18 +1,22 @@
-"""`musebridge eval`: negative log-likelihood of a model and of an n-gram baseline on a corpus split.
+"""`musebridge eval`: how well a model predicts music, in nats, beside an n-gram baseline and a uniform guess.
 
-Both models score the same targets: every token of every piece except its first (BOS), in nats. Figures are
-nats per token (total NLL / targets) and nats per note (total NLL of the pieces / their note-ons), overall and
-per style.
+Model (export/scoring.py): the engine's bundled model by default, any .onnx file through the engine's runtime
+(`--model`), or a .pt checkpoint through torch. Pieces longer than the window are read in prefix-keeping sliding
+windows of `--context` tokens (default: the model's block size), each scoring `--stride` new tokens (default half
+the window), as the engine reads a session whose window slides.
 
-The transformer reads pieces longer than its block_size in sliding windows that keep the conditioning prefix:
-the first window is the piece's first block_size tokens; each next window is the prefix followed by the most
-recent tokens, and scores only the `stride` tokens it adds (default block_size / 2), so every scored token sees
-at least block_size - stride - prefix tokens of context — what the engine does when its window slides.
-`--context N` scores with windows of N tokens instead of block_size (stride N / 2 by default): what an engine
-session created with that `context` sees, so the cost of a shorter, quicker context can be read off.
+Input (export/eval_inputs.py): a corpus split (`--data data/corpus --split test`), or MIDI files and folders
+(`--style` for their conditioning); `--live-like` plays each piece on piano with the rule-based performer first.
 
-The n-gram baseline (export/ngram.py) is fitted on the corpus's train split, its order (2..5) chosen on the
-valid split.
+Targets are every token of every piece except its first (BOS). Figures are nats per token (total NLL / targets)
+and nats per note (total NLL / note-ons), overall, per style and per token kind (KINDS: vocabulary segments
+grouped). A kind's per-note figure is its share of the total, so the kinds' per-note figures add up to the
+overall one. Three columns:
+- model: the model under test;
+- ngram: an interpolated Kneser-Ney n-gram (export/ngram.py) fitted once on the corpus's train split, its order
+  chosen on the valid split, cached in <corpus>/cache/; left out when there is no corpus;
+- uniform: a guess that knows each token's kind and picks uniformly among that kind's ids (log of the kind's
+  size in nats; 0 for EOS, the only id of its kind): for orientation.
 """
 
 from __future__ import annotations
@@ -23,199 +27,203 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from musebridge.engine import vocab as V
-from musebridge.engine.protocol import MIN_CONTEXT
+from musebridge.engine.errors import EngineError
 
-from .dataset import TokenData, load_split
+from . import ngram
+from .dataset import TokenData
 from .errors import ExportError
+from .eval_inputs import NoInput, corpus_pieces, file_pieces, subset  # noqa: F401 - subset: public helper
+from .scoring import flat_targets, load_scorer, model_nll, piece_chunks, target_starts  # noqa: F401
 
 log = logging.getLogger(__name__)
 
+# Token kinds as the table reports them: vocabulary segments (engine/vocab.py SEGMENTS) grouped. Conditioning
+# tokens are scored wherever they are targets: the prefix after BOS (style, instrument set).
+KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("time", ("time",)),
+    ("velocity", ("velocity",)),
+    ("note_on", ("note_on",)),
+    ("note_off", ("note_off",)),
+    ("pedal", ("pedal_on", "pedal_off")),
+    ("conditioning", ("bos", "style", "set")),
+    ("eos", ("eos",)),
+    ("pad", ("pad",)),
+)
+COLUMNS = ("model", "ngram", "uniform")
+
 
 @dataclass(frozen=True)
-class Chunk:
-    """One model input: `tokens` to run, and which of its outputs score which piece token.
-    positions[j] is the input index whose logits predict tokens[positions[j] + 1]."""
+class EvalConfig:
+    """What `musebridge eval` scores and how. model: a model file (None: the bundled model); inputs: MIDI files
+    and folders (empty: the corpus split); limit: at most this many pieces; stride, context: tokens."""
 
-    piece: int
-    tokens: np.ndarray
-    positions: np.ndarray
-
-
-def piece_chunks(index: int, piece: np.ndarray, prefix_len: int, block: int, stride: int) -> list[Chunk]:
-    """Windows covering targets 1..len-1 of a piece exactly once (see the module docstring)."""
-    piece = np.asarray(piece, dtype=np.int64)
-    first = piece[:block]
-    chunks = [Chunk(index, first, np.arange(len(first) - 1))] if len(first) > 1 else []
-    done = len(first)  # targets 1..done-1 are scored
-    prefix = piece[:prefix_len]
-    keep = block - prefix_len
-    while done < len(piece):
-        end = min(len(piece), done + stride)
-        start = max(prefix_len, end - keep)
-        tokens = np.concatenate((prefix, piece[start:end]))
-        positions = np.arange(done, end) - start + prefix_len - 1
-        chunks.append(Chunk(index, tokens, positions))
-        done = end
-    return chunks
+    model: str | None = None
+    data: str = "data/corpus"
+    split: str = "test"
+    inputs: tuple[str, ...] = ()
+    style: str = "unknown"
+    live_like: bool = False
+    limit: int | None = None
+    stride: int | None = None
+    context: int | None = None
+    orders: tuple[int, ...] = (2, 3, 4, 5)
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = False
 
 
-def model_nll(model, data: TokenData, stride: int | None = None, batch_tokens: int = 16384,
-              device: str = "cpu", progress: bool = False, context: int | None = None) -> np.ndarray:
-    """Total NLL (nats) of each piece's tokens 1..len-1 under a GPT, in prefix-keeping sliding windows of
-    `context` tokens (default: the model's block size). progress: show a tqdm bar over the batches on stderr."""
-    import torch
-    import torch.nn.functional as F
-    from tqdm import tqdm
+@lru_cache(maxsize=1)
+def token_kinds() -> tuple[np.ndarray, np.ndarray]:
+    """(kind index of every token id, number of ids of every kind), read from the segment table."""
+    of_segment = {segment: k for k, (_, segments) in enumerate(KINDS) for segment in segments}
+    kind = np.concatenate([np.full(count, of_segment[name], np.int64) for name, count, _ in V.SEGMENTS])
+    return kind, np.bincount(kind, minlength=len(KINDS))
 
-    block = context or model.config.block_size
-    if not MIN_CONTEXT <= block <= model.config.block_size:
-        raise ExportError(f"context {block}: give {MIN_CONTEXT} to {model.config.block_size} tokens "
-                          "(the model's block size)")
-    stride = stride or max(1, block // 2)
-    prefix_lens = data.prefix_lengths()
-    chunks = [c for i in range(len(data))
-              for c in piece_chunks(i, data.piece(i), int(prefix_lens[i]), block, stride)]
-    chunks.sort(key=lambda c: len(c.tokens))
-    out = np.zeros(len(data))
-    model.to(device).eval()
-    with torch.no_grad():
-        batches = list(_batches(chunks, batch_tokens))
-        for group in tqdm(batches, desc="eval", unit="batch", disable=not progress, mininterval=1.0):
-            x = np.full((len(group), len(group[-1].tokens)), V.PAD, dtype=np.int64)
-            y = np.full_like(x, -1)  # -1: not scored
-            for row, c in enumerate(group):
-                x[row, : len(c.tokens)] = c.tokens
-                y[row, c.positions] = c.tokens[c.positions + 1]
-            logits, _ = model(torch.from_numpy(x).to(device))
-            flat = logits.float().reshape(-1, logits.shape[-1])
-            ce = F.cross_entropy(flat, torch.from_numpy(y).to(device).view(-1), ignore_index=-1, reduction="none")
-            ce = ce.view(y.shape)
-            np.add.at(out, [c.piece for c in group], ce.sum(dim=1).double().cpu().numpy())
+
+def _figures(mask: np.ndarray, notes: int, columns: dict[str, np.ndarray]) -> dict:
+    tokens = int(mask.sum())
+    out: dict = {"tokens": tokens, "notes": notes}
+    for name, nll in columns.items():
+        total = float(nll[mask].sum())
+        out[f"{name}_nll"] = total / max(tokens, 1)
+        out[f"{name}_nll_per_note"] = total / max(notes, 1)
     return out
 
 
-def _batches(chunks: list[Chunk], batch_tokens: int):
-    """Groups of chunks (sorted by length) whose padded size stays within batch_tokens."""
-    group: list[Chunk] = []
-    for c in chunks:
-        if group and (len(group) + 1) * len(c.tokens) > batch_tokens:
-            yield group
-            group = []
-        group.append(c)
-    if group:
-        yield group
-
-
-def summarize(data: TokenData, nll: np.ndarray) -> dict:
-    """Nats per token and per note, overall and per style, from per-piece NLL totals."""
-    targets = np.diff(data.offsets) - 1
-    notes = data.notes()
+def summarize(data: TokenData, columns: dict[str, np.ndarray]) -> dict:
+    """Figures (nats) of each column of per-target NLL (flat layout, export/scoring.py), with the uniform guess
+    added: overall, per style and per token kind. A kind's per-note figure is its share of the overall one."""
+    targets = flat_targets(data)
+    kind_of, sizes = token_kinds()
+    kinds = kind_of[targets]
+    columns = {**columns, "uniform": np.log(sizes[kinds].astype(np.float64))}
     styles = np.array(data.styles)
-
-    def figures(mask: np.ndarray) -> dict:
-        t, n = int(targets[mask].sum()), int(notes[mask].sum())
-        return {"pieces": int(mask.sum()), "tokens": t, "notes": n,
-                "nll_per_token": float(nll[mask].sum() / max(t, 1)),
-                "nll_per_note": float(nll[mask].sum() / max(n, 1))}
-
-    return {"all": figures(np.ones(len(data), bool)),
-            "per_style": {s: figures(styles == s) for s in sorted(set(data.styles))}}
-
-
-def subset(data: TokenData, limit: int | None) -> TokenData:
-    """The first `limit` pieces of a split (all when limit is None)."""
-    if limit is None or limit >= len(data):
-        return data
-    end = int(data.offsets[limit])
-    return TokenData(data.tokens[:end], data.offsets[: limit + 1], data.ids[:limit], data.styles[:limit])
+    target_style = np.repeat(styles, np.diff(target_starts(data)))
+    notes = data.notes()
+    total_notes = int(notes.sum())
+    result = {"pieces": len(data), **_figures(np.ones(len(targets), bool), total_notes, columns)}
+    result["per_style"] = {s: {"pieces": int((styles == s).sum()),
+                               **_figures(target_style == s, int(notes[styles == s].sum()), columns)}
+                           for s in sorted(set(data.styles))}
+    result["per_kind"] = {name: {"ids": int(sizes[k]), **_figures(kinds == k, total_notes, columns)}
+                          for k, (name, _) in enumerate(KINDS) if (kinds == k).any()}
+    return result
 
 
-def evaluate(ckpt: str, root: str, split: str, limit: int | None = None, stride: int | None = None,
-             orders=(2, 3, 4, 5), device: str = "cpu", progress: bool = False, context: int | None = None) -> dict:
-    """Model and n-gram figures on one split, as the JSON object `musebridge eval --json` prints."""
-    from . import ngram
-    from .checkpoint import load_checkpoint
+def _read_inputs(cfg: EvalConfig, skip) -> tuple[TokenData, dict]:
+    played = " played live-like" if cfg.live_like else ""
+    if cfg.inputs:
+        data = file_pieces(cfg.inputs, cfg.style, cfg.limit, cfg.live_like, skip)
+        return data, {"files": list(data.ids), "style": cfg.style, "live_like": cfg.live_like,
+                      "input": f"{len(data)} MIDI file(s){played}"}
+    data = corpus_pieces(cfg.data, cfg.split, cfg.limit, cfg.live_like, skip)
+    return data, {"data": str(cfg.data), "split": cfg.split, "live_like": cfg.live_like,
+                  "input": f"split {cfg.split} of {cfg.data}{played}"}
 
-    data = subset(load_split(root, split), limit)
-    valid = subset(load_split(root, "valid"), limit)
+
+def _ngram_column(cfg: EvalConfig, data: TokenData) -> tuple[np.ndarray | None, dict]:
+    """Per-target NLL of the corpus's n-gram baseline, and what to report about it; None without a corpus."""
+    tokens = Path(cfg.data) / "tokens"
+    if not ((tokens / "train.npy").is_file() and (tokens / "valid.npy").is_file()):
+        return None, {"ngram_missing": f"n-gram baseline left out: no corpus in {cfg.data} (build one with "
+                                       "`musebridge corpus build`, or pass --data DIR)"}
+    model, scores = ngram.baseline(cfg.data, cfg.orders)
+    nll = ngram.token_nll(model, [data.piece(i) for i in range(len(data))])
+    return nll, {"ngram_order": model.order, "ngram_valid_nll_by_order": scores,
+                 "ngram_cache": str(ngram.cache_path(cfg.data, cfg.orders))}
+
+
+def evaluate(cfg: EvalConfig, skip=None) -> dict:
+    """Every figure of one evaluation, as the JSON object `musebridge eval --json` prints. skip(message) is told
+    of each input left out (default: a logged warning)."""
+    scorer = load_scorer(cfg.model, cfg.context, cfg.device, cfg.threads)
+    data, source = _read_inputs(cfg, skip or (lambda message: log.warning("%s", message)))
+    stride = cfg.stride or max(1, scorer.block // 2)
     t0 = time.monotonic()
-    baseline, order_scores = ngram.choose_order(np.asarray(load_split(root, "train").tokens),
-                                                [valid.piece(i) for i in range(len(valid))], orders)
-    ngram_fig = summarize(data, ngram.nll(baseline, [data.piece(i) for i in range(len(data))]))
-    log.info("n-gram (order %d) fitted and scored in %.1f s", baseline.order, time.monotonic() - t0)
-    model, state = load_checkpoint(ckpt)
-    window = context or model.config.block_size
-    t0 = time.monotonic()
-    model_fig = summarize(data, model_nll(model, data, stride=stride, device=device, progress=progress,
-                                          context=window))
-    log.info("model scored in %.1f s", time.monotonic() - t0)
-    m, n = model_fig["all"]["nll_per_token"], ngram_fig["all"]["nll_per_token"]
-    return {
-        "split": split, "ckpt": str(ckpt), "params": model.num_params(), "config": model.config.to_dict(),
-        "context": window, "stride": stride or window // 2,
-        "model_nll": m, "ngram_nll": n, "improvement": 1.0 - m / n,
-        "model_nll_per_note": model_fig["all"]["nll_per_note"],
-        "ngram_nll_per_note": ngram_fig["all"]["nll_per_note"],
-        "ngram_order": baseline.order, "ngram_valid_nll_by_order": order_scores,
-        "pieces": model_fig["all"]["pieces"], "tokens": model_fig["all"]["tokens"],
-        "notes": model_fig["all"]["notes"],
-        "per_style": {s: {"pieces": f["pieces"], "tokens": f["tokens"], "notes": f["notes"],
-                          "model_nll": f["nll_per_token"], "ngram_nll": ngram_fig["per_style"][s]["nll_per_token"],
-                          "model_nll_per_note": f["nll_per_note"],
-                          "ngram_nll_per_note": ngram_fig["per_style"][s]["nll_per_note"]}
-                      for s, f in model_fig["per_style"].items()},
-        "train_step": state.get("train", {}).get("state", {}).get("step"),
-    }
+    columns = {"model": scorer.token_nll(data, stride, cfg.progress)}
+    log.info("model scored %d tokens in %.1f s", len(columns["model"]), time.monotonic() - t0)
+    ngram_nll, ngram_info = _ngram_column(cfg, data)
+    if ngram_nll is not None:
+        columns["ngram"] = ngram_nll
+    result = {**scorer.describe, "context": scorer.block, "stride": stride, **source, **ngram_info,
+              **summarize(data, columns)}
+    if ngram_nll is None:
+        result.update(ngram_nll=None, ngram_nll_per_note=None, improvement=None)
+    else:
+        result["improvement"] = 1.0 - result["model_nll"] / result["ngram_nll"]
+    return result
+
+
+def _row(label: str, lead: list, f: dict, columns: list[str]) -> str:
+    cells = [f"{label:<14}"] + [f"{v:>9}" for v in lead]
+    cells += [f"{f[f'{c}_nll']:>13.4f}" for c in columns] + [f"{f[f'{c}_nll_per_note']:>13.4f}" for c in columns]
+    return "".join(cells)
+
+
+def format_table(result: dict) -> str:
+    """The figures as two tables (per style, per token kind) under a line saying what was scored."""
+    columns = [c for c in COLUMNS if result.get(f"{c}_nll") is not None]
+    head = "".join(f"{c + '/tok':>13}" for c in columns) + "".join(f"{c + '/note':>13}" for c in columns)
+    lines = [f"{result.get('model', 'model')} ({result['format']}, context {result['context']}, stride "
+             f"{result['stride']}) on {result['input']}: {result['pieces']} pieces, {result['tokens']} tokens, "
+             f"{result['notes']} notes; nats, lower is better", "",
+             f"{'style':<14}{'pieces':>9}{'tokens':>9}" + head]
+    for style, f in [*result["per_style"].items(), ("all", result)]:
+        lines.append(_row(style, [f["pieces"], f["tokens"]], f, columns))
+    lines += ["", f"{'kind':<14}{'ids':>9}{'tokens':>9}" + head]
+    for kind, f in result["per_kind"].items():
+        lines.append(_row(kind, [f["ids"], f["tokens"]], f, columns))
+    lines.append(_row("all", [V.VOCAB_SIZE, result["tokens"]], result, columns))
+    if result.get("improvement") is not None:
+        gain = 100 * result["improvement"]
+        lines += ["", f"model is {abs(gain):.1f}% {'below' if gain >= 0 else 'above'} the order-"
+                      f"{result['ngram_order']} n-gram per token"]
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", default="runs/default/best.pt", help="checkpoint to evaluate")
-    parser.add_argument("--data", default="data/corpus", help="corpus folder (tokens/train, valid, SPLIT)")
+    parser.add_argument("inputs", nargs="*", metavar="MIDI",
+                        help="MIDI files or folders (searched recursively) to score instead of a corpus split")
+    parser.add_argument("--model", "--ckpt", dest="model", default=None, metavar="PATH",
+                        help="model to score: .onnx (engine runtime) or .pt (torch); default: the bundled model")
+    parser.add_argument("--data", default="data/corpus", help="corpus folder (its split, and the n-gram's data)")
     parser.add_argument("--split", default="test", help="split to score (train, valid, test)")
+    parser.add_argument("--style", default="unknown", help="conditioning style of the MIDI files given")
+    parser.add_argument("--live-like", action="store_true",
+                        help="play each piece live-like on piano (export/perform.py) before scoring it")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N pieces (quick look)")
     parser.add_argument("--stride", type=int, default=None, help="tokens scored per sliding window")
     parser.add_argument("--context", type=int, default=None, metavar="TOKENS",
                         help="window length (default: the model's block size), as `play --context`")
     parser.add_argument("--orders", default="2,3,4,5", help="n-gram orders to try on the valid split")
-    parser.add_argument("--device", default="cpu", help="torch device for the model")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line holding every figure")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime provider, or torch device)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (onnxruntime: default 1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object holding every figure")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _table(result: dict) -> str:
-    lines = [f"{'style':<14}{'pieces':>7}{'tokens':>10}{'model/tok':>11}{'ngram/tok':>11}"
-             f"{'model/note':>12}{'ngram/note':>12}"]
-    rows = list(result["per_style"].items()) + [("all", {
-        "pieces": result["pieces"], "tokens": result["tokens"], "model_nll": result["model_nll"],
-        "ngram_nll": result["ngram_nll"], "model_nll_per_note": result["model_nll_per_note"],
-        "ngram_nll_per_note": result["ngram_nll_per_note"]})]
-    for style, f in rows:
-        lines.append(f"{style:<14}{f['pieces']:>7}{f['tokens']:>10}{f['model_nll']:>11.4f}{f['ngram_nll']:>11.4f}"
-                     f"{f['model_nll_per_note']:>12.4f}{f['ngram_nll_per_note']:>12.4f}")
-    gain = 100 * result["improvement"]
-    side = "below" if gain >= 0 else "above"
-    lines.append(f"model is {abs(gain):.1f}% {side} the order-{result['ngram_order']} n-gram per token on "
-                 f"{result['split']} (nats; lower is better)")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        import torch
+    def skip(message: str) -> None:
+        print(f"musebridge eval: skipped {message}", file=sys.stderr)
 
-        torch.set_num_threads(args.threads)
     try:
         orders = tuple(int(o) for o in args.orders.split(","))
-        result = evaluate(args.ckpt, args.data, args.split, args.limit, args.stride, orders, args.device,
-                          progress=not args.quiet, context=args.context)
-    except (ExportError, ValueError) as exc:
+        cfg = EvalConfig(args.model, args.data, args.split, tuple(args.inputs), args.style, args.live_like,
+                         args.limit, args.stride, args.context, orders, args.device, args.threads,
+                         progress=not args.quiet)
+        result = evaluate(cfg, skip)
+    except NoInput as exc:
+        print(f"musebridge eval: {exc}", file=sys.stderr)
+        return 2
+    except (ExportError, EngineError, ValueError) as exc:
         print(f"musebridge eval: {exc}", file=sys.stderr)
         return 1
-    print(_table(result))
-    if args.json:
-        print(json.dumps(result))
+    if result.get("ngram_missing"):
+        print(f"musebridge eval: {result['ngram_missing']}", file=sys.stderr)
+    print(json.dumps(result) if args.json else format_table(result))
     return 0

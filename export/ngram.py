@@ -10,21 +10,36 @@ h' is h without its oldest token; c_n are raw counts at the highest order n and 
 N1+(. g) below it (Kneser-Ney); P_0 is uniform over the vocabulary, so no token has probability zero. A context
 never seen at order k passes P_{k-1} through. D_k = n1 / (n1 + 2 n2) from the count-of-counts of order k.
 Before the first token of a piece the context is filled with EOS (what precedes BOS in the training stream).
+
+`baseline(root)` fits a corpus's baseline once (on its train split, order chosen on its valid split) and keeps it
+in <root>/cache/ngram-<hash>.npz, the hash covering the train and valid token files, the orders tried, the fitting
+code's format and the vocabulary, so a later evaluation of the same corpus reads it instead of fitting again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from musebridge.engine import vocab as V
+
+from .dataset import load_split, split_paths
 
 log = logging.getLogger(__name__)
 
 BITS = 12
 BASE = 1 << BITS
 MAX_ORDER = 63 // BITS  # 5
+CACHE_FORMAT = "kneser-ney-1"  # bump when fit() or the cache file's layout changes: older cache files are ignored
+_FIELDS = ("keys", "counts", "ctx_keys", "ctx_total", "ctx_types")
 
 
 @dataclass(frozen=True)
@@ -120,18 +135,19 @@ def piece_grams(piece: np.ndarray, order: int) -> np.ndarray:
     return padded[idx]
 
 
+def token_nll(model: NgramModel, pieces) -> np.ndarray:
+    """Negative log-likelihood (nats) of every token 1..len-1 of every piece, pieces one after another."""
+    batch = [piece_grams(piece, model.order) for piece in pieces if len(piece) > 1]
+    if not batch:
+        return np.zeros(0)
+    return -np.log(_prob(model, np.concatenate(batch)))
+
+
 def nll(model: NgramModel, pieces) -> np.ndarray:
     """Total negative log-likelihood (nats) of each piece's tokens 1..len-1 (BOS is given, not predicted)."""
-    out = np.zeros(len(pieces))
-    batch, owners = [], []
-    for i, piece in enumerate(pieces):
-        if len(piece) > 1:
-            batch.append(piece_grams(piece, model.order))
-            owners.append(np.full(len(piece) - 1, i))
-    if batch:
-        logp = np.log(_prob(model, np.concatenate(batch)))
-        np.add.at(out, np.concatenate(owners), -logp)
-    return out
+    lengths = [max(len(p) - 1, 0) for p in pieces]
+    owners = np.repeat(np.arange(len(pieces)), lengths)
+    return np.bincount(owners, weights=token_nll(model, pieces), minlength=len(pieces))
 
 
 def choose_order(train_tokens: np.ndarray, valid_pieces, orders=(2, 3, 4, 5)) -> tuple[NgramModel, dict]:
@@ -146,3 +162,72 @@ def choose_order(train_tokens: np.ndarray, valid_pieces, orders=(2, 3, 4, 5)) ->
         if best is None or scores[order] < scores[best.order]:
             best = model
     return best, scores
+
+
+def cache_path(root: str | os.PathLike, orders) -> Path:
+    """Where a corpus's baseline for these orders is cached: <root>/cache/ngram-<16 hex digits>.npz."""
+    h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "orders": sorted(int(o) for o in orders),
+                                   "vocab": asdict(V.vocab_info())}, sort_keys=True).encode())
+    for split in ("train", "valid"):
+        for path in split_paths(root, split)[:2]:  # the tokens and the piece offsets
+            with open(path, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+    return Path(root) / "cache" / f"ngram-{h.hexdigest()[:16]}.npz"
+
+
+def save(path: str | os.PathLike, model: NgramModel, scores: dict) -> None:
+    """Write a model and its validation scores as one .npz, atomically (a temporary file renamed over `path`)."""
+    path = Path(path)
+    arrays = {"order": np.array(model.order), "vocab_size": np.array(model.vocab_size),
+              "score_orders": np.array(list(scores), np.int64), "score_nll": np.array(list(scores.values()))}
+    for k, table in enumerate(model.orders, start=1):
+        arrays[f"o{k}_discount"] = np.array(table.discount)
+        for name in _FIELDS:  # counts, totals and types are whole numbers below 2**32
+            value = getattr(table, name)
+            arrays[f"o{k}_{name}"] = value if name.endswith("keys") else value.astype(np.uint32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(path: str | os.PathLike) -> tuple[NgramModel, dict]:
+    """A model and its validation scores written by save(); OSError, ValueError, KeyError or BadZipFile if the
+    file is unreadable."""
+    with np.load(path, allow_pickle=False) as f:
+        order = int(f["order"])
+        tables = []
+        for k in range(1, order + 1):
+            fields = {name: f[f"o{k}_{name}"] if name.endswith("keys") else f[f"o{k}_{name}"].astype(np.float64)
+                      for name in _FIELDS}
+            tables.append(_Order(**fields, discount=float(f[f"o{k}_discount"])))
+        scores = dict(zip(f["score_orders"].tolist(), f["score_nll"].tolist(), strict=True))
+        return NgramModel(order, int(f["vocab_size"]), tuple(tables)), scores
+
+
+def baseline(root: str | os.PathLike, orders=(2, 3, 4, 5)) -> tuple[NgramModel, dict]:
+    """A corpus's baseline: read from its cache file, else fitted on the train split with the order chosen on the
+    whole valid split, and cached. Returns the model and {order: validation nats per token}."""
+    path = cache_path(root, orders)
+    if path.is_file():
+        try:
+            model, scores = load(path)
+            log.info("n-gram (order %d) read from %s", model.order, path)
+            return model, scores
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            log.warning("%s: unreadable n-gram cache (%s); fitting again", path, exc)
+    train, valid = load_split(root, "train"), load_split(root, "valid")
+    t0 = time.monotonic()
+    model, scores = choose_order(np.asarray(train.tokens), [valid.piece(i) for i in range(len(valid))], orders)
+    log.info("n-gram (order %d) fitted in %.1f s", model.order, time.monotonic() - t0)
+    try:
+        save(path, model, scores)
+        log.info("n-gram cached in %s", path)
+    except OSError as exc:
+        log.warning("%s: could not cache the n-gram (%s); the next eval fits it again", path, exc)
+    return model, scores

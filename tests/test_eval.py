@@ -13,12 +13,12 @@ from musebridge.engine.codec import decode_tokens
 from musebridge.engine.instruments import INSTRUMENTS
 from musebridge.export import ngram, train_cli
 from musebridge.export.checkpoint import load_checkpoint
-from musebridge.export.dataset import TokenData, load_split
+from musebridge.export.dataset import TokenData, load_split, write_split
 from musebridge.export.errors import ExportError
 from musebridge.export.evaluate import model_nll, piece_chunks
 from musebridge.export.model import GPT, GPTConfig
 from musebridge.export.sample import sample
-from synth_corpus import KINDS, kind_instruments, write_corpus
+from synth_corpus import KINDS, kind_instruments, synth_piece, write_corpus
 
 from musebridge.cli import main as cli_main
 
@@ -133,3 +133,178 @@ def test_masked_sampling_gives_music_in_the_chosen_instruments(trained):
     assert channels == {INSTRUMENTS[6].channel}
     assert sample(model, V.conditioning("folk", wanted), 80, instruments=wanted, seed=1,
                   stop_at_eos=False) == tokens  # seeded
+
+
+# --- any model the engine loads, MIDI inputs, per-kind figures, the n-gram cache, no torch ---
+
+def write_midi_folder(folder, n_good: int = 2, bad: bool = True):
+    """A folder of MIDI files: synthetic pieces (one in a sub-folder), and an empty and a corrupt .mid."""
+    from musebridge.engine.midifile import decode_to_file
+
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    for i in range(n_good):
+        style, names = KINDS[i % len(KINDS)]
+        target = folder / ("sub" if i else "") / f"p{i}.mid"
+        decode_to_file(synth_piece(style, kind_instruments(names), seed=i), target)
+    if bad:
+        (folder / "empty.mid").write_bytes(b"")
+        (folder / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    return folder
+
+
+def run_json(argv, capsys) -> tuple[int, dict | None, str]:
+    code = cli_main(["eval", *argv, "--json", "--quiet"])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if code == 0 else None), captured.err
+
+
+@pytest.fixture(scope="module")
+def exported_trained(trained, tmp_path_factory):
+    """The trained tiny model (block 64) exported to fp32 ONNX."""
+    from musebridge.export.onnx_export import export_model
+
+    _, ckpt = trained
+    model, state = load_checkpoint(ckpt)
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_model(model, state, path)
+    return path
+
+
+def test_token_kinds_cover_the_vocabulary():
+    from musebridge.export.evaluate import KINDS as TOKEN_KINDS
+    from musebridge.export.evaluate import token_kinds
+
+    kind, sizes = token_kinds()
+    assert len(kind) == V.VOCAB_SIZE and sizes.sum() == V.VOCAB_SIZE
+    names = [name for name, _ in TOKEN_KINDS]
+    assert names[kind[V.time_token(7)]] == "time" and names[kind[V.velocity_token(3)]] == "velocity"
+    assert names[kind[V.note_on_token(0, 60)]] == "note_on" and names[kind[V.note_off_token(11, 36)]] == "note_off"
+    assert names[kind[V.pedal_token(0, True)]] == names[kind[V.pedal_token(4, False)]] == "pedal"
+    assert {names[kind[t]] for t in V.conditioning("bach", [0, 5])} == {"conditioning"}
+    assert names[kind[V.EOS]] == "eos" and sizes[names.index("pedal")] == 2 * V.N_INSTRUMENTS
+
+
+def test_per_kind_figures_add_up_to_the_total():
+    from musebridge.export.evaluate import summarize
+    from musebridge.export.scoring import flat_targets
+
+    pieces = [synth_piece("bach", [6], seed=1), synth_piece("folk", [5, 9], seed=2)]
+    pieces[0] = pieces[0][:3] + [V.pedal_token(6, True)] + pieces[0][3:]
+    offsets = np.cumsum([0] + [len(p) for p in pieces])
+    data = TokenData(np.concatenate(pieces), offsets, ("a", "b"), ("bach", "folk"))
+    nll = np.random.default_rng(0).random(len(flat_targets(data))) * 5
+    result = summarize(data, {"model": nll})
+    kinds = result["per_kind"]
+    assert sum(k["tokens"] for k in kinds.values()) == result["tokens"] == sum(len(p) - 1 for p in pieces)
+    assert sum(k["model_nll"] * k["tokens"] for k in kinds.values()) == pytest.approx(nll.sum())
+    assert sum(k["model_nll_per_note"] for k in kinds.values()) == pytest.approx(result["model_nll_per_note"])
+    assert result["model_nll"] == pytest.approx(nll.mean())
+    assert kinds["pedal"]["tokens"] == 1 and kinds["eos"]["tokens"] == 2 and kinds["eos"]["uniform_nll"] == 0.0
+    assert kinds["conditioning"]["tokens"] == 2 + 3  # STYLE SET, STYLE SET SET (BOS is never a target)
+    assert kinds["note_on"]["tokens"] == result["notes"]
+    assert kinds["note_on"]["uniform_nll"] == pytest.approx(np.log(V.N_INSTRUMENTS * V.N_PITCHES))
+    styles = result["per_style"]
+    assert styles["bach"]["tokens"] + styles["folk"]["tokens"] == result["tokens"]
+
+
+def test_onnx_and_torch_score_the_same(trained, exported_trained):
+    from musebridge.export.scoring import OnnxScorer, TorchScorer
+
+    root, _ = trained
+    data = load_split(root, "test")
+    model, _ = load_checkpoint(trained[1])
+    assert max(np.diff(data.offsets)) > 2 * model.config.block_size  # several windows per piece
+    for context in (None, 32):
+        ref = TorchScorer(model, context).token_nll(data)
+        got = OnnxScorer(exported_trained, context).token_nll(data)
+        assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-3
+        assert ref.mean() < 2.0  # a trained model: a misplaced target would cost several nats
+
+
+def test_eval_cli_gives_the_same_figures_for_the_onnx_export_and_the_checkpoint(trained, exported_trained, capsys):
+    root, ckpt = trained
+    figures = {}
+    for model in (ckpt, exported_trained):
+        code, result, _ = run_json(["--model", str(model), "--data", str(root), "--orders", "2,3"], capsys)
+        assert code == 0
+        figures[result["format"]] = result
+    onnx_, torch_ = figures["onnx"], figures["torch"]
+    assert onnx_["model_nll"] == pytest.approx(torch_["model_nll"], rel=1e-5)
+    for kind, f in torch_["per_kind"].items():
+        assert onnx_["per_kind"][kind]["model_nll"] == pytest.approx(f["model_nll"], rel=1e-4, abs=1e-5)
+    assert onnx_["ngram_nll"] == torch_["ngram_nll"] and onnx_["context"] == torch_["context"] == 64
+
+
+def test_ngram_is_fitted_once_per_corpus_and_cached(tmp_path, monkeypatch):
+    from musebridge.export.evaluate import EvalConfig, _ngram_column
+
+    write_corpus(tmp_path, (12, 3, 3), n_notes=16)
+    cfg = EvalConfig(data=str(tmp_path), orders=(2, 3))
+    data = load_split(tmp_path, "test")
+    first, info = _ngram_column(cfg, data)
+    cached = list((tmp_path / "cache").glob("ngram-*.npz"))
+    assert len(cached) == 1 and str(cached[0]) == info["ngram_cache"]
+    mtime = cached[0].stat().st_mtime_ns
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the n-gram was fitted again")
+
+    monkeypatch.setattr(ngram, "fit", no_fit)
+    second, info2 = _ngram_column(cfg, data)
+    assert np.array_equal(first, second) and info2 == info
+    assert cached[0].stat().st_mtime_ns == mtime and list((tmp_path / "cache").iterdir()) == cached
+    monkeypatch.undo()
+
+    cached[0].write_bytes(b"truncated")  # an unreadable cache is fitted again and replaced
+    assert np.array_equal(_ngram_column(cfg, data)[0], first)
+    assert ngram.load(cached[0])[0].order == info["ngram_order"]
+    other = ngram.cache_path(tmp_path, (2, 3, 4))
+    assert other != cached[0]  # other orders, another file
+    write_split(tmp_path, "train", [synth_piece("bach", [6], seed=9)], styles=["bach"])
+    assert ngram.cache_path(tmp_path, (2, 3)) != cached[0]  # another train split, another file
+
+
+def test_midi_folder_skips_a_corrupt_and_an_empty_file(tmp_path, capsys):
+    folder = write_midi_folder(tmp_path / "midi", n_good=2)
+    code, result, err = run_json([str(folder), "--style", "bach", "--data", str(tmp_path / "none")], capsys)
+    assert code == 0 and result["pieces"] == 2 and set(result["per_style"]) == {"bach"}
+    assert result["ngram_nll"] is None and "musebridge corpus build" in result["ngram_missing"]
+    lines = err.strip().splitlines()
+    assert sum("empty.mid" in line for line in lines) == 1 and sum("corrupt.mid" in line for line in lines) == 1
+    assert {"time", "note_on", "note_off", "conditioning", "eos"} <= set(result["per_kind"])
+    assert result["model"].endswith("default.onnx")  # the bundled model by default
+
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.midi").write_bytes(b"")
+    code, _, err = run_json([str(only_bad)], capsys)
+    assert code == 2 and "x.midi" in err and err.strip().splitlines()[-1].startswith("musebridge eval: no usable")
+
+
+def test_no_corpus_and_no_files_is_one_line(tmp_path, capsys):
+    code, _, err = run_json(["--data", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "musebridge corpus build" in err
+
+
+def test_eval_runs_without_torch(tmp_path):
+    """The bundled model on a folder of MIDI files, n-gram from a corpus, with torch and tqdm hidden."""
+    import subprocess
+    import sys
+
+    folder = write_midi_folder(tmp_path / "midi", n_good=2)
+    write_corpus(tmp_path / "corpus", (8, 2, 2), n_notes=12)
+    script = (
+        "import sys, json\n"
+        "sys.modules['torch'] = None\nsys.modules['tqdm'] = None\n"
+        "from musebridge.cli import main\n"
+        f"args = ['eval', {str(folder)!r}, '--data', {str(tmp_path / 'corpus')!r}, '--orders', '2,3']\n"
+        "assert main(args) == 0\n"
+        "assert main(args + ['--json', '--limit', '1']) == 0\n"
+        "assert sys.modules['torch'] is None and sys.modules['tqdm'] is None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    table, last = done.stdout.strip().rsplit("\n", 1)
+    assert "note_on" in table and "ngram/tok" in table and "uniform/tok" in table
+    result = json.loads(last)
+    assert result["pieces"] == 1 and result["ngram_nll"] > 0 and "eval: " in done.stderr  # plain progress line
