@@ -4,6 +4,9 @@
     musebridge generate OUT.mid --prompt IN.mid --seconds 20          (continue IN.mid)
     musebridge generate OUT.mid --melody IN.mid --instruments strings  (accompany IN.mid's melody)
     ... [--png ROLL.png] [--wav OUT.wav] [--model MODEL.onnx] [--quiet]
+
+The file keeps the prompt's or melody's tempo map, metre, channels, programs and track names, and gives the model's
+part tracks of its own (engine/generate.py); from scratch it is written at --bpm in --metre (120, 4/4).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from . import pianoroll
 from . import vocab as V
 from .errors import EngineError
 from .instruments import INSTRUMENT_NAMES, instrument_index
-from .midifile import notes_from_events, read_midi, write_midi
+from .midifile import Conductor, MetreChange, TempoChange, notes_from_events, read_midi
 from .sampler import SamplingConfig
 from .session import Engine
 
@@ -36,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", default="unknown", help=f"one of: {', '.join(V.STYLES)}")
     parser.add_argument("--instruments", nargs="+", metavar="NAME", help=f"from: {', '.join(INSTRUMENT_NAMES)}")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds to generate (scratch, continue)")
+    parser.add_argument("--bpm", type=float, help="from scratch: the file's tempo (default 120)")
+    parser.add_argument("--metre", metavar="N/D", help="from scratch: the file's time signature (default 4/4)")
     parser.add_argument("--seed", type=int, help="same seed, same music")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.98)
@@ -56,6 +61,37 @@ def _config(args) -> G.GenerateConfig:
     if not 0 < args.seconds <= 3600:
         raise EngineError(f"--seconds must be within 0..3600, got {args.seconds}")
     return G.GenerateConfig(style=args.style, instruments=instruments, seconds=args.seconds, sampling=sampling)
+
+
+def _conductor(args) -> Conductor | None:
+    """The tempo and metre a file from scratch is written with, from --bpm and --metre (None: neither given)."""
+    if args.bpm is None and args.metre is None:
+        return None
+    if args.prompt or args.melody:
+        raise EngineError("--bpm and --metre apply from scratch; a --prompt or --melody keeps its own tempo map")
+    bpm = 120.0 if args.bpm is None else args.bpm
+    if not 10 <= bpm <= 400:
+        raise EngineError(f"--bpm must be within 10..400, got {bpm:g}")
+    numerator, _, denominator = (args.metre or "4/4").partition("/")
+    if not (numerator.isdigit() and denominator.isdigit() and 1 <= int(numerator) <= 32
+            and int(denominator) in (1, 2, 4, 8, 16, 32)):
+        raise EngineError(f"--metre must look like 3/4 or 6/8 (1-32 over 1, 2, 4 .. 32), got {args.metre!r}")
+    tempo = round(60e6 / bpm)
+    return Conductor((TempoChange(0.0, tempo),), (MetreChange(0.0, int(numerator), int(denominator)),))
+
+
+def _generate(args, config: G.GenerateConfig, conductor: Conductor | None) -> G.Generated:
+    """Read the prompt or melody (with its tempo map and track names), load the model and generate."""
+    source = read_midi(args.prompt or args.melody) if args.prompt or args.melody else None
+    engine = Engine.load(args.model)
+    if source is None:
+        return G.from_scratch(engine, config, _progress(args.seconds, args.quiet), conductor=conductor)
+    events = list(source.events)
+    kept = {"conductor": source.conductor, "track_names": source.track_names}
+    if args.melody:
+        total = max((e.time for e in events), default=1.0)
+        return G.accompaniment(engine, events, config, _progress(total, args.quiet), **kept)
+    return G.continuation(engine, events, config, _progress(args.seconds, args.quiet), **kept)
 
 
 def _check_writable(*paths: str | None) -> None:
@@ -100,22 +136,14 @@ def _wav(mid: str, wav: str) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
+        conductor = _conductor(args)
         _check_writable(args.out, args.png, args.wav)
-        source = args.prompt or args.melody
-        events = list(read_midi(source).events) if source else None
         if args.png:
             pianoroll.matplotlib_or_error()
-        engine = Engine.load(args.model)
-        if args.melody:
-            total = max((e.time for e in events), default=1.0)
-            result = G.accompaniment(engine, events, config, _progress(total, args.quiet))
-        elif args.prompt:
-            result = G.continuation(engine, events, config, _progress(args.seconds, args.quiet))
-        else:
-            result = G.from_scratch(engine, config, _progress(args.seconds, args.quiet))
+        result = _generate(args, config, conductor)
         if not args.quiet:
             print(file=sys.stderr)
-        write_midi(result.events(), args.out)
+        result.write(args.out)
         parts = {name: notes_from_events(ev) for name, ev in result.parts.items()}
         if args.png:
             pianoroll.draw(parts, args.png, title=f"{Path(args.out).name}  (style {args.style})")
