@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ctl": ("musebridge.engine.ctl_cli", "talk to a running server: status, set, watch, call"),
     "keys": ("musebridge.engine.keys_cli", "make CURVE keys for a server listening beyond loopback"),
     "corpus": ("musebridge.export.corpus_cli", "build the training corpus (music21 corpus, MIDI folders); stats"),
+    "perform": ("musebridge.export.perform_cli", "play a notated MIDI file as a pianist would (seeded)"),
     "train": ("musebridge.export.train_cli", "train a model on a token corpus (one device or torchrun DDP)"),
     "judge": ("musebridge.export.judge_cli", "generate from held-out prompts in each mode: model vs real music"),
     "eval": ("musebridge.export.evaluate", "NLL per token and per note of a model vs an n-gram baseline"),
