@@ -160,6 +160,8 @@ def metre_changes(score, tempo: TempoMap) -> tuple[MetreChange, ...]:
         if signature is None:
             continue
         sig = (int(signature.numerator), int(signature.denominator))
+        if sig[1] & (sig[1] - 1) or not 0 < sig[0] < 256:
+            continue  # MIDI writes only power-of-two denominators (an ABC "M:3/3"): the bar keeps the last one
         length = float(bar.duration.quarterLength)
         full = 4.0 * sig[0] / sig[1]
         units = length * sig[1] / 4.0
