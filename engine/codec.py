@@ -198,6 +198,11 @@ class EventDecoder:
         """Sounding notes: (instrument class, pitch) -> count."""
         return dict(self._held)
 
+    @property
+    def sounding(self) -> int:
+        """How many notes are sounding."""
+        return sum(self._held.values())
+
     def feed(self, token: int) -> list[Timed]:
         """Decode one token id (0..VOCAB_SIZE-1); raises CodecError for anything else."""
         try:

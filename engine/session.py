@@ -27,6 +27,7 @@ import numpy as np
 from . import vocab as V
 from .codec import EventEncoder, Timed
 from .errors import EngineBug, EngineError
+from .follow import Follower
 from .runtime import KVCache, Model, RuntimeOptions
 from .sampler import MaskedOut, Sampler, additive, dynamic_mask, log_prob
 from .session_config import SessionConfig
@@ -247,6 +248,10 @@ class Session:
 
     def _set_constraints(self, config: SessionConfig) -> None:
         self._constraints = config.constraints()
+        old = getattr(self, "follower", None)
+        self.follower = Follower(config.follow, self._constraints.allowed_instruments())
+        if old is not None:
+            self.follower.inherit(old)
         self._static = additive(self._constraints.static_mask())
         self._static_now = additive(self._constraints.static_mask(now=True))
         self._now_possible = bool(np.isfinite(self._static_now).any())  # some note-on passes the constraints
@@ -261,6 +266,9 @@ class Session:
         releasable = [key for key in held if key not in keep]
         mask = dynamic_mask(self._static_now if now else self._static, releasable, sum(held.values()),
                             self._constraints.max_polyphony, struck=held)
+        bias = self.follower.bias(self._live, now)
+        if bias is not None:
+            mask = mask + bias
         logits = self._next_logits()
         token = self.sampler.sample(logits, mask)
         logprob = log_prob(logits, mask, token) if score else 0.0
@@ -365,6 +373,7 @@ class Session:
         for i in range(0, len(tokens), self._slide):  # never more than one slide's worth at a time
             self._append(tokens[i : i + self._slide], player=False)
         self._commit_to(len(self.tokens))
+        self.follower.prime(self._live)
         return len(tokens)
 
     def reconfigure(self, config: SessionConfig) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import vocab as V
+from .follow import FollowConfig
 from .sampler import Constraints, SamplingConfig
 
 
@@ -17,7 +18,7 @@ class SessionConfig:
     plays those other than player_instrument. scale/pitch_ranges/max_polyphony: see sampler.Constraints.
     slide_tokens: tokens dropped per window slide (default: a quarter of the cache). context: tokens the model
     sees (the window; default: the model's block size): shorter answers faster and remembers less. Fixed for the
-    session's life.
+    session's life. follow: how the engine follows the player (engine/follow.py).
     """
 
     style: str = "unknown"
@@ -30,6 +31,7 @@ class SessionConfig:
     allow_eos: bool = False
     slide_tokens: int | None = None
     context: int | None = None
+    follow: FollowConfig = field(default_factory=FollowConfig)
 
     def constraints(self) -> Constraints:
         return Constraints(instruments=self.instruments, player_instrument=self.player_instrument,

@@ -5,6 +5,7 @@ short by whoever plays them. Pure functions of the state: engine/session.py deci
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import mido
 
@@ -15,8 +16,24 @@ _PLAYER_KINDS = ("note_on", "note_off", "pedal_on", "pedal_off")
 PLAYER_BODY_TOKENS = 2  # the most tokens encode_player puts after an event's time shift (velocity, note)
 
 
+RECENT_ONSETS = 48  # note-ons remembered in State.recent (what following the player reads)
+
+
+class Onset(NamedTuple):
+    """A note-on on the timeline: its grid step, instrument class, pitch, velocity bin, whether the player
+    played it, and how many notes of its part were already sounding then."""
+
+    step: int
+    cls: int
+    pitch: int
+    vel_bin: int
+    player: bool
+    sounding: int
+
+
 class State:
-    """Stream state after some tokens: grid step, velocity bin, engine notes (in the decoder), player notes."""
+    """Stream state after some tokens: grid step, velocity bin, engine notes (in the decoder) and the step
+    each one started at, player notes, and the last RECENT_ONSETS note-ons of both parts."""
 
     def __init__(self) -> None:
         self.step = 0
@@ -24,6 +41,8 @@ class State:
         self.decoder = EventDecoder()
         self.player_held: dict[int, int] = {}
         self.player_pedal = False
+        self.started: dict[tuple[int, int], int] = {}  # sounding engine note (class, pitch) -> its first step
+        self.recent: tuple[Onset, ...] = ()
 
     def apply(self, token: int, player: bool) -> list[Timed]:
         """Advance by one token; returns the engine's output events (none for the player's tokens)."""
@@ -32,6 +51,12 @@ class State:
             self.step += arg + 1
         elif kind == "velocity":
             self.vel_bin = arg
+        if kind == "note_on":
+            self._remember(arg, player)
+        elif kind == "note_off" and not player:
+            self.started.pop(divmod(arg, V.N_PITCHES), None)
+        elif kind == "eos":
+            self.started.clear()
         if player and kind in _PLAYER_KINDS:
             pitch = arg % V.N_PITCHES
             if kind == "note_on":
@@ -45,11 +70,22 @@ class State:
             return []
         return self.decoder.feed(token)
 
+    def _remember(self, arg: int, player: bool) -> None:
+        cls, pitch = divmod(arg, V.N_PITCHES)
+        vel_bin = self.vel_bin if self.vel_bin is not None else V.VELOCITY_BINS * 5 // 8
+        if player:
+            sounding = sum(self.player_held.values())
+        else:
+            sounding = self.decoder.sounding
+            self.started.setdefault((cls, pitch), self.step)
+        self.recent = (*self.recent[1 - RECENT_ONSETS:], Onset(self.step, cls, pitch, vel_bin, player, sounding))
+
     def copy(self) -> State:
         """An independent copy (containers copied one level deep: their items are immutable). copy.deepcopy
         took about 1 ms here; this takes a few microseconds."""
         new = copy.copy(self)
         new.player_held = dict(self.player_held)
+        new.started = dict(self.started)
         new.decoder = copy.copy(self.decoder)
         for name, value in vars(new.decoder).items():
             if isinstance(value, (dict, list, set)):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError, MidiFileError
+from musebridge.engine.follow import FOLLOW_PARTS, FollowConfig
 from musebridge.engine.midifile import read_midi
 from musebridge.engine.sampler import SamplingConfig
 
@@ -49,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="modes to judge (default: all)")
     parser.add_argument("--renderings", nargs="+", choices=RENDERINGS, default=list(RENDERINGS),
                         help="prompts as notated and/or played live-like on piano (default: both)")
+    parser.add_argument("--no-follow", action="store_true", help="the engine does not follow the player at all")
+    parser.add_argument("--follow-off", nargs="+", default=[], choices=FOLLOW_PARTS, metavar="PART",
+                        help=f"switch these parts of following off: {', '.join(FOLLOW_PARTS)}")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same figures (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     parser.add_argument("--top-p", type=float, default=0.98, help="nucleus sampling mass (default: 0.98)")
@@ -68,8 +72,10 @@ def _config(args) -> JudgeConfig:
         raise ExportError(str(exc)) from None
     if args.style not in V.STYLES:
         raise ExportError(f"unknown style {args.style!r}; choose from: {', '.join(V.STYLES)}")
+    follow = FollowConfig(enabled=not args.no_follow,
+                          **{part: (False if part != "key" else "off") for part in args.follow_off})
     return JudgeConfig(prompts=args.prompts, modes=tuple(args.modes), renderings=tuple(args.renderings),
-                       sampling=sampling, seed=args.seed)
+                       sampling=sampling, follow=follow, seed=args.seed)
 
 
 def _sources(args):

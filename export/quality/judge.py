@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from musebridge.engine.follow import FollowConfig
 from musebridge.engine.instruments import INSTRUMENT_NAMES, instrument_index
 from musebridge.engine.midifile import Note, notes_from_events
 from musebridge.engine.sampler import SamplingConfig
@@ -49,6 +50,7 @@ class JudgeConfig:
     style_seconds: float = 20.0
     style_train: int = 150  # real train-split pieces per style the classifier is fitted on
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.98))
+    follow: FollowConfig = field(default_factory=FollowConfig)
     seed: int = 0
 
 
@@ -76,7 +78,7 @@ def _continuations(engine: Engine, sources: Sequence[Source], config: JudgeConfi
     for i, p in enumerate(pieces):
         progress(f"{mode} {rendering}", i, len(pieces))
         sampling = modes.seeded(config.sampling, piece_seed(p.source.id, config.seed))
-        events = generate(engine, p, sampling, config.grace_s)
+        events = generate(engine, p, sampling, config.grace_s, config.follow)
         notes = _window(notes_from_events(events, p.end + config.grace_s), p.prompt_end, p.end)
         model.append(_measured(p, notes, events))
         real.append(_measured(p, p.continuation_notes(), p.events))
@@ -121,9 +123,9 @@ def _duets(engine: Engine, sources: Sequence[Source], config: JudgeConfig, rende
         progress(f"{mode} {rendering}", i, len(pairs))
         sampling = modes.seeded(config.sampling, piece_seed(given.source.id, config.seed))
         if mode == "accompany":
-            events = modes.accompany(engine, given, sampling, config.grace_s)
+            events = modes.accompany(engine, given, sampling, config.grace_s, config.follow)
         else:
-            events = modes.harmonize(engine, given, sampling, config.voices)
+            events = modes.harmonize(engine, given, sampling, config.voices, config.follow)
         notes = [n for n in notes_from_events(events, given.end + config.grace_s) if n.start < given.end]
         model.append(duet_row(given.melody_notes, notes, given.end, M.never_released(events, 0.0, given.end)))
         real.append(duet_row(notated.melody_notes, notated.accompaniment, notated.end, float("nan")))
@@ -147,7 +149,7 @@ def _instruments(engine: Engine, config: JudgeConfig, progress: Progress) -> lis
         for run in range(config.instrument_runs):
             sampling = modes.seeded(config.sampling, piece_seed(f"{'+'.join(names)}:{run}", config.seed))
             notes = notes_from_events(modes.from_scratch(engine, "unknown", classes, config.instrument_seconds,
-                                                         sampling))
+                                                         sampling, config.follow))
             counts = Counter(INSTRUMENT_NAMES[n.instrument] for n in notes)
             playing.append(sum(counts[n] > 0 for n in names) / len(names))
             for name in names:
@@ -176,7 +178,7 @@ def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[
         for run in range(config.style_pieces):
             sampling = modes.seeded(config.sampling, piece_seed(f"style:{style}:{run}", config.seed))
             events = modes.from_scratch(engine, style, _usual_instruments(usable[style]), config.style_seconds,
-                                        sampling)
+                                        sampling, config.follow)
             made.append(S.features(notes_from_events(events)))
         result[style] = {"real": _share(classifier, real, style), "model": _share(classifier, made, style),
                          "chance": 1.0 / len(classifier.styles)}
@@ -222,8 +224,9 @@ def judge(engine: Engine, test: dict[str, list[Source]], config: JudgeConfig,
 
 
 def _config_json(config: JudgeConfig) -> dict:
-    out = {k: v for k, v in config.__dict__.items() if k != "sampling"}
+    out = {k: v for k, v in config.__dict__.items() if k not in ("sampling", "follow")}
     out["sampling"] = dict(config.sampling.__dict__)
+    out["follow"] = dict(config.follow.__dict__)
     return out
 
 

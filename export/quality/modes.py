@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import mido
 from musebridge.engine.codec import Timed
+from musebridge.engine.follow import FollowConfig
 from musebridge.engine.generate import melody_instrument
 from musebridge.engine.instruments import INSTRUMENT_NAMES
 from musebridge.engine.midifile import notes_from_events
@@ -52,11 +53,12 @@ def _main_class(events: Sequence[Timed]) -> int:
     return counts.most_common(1)[0][0] if counts else PIANO
 
 
-def continue_(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: float) -> list[Timed]:
+def continue_(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: float,
+              follow: FollowConfig = FollowConfig()) -> list[Timed]:
     """The engine continues the prompt in its instruments, until grace_s after the continuation's end."""
     prompt = piece.prompt_events()
     session = engine.new_session(SessionConfig(style=piece.source.style, instruments=_classes(prompt),
-                                               sampling=sampling))
+                                               sampling=sampling, follow=follow))
     session.prime(prompt)
     return advance(session, piece.prompt_end, piece.end + grace_s)
 
@@ -66,27 +68,29 @@ def answer_class(player: int) -> int:
     return STRINGS if player == PIANO else PIANO
 
 
-def respond(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: float) -> list[Timed]:
+def respond(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: float,
+            follow: FollowConfig = FollowConfig()) -> list[Timed]:
     """The prompt is the player's phrase, fed as the bridge feeds it; then the engine answers."""
     phrase = [e for e in piece.prompt_events() if e.msg.type in PLAYED]
     player = _main_class(phrase)
     session = engine.new_session(SessionConfig(style=piece.source.style, instruments=(answer_class(player),),
-                                               player_instrument=player, sampling=sampling))
+                                               player_instrument=player, sampling=sampling, follow=follow))
     for time_s, msg in phrase:
         session.insert(time_s, msg)
     return advance(session, piece.prompt_end, piece.end + grace_s)
 
 
-def _duet_session(engine: Engine, duet: Duet, sampling: SamplingConfig) -> Session:
+def _duet_session(engine: Engine, duet: Duet, sampling: SamplingConfig, follow: FollowConfig) -> Session:
     instruments = tuple(sorted({n.instrument for n in duet.accompaniment})) or (PIANO,)
     player = melody_instrument({n.instrument for n in duet.melody_notes}, instruments)
     return engine.new_session(SessionConfig(style=duet.source.style, instruments=instruments,
-                                            player_instrument=player, sampling=sampling))
+                                            player_instrument=player, sampling=sampling, follow=follow))
 
 
-def accompany(engine: Engine, duet: Duet, sampling: SamplingConfig, grace_s: float) -> list[Timed]:
+def accompany(engine: Engine, duet: Duet, sampling: SamplingConfig, grace_s: float,
+              follow: FollowConfig = FollowConfig()) -> list[Timed]:
     """The melody is fed at its true times while the engine plans around it in the accompaniment's instruments."""
-    session = _duet_session(engine, duet, sampling)
+    session = _duet_session(engine, duet, sampling, follow)
     out: list[Timed] = []
     for time_s, msg in (e for e in duet.melody if e.msg.type in PLAYED):
         out += session.plan(until_time=time_s)
@@ -96,9 +100,10 @@ def accompany(engine: Engine, duet: Duet, sampling: SamplingConfig, grace_s: flo
     return out + advance(session, session.time, duet.end + grace_s)
 
 
-def harmonize(engine: Engine, duet: Duet, sampling: SamplingConfig, voices: int) -> list[Timed]:
+def harmonize(engine: Engine, duet: Duet, sampling: SamplingConfig, voices: int,
+              follow: FollowConfig = FollowConfig()) -> list[Timed]:
     """Each melody note-on gets `voices` engine notes at once, at its velocity; they end with it."""
-    session = _duet_session(engine, duet, sampling)
+    session = _duet_session(engine, duet, sampling, follow)
     out: list[Timed] = []
     sounding: dict[tuple[int, int], list[mido.Message]] = {}
     for time_s, msg in (e for e in duet.melody if e.msg.type in PLAYED):
@@ -118,9 +123,10 @@ def harmonize(engine: Engine, duet: Duet, sampling: SamplingConfig, voices: int)
 
 
 def from_scratch(engine: Engine, style: str, instruments: tuple[int, ...], seconds: float,
-                 sampling: SamplingConfig) -> list[Timed]:
+                 sampling: SamplingConfig, follow: FollowConfig = FollowConfig()) -> list[Timed]:
     """The engine alone for `seconds`, conditioned on a style and an instrument set."""
-    session = engine.new_session(SessionConfig(style=style, instruments=instruments, sampling=sampling))
+    session = engine.new_session(SessionConfig(style=style, instruments=instruments, sampling=sampling,
+                                               follow=follow))
     return advance(session, 0.0, seconds)
 
 

@@ -1,0 +1,383 @@
+"""Following the player: the engine listens to what is played and steers the model's choices toward it.
+
+The model hears the player only through its token stream; these rules add what it does not infer on its own.
+Each is an additive bias on the next token's logits (nats; -inf where a rule is a guarantee), computed from the
+timeline's state (engine/timeline.py `State`: the last note-ons of both parts, the engine's sounding notes and
+when each started), so a rollback rolls the rules back too. The reference is what the engine follows: the
+player's notes, or, in a session without a player (continuing a prompt), the prompt's and its own.
+
+- key: a Krumhansl-Kessler key profile correlated with the reference's recent pitch classes (weighted by
+  velocity and recency), kept until another key fits clearly better (hysteresis); out-of-key note-ons lose
+  `key_strength` nats, or are masked (`key_strength` = inf), or follow a key the musician fixes;
+- register: each engine instrument keeps its role's register relative to the reference: a bass below the
+  reference's lowest notes, every other pitched part within its range and drawn to its pitch centre;
+- dynamics: velocity tokens are drawn toward the reference's recent velocity bin;
+- density: time shifts gain (or lose) weight as the engine plays more (or fewer) onsets per second than the
+  reference;
+- polyphony: note-ons lose weight once the engine sounds as many notes as the reference does, and are masked at
+  POLYPHONY_CAP_FACTOR times that; a note-off is never masked;
+- lifetime: a note-off gains weight as its note ages, and no engine note outlives its instrument's limit: at the
+  limit only note-offs may follow, and no time shift may jump past it;
+- harmony: while the player sounds notes, engine note-ons a second, a tritone or a seventh away from any of them
+  lose weight, and engine notes that clash with them are favoured to end;
+- onsets: right after a player's note-on the engine is favoured to strike with it rather than let time pass, and
+  between them its onsets keep to the player's pulse (the median inter-onset interval, counted from the last
+  onset; half of it while the player holds no note): time shifts that land on the pulse gain weight, note-ons
+  off it lose weight;
+- every instrument plays: an engine instrument gains weight the longer it stays silent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import vocab as V
+from .instruments import DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
+from .timeline import Onset, State
+
+# Krumhansl & Kessler (1982) probe-tone profiles, C major and C minor.
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10, 11)  # natural minor with the raised leading tone
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+KEY_HALF_LIFE_S = 8.0  # a note's weight in the key estimate halves every this many seconds
+KEY_MARGIN = 0.08  # another key must correlate this much better to replace the current one
+REFERENCE_NOTES = 24  # the reference's last this many note-ons describe it
+ENGINE_WINDOW_S = 4.0  # the engine's own density is measured over this many seconds
+POLYPHONY_CAP_FACTOR = 1.5
+MIN_PULSE_STEPS = 5  # inter-onset intervals shorter than this (grid steps) are ornaments, not the pulse
+PULSE_TOLERANCE_STEPS = 3  # an onset this close to the pulse is on it
+BASS = INSTRUMENT_NAMES.index("bass")
+FOLLOW_PARTS = ("key", "register", "dynamics", "density", "polyphony", "lifetime", "harmony", "onsets",
+                "instruments")
+DISSONANT = np.array([i % 12 in (1, 2, 6, 10, 11) for i in range(12)])  # interval classes that clash
+# Longest a note of each class may sound, seconds (engine/models/*.json `lifetimes` overrides; see docs/engine.md).
+DEFAULT_LIFETIMES = {"piano": 4.0, "chromatic": 3.0, "organ": 6.0, "guitar": 4.0, "bass": 3.0, "strings": 6.0,
+                     "voice": 6.0, "brass": 5.0, "reed": 5.0, "pipe": 5.0, "synth": 6.0, "drums": 0.5}
+
+
+@dataclass(frozen=True)
+class FollowConfig:
+    """Which rules steer the model, and how strongly (nats added to or taken from a token's logit).
+
+    key: "auto" (the key heard), "off", or a fixed key such as "E minor" or "Bb major".
+    key_strength: nats taken from out-of-key note-ons (inf: masked).
+    register_strength: nats per (octave outside the role's register) squared.
+    dynamics_strength: nats per (velocity bins / 4 away from the reference's) squared.
+    density_strength: nats added to time shifts per unit of log(engine onset rate / reference rate).
+    polyphony_strength: nats taken from note-ons per note sounding beyond the reference's polyphony.
+    lifetime_strength: nats added to a note's note-off at its limit (quadratic in its age before).
+    harmony_strength: nats taken from note-ons that clash with a sounding player note (and added to the note-off
+        of an engine note that clashes with one).
+    onsets_strength: nats taken from time shifts at the step of a player's note-on.
+    instrument_strength: nats per second of silence added to the note-ons of a silent engine instrument.
+    lifetimes: (class name, seconds) overrides of DEFAULT_LIFETIMES.
+    """
+
+    enabled: bool = True
+    key: str = "auto"
+    key_strength: float = 3.0
+    register: bool = True
+    register_strength: float = 2.0
+    dynamics: bool = True
+    dynamics_strength: float = 1.0
+    density: bool = True
+    density_strength: float = 1.5
+    polyphony: bool = True
+    polyphony_strength: float = 1.5
+    lifetime: bool = True
+    lifetime_strength: float = 4.0
+    harmony: bool = True
+    harmony_strength: float = 2.0
+    onsets: bool = True
+    onsets_strength: float = 3.0
+    instruments: bool = True
+    instrument_strength: float = 2.0
+    lifetimes: tuple[tuple[str, float], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.key not in ("auto", "off"):
+            parse_key(self.key)  # raises ValueError naming the valid keys
+
+    def lifetime_steps(self) -> np.ndarray:
+        """(classes,) longest note per instrument class, in grid steps."""
+        table = DEFAULT_LIFETIMES | dict(self.lifetimes)
+        return np.array([round(table[i.name] / V.GRID_S) for i in INSTRUMENTS])
+
+
+def parse_key(text: str) -> tuple[int, str]:
+    """("E minor" | "Bb major" | "f#") -> (tonic pitch class, "major" | "minor"); raises ValueError."""
+    parts = text.replace("_", " ").split()
+    flats = {"Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb"}
+    if not parts or len(parts) > 2:
+        raise ValueError(f"unknown key {text!r}; write a tonic and a mode, e.g. 'E minor' or 'Bb major'")
+    tonic = parts[0][:1].upper() + parts[0][1:].lower().replace("s", "#") if parts[0] else ""
+    tonic = flats.get(tonic, tonic)
+    mode = parts[1].lower() if len(parts) == 2 else "major"
+    if tonic not in NOTE_NAMES or mode not in ("major", "minor"):
+        raise ValueError(f"unknown key {text!r}; tonics: {', '.join(NOTE_NAMES)}; modes: major, minor")
+    return NOTE_NAMES.index(tonic), mode
+
+
+def key_name(key: tuple[int, str] | None) -> str:
+    return "-" if key is None else f"{NOTE_NAMES[key[0]]} {key[1]}"
+
+
+def _standardized(rows: np.ndarray) -> np.ndarray:
+    return (rows - rows.mean(axis=-1, keepdims=True)) / rows.std(axis=-1, keepdims=True)
+
+
+_KEY_ROWS = _standardized(np.array([np.roll(MAJOR_PROFILE, k) for k in range(12)]
+                                   + [np.roll(MINOR_PROFILE, k) for k in range(12)]))
+
+
+def key_scores(profile: np.ndarray) -> np.ndarray:
+    """(24,) correlation of a pitch-class profile with the 12 major then the 12 minor key profiles."""
+    if profile.std() == 0:
+        return np.zeros(24)
+    return _KEY_ROWS @ _standardized(profile) / 12.0
+
+
+def scale_of(key: tuple[int, str]) -> tuple[int, ...]:
+    tonic, mode = key
+    return tuple(sorted((tonic + i) % 12 for i in (MAJOR_SCALE if mode == "major" else MINOR_SCALE)))
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the follower hears in the reference: key, pitch centre, low and high notes (MIDI: the 10th and 90th
+    percentiles), velocity bin, onsets
+    per second, notes sounding at once, and its pulse: the median inter-onset interval and the last onset (grid
+    steps; period 0 when unknown)."""
+
+    key: tuple[int, str] | None
+    centre: float
+    low: float
+    high: float
+    vel_bin: float
+    rate: float
+    polyphony: float
+    period: int = 0
+    last: int = 0
+
+
+def hear(notes: list[Onset], step: int) -> tuple[Heard, np.ndarray] | None:
+    """Describe reference notes at grid `step`, and their recency-weighted pitch-class profile (None when there
+    are fewer than 2 pitched notes). The key is left for the Follower to decide (hysteresis)."""
+    pitched = [o for o in notes if o.cls != DRUMS]
+    if len(pitched) < 2:
+        return None
+    profile = np.zeros(12)
+    for o in pitched:
+        profile[o.pitch % 12] += (o.vel_bin + 1) * 0.5 ** ((step - o.step) * V.GRID_S / KEY_HALF_LIFE_S)
+    pitches = np.array([o.pitch for o in pitched], float)
+    onsets = sorted({o.step for o in notes})
+    span = max((onsets[-1] - onsets[0]) * V.GRID_S, V.GRID_S)
+    gaps = [b - a for a, b in zip(onsets, onsets[1:], strict=False) if b - a >= MIN_PULSE_STEPS]
+    heard = Heard(key=None, centre=float(pitches.mean()), low=float(np.percentile(pitches, 10)),
+                  high=float(np.percentile(pitches, 90)),
+                  vel_bin=float(np.mean([o.vel_bin for o in notes[-8:]])),
+                  rate=(len(onsets) - 1) / span if len(onsets) > 1 else 0.0,
+                  polyphony=_polyphony(notes),
+                  period=int(np.median(gaps)) if len(gaps) >= 2 else 0, last=onsets[-1])
+    return heard, profile
+
+
+def _polyphony(notes: list[Onset]) -> float:
+    """Mean over onset steps of the notes sounding once the step's notes have started."""
+    at: dict[int, int] = {}
+    for o in notes:
+        at[o.step] = max(at.get(o.step, 0), o.sounding + 1)
+    return float(np.mean(list(at.values())))
+
+
+class Follower:
+    """One session's rules (FollowConfig) and the key it currently hears (the only state kept across steps)."""
+
+    def __init__(self, config: FollowConfig, instruments: tuple[int, ...]):
+        self.config = config
+        self.instruments = tuple(instruments)
+        self.key: tuple[int, str] | None = None if config.key in ("auto", "off") else parse_key(config.key)
+        self._prompt: Heard | None = None  # a primed prompt's description, followed when no player plays
+        self._cache: tuple[Onset | None, Heard | None] = (None, None)
+        self._limits = config.lifetime_steps()
+        pitches = np.arange(V.N_PITCHES)
+        self._pitch_class = pitches % 12
+        self._pitches = pitches.astype(np.float32)
+
+    def inherit(self, old: Follower) -> None:
+        """Keep what `old` heard (a primed prompt; the key, unless this follower's key is another one)."""
+        self._prompt = old._prompt
+        if self.config.key == old.config.key:
+            self.key = old.key
+
+    def prime(self, state: State) -> None:
+        """Remember the prompt just primed (the last note-ons of `state`) as what to follow until a player
+        plays: a continuation follows its prompt, not its own drift."""
+        found = hear(list(state.recent[-REFERENCE_NOTES:]), state.step)
+        self._prompt = self._with_key(*found) if found else None
+        self._cache = (None, None)
+
+    def heard(self, state: State) -> Heard | None:
+        """What the reference sounds like now: the player's last notes, else the prompt, else the engine's own.
+        Recomputed only when a reference note-on arrives."""
+        played = [o for o in state.recent if o.player]
+        if not played and self._prompt is not None:
+            return self._prompt
+        notes = (played or list(state.recent))[-REFERENCE_NOTES:]
+        last = notes[-1] if notes else None
+        if last is None or self._cache[0] is not last:
+            found = hear(notes, state.step) if notes else None
+            self._cache = (last, self._with_key(*found) if found else None)
+        return self._cache[1]
+
+    def _with_key(self, heard: Heard, profile: np.ndarray) -> Heard:
+        """`heard` with the key: a fixed one, or the best-fitting profile when it beats the current by
+        KEY_MARGIN ("auto"), or none ("off")."""
+        if self.config.key == "off":
+            return heard
+        if self.config.key == "auto":
+            scores = key_scores(profile)
+            best = int(np.argmax(scores))
+            current = None if self.key is None else self.key[0] + (12 if self.key[1] == "minor" else 0)
+            if current is None or scores[best] > scores[current] + KEY_MARGIN:
+                self.key = (best % 12, "major" if best < 12 else "minor")
+        return replace(heard, key=self.key)
+
+    def bias(self, state: State, now: bool = False) -> np.ndarray | None:
+        """Additive (vocab,) float32 logit bias for the next engine token, or None when no rule applies."""
+        c = self.config
+        if not c.enabled:
+            return None
+        out = np.zeros(V.VOCAB_SIZE, np.float32)
+        heard = self.heard(state)
+        if heard is not None:
+            self._note_ons(out, heard, state)
+            if c.dynamics and not now:
+                bins = np.arange(V.VELOCITY_BINS, dtype=np.float32)
+                out[V.OFFSETS["velocity"] : V.OFFSETS["velocity"] + V.VELOCITY_BINS] -= (
+                    c.dynamics_strength * ((bins - heard.vel_bin) / 4.0) ** 2)
+            if c.density and not now and heard.rate > 0:
+                out[V.OFFSETS["time"] : V.OFFSETS["time"] + V.MAX_SHIFT_STEPS] += (
+                    c.density_strength * self._density_term(state, heard.rate))
+        if c.harmony and state.player_held:
+            self._harmony(out, state)
+        if c.onsets and not now and heard is not None:
+            self._onsets(out, state, heard)
+        if c.instruments:
+            self._silent_instruments(out, state)
+        if c.lifetime:
+            self._lifetimes(out, state, now)
+        return out
+
+    def _note_ons(self, out: np.ndarray, heard: Heard, state: State) -> None:
+        """Key, register and polyphony terms on the engine instruments' note-ons."""
+        c = self.config
+        sounding = state.decoder.sounding
+        # while the player holds notes the engine accompanies them: a texture of its own, at least 3 voices
+        target = max(heard.polyphony, 3.0) if state.player_held else heard.polyphony
+        for inst in self.instruments:
+            start = V.note_on_token(inst, 0)
+            row = out[start : start + V.N_PITCHES]
+            if inst != DRUMS:
+                if heard.key is not None and c.key_strength > 0:
+                    outside = ~np.isin(self._pitch_class, scale_of(heard.key))
+                    row[outside] -= c.key_strength
+                if c.register:
+                    row -= c.register_strength * self._register(inst, heard)
+            if c.polyphony:
+                excess = sounding - target
+                if sounding >= POLYPHONY_CAP_FACTOR * target + 1:
+                    row[:] = -np.inf
+                elif excess >= 0:
+                    row -= c.polyphony_strength * (excess + 1)
+
+    def _register(self, inst: int, heard: Heard) -> np.ndarray:
+        """(pitches,) squared octaves outside the register of the instrument's role."""
+        if inst == BASS:
+            low, high = heard.low - 24, heard.low - 5
+        else:
+            low, high = min(heard.low, heard.centre - 6) - 3, max(heard.high, heard.centre + 6) + 3
+        outside = np.maximum(low - self._pitches, 0) + np.maximum(self._pitches - high, 0)
+        centre = heard.low - 12 if inst == BASS else heard.centre
+        return (outside / 12.0) ** 2 + 0.5 * ((self._pitches - centre) / 12.0) ** 2
+
+    def _density_term(self, state: State, reference_rate: float) -> float:
+        """log(engine onsets per second / the reference's), clipped to +-2: positive favours time shifts."""
+        window = round(ENGINE_WINDOW_S / V.GRID_S)
+        steps = {o.step for o in state.recent if not o.player and state.step - o.step < window}
+        rate = len(steps) / ENGINE_WINDOW_S
+        return float(np.clip(math.log((rate + 0.25) / (reference_rate + 0.25)), -2.0, 2.0))
+
+    def _onsets(self, out: np.ndarray, state: State, heard: Heard) -> None:
+        """Strike with the player's note-on; between them keep to the reference's pulse."""
+        times = slice(V.OFFSETS["time"], V.OFFSETS["time"] + V.MAX_SHIFT_STEPS)
+        strength = self.config.onsets_strength
+        last = state.recent[-1] if state.recent else None
+        if last is not None and last.player and last.step == state.step:
+            out[times] -= strength
+            return
+        # while the player holds a note the engine accompanies it on its pulse; else on the pulse and its halves
+        period = heard.period if state.player_held else heard.period // 2
+        if period < MIN_PULSE_STEPS or state.step < heard.last or not any(o.player for o in state.recent):
+            return
+        phase = (state.step - heard.last) % period
+        if min(phase, period - phase) <= PULSE_TOLERANCE_STEPS:
+            return  # on the pulse: strike, or let time pass, as the model likes
+        for inst in self.instruments:
+            start = V.note_on_token(inst, 0)
+            out[start : start + V.N_PITCHES] -= strength
+        ahead = period - phase
+        if ahead <= V.MAX_SHIFT_STEPS:
+            out[times.start + ahead - 1] += strength
+
+    def _harmony(self, out: np.ndarray, state: State) -> None:
+        """Note-ons clashing with a sounding player note lose weight; sounding engine notes that clash with one
+        are favoured to end."""
+        clash = np.zeros(V.N_PITCHES, bool)
+        for pitch in state.player_held:
+            clash |= DISSONANT[(self._pitches.astype(int) - pitch) % 12]
+        strength = self.config.harmony_strength
+        for inst in self.instruments:
+            if inst != DRUMS:
+                start = V.note_on_token(inst, 0)
+                out[start : start + V.N_PITCHES][clash] -= strength
+        for cls, pitch in state.started:
+            if cls != DRUMS and clash[pitch]:
+                out[V.note_off_token(cls, pitch)] += strength
+
+    def _silent_instruments(self, out: np.ndarray, state: State) -> None:
+        """An engine instrument silent for a while gains instrument_strength nats per second of its silence
+        (counted from its last note-on among the recent ones, or the oldest of those), at most four times that."""
+        last: dict[int, int] = {}
+        for o in state.recent:
+            if not o.player:
+                last[o.cls] = o.step
+        since = state.recent[0].step if state.recent else 0
+        for inst in self.instruments:
+            silent_s = (state.step - last.get(inst, since)) * V.GRID_S
+            if silent_s > 0.5:
+                start = V.note_on_token(inst, 0)
+                out[start : start + V.N_PITCHES] += self.config.instrument_strength * min(silent_s, 4.0)
+
+    def _lifetimes(self, out: np.ndarray, state: State, now: bool) -> None:
+        """Note-offs favoured as notes age; at a note's limit only note-offs may follow, and no time shift may
+        carry any note past its limit."""
+        if not state.started:
+            return
+        remaining = V.MAX_SHIFT_STEPS
+        for (cls, pitch), first in state.started.items():
+            limit = int(self._limits[cls])
+            age = state.step - first
+            out[V.note_off_token(cls, pitch)] += self.config.lifetime_strength * min(age / limit, 1.0) ** 2
+            remaining = min(remaining, limit - age)
+        if remaining <= 0:
+            keep = out[V.OFFSETS["note_off"] : V.OFFSETS["note_off"] + V.N_INSTRUMENTS * V.N_PITCHES].copy()
+            out[:] = -np.inf
+            out[V.OFFSETS["note_off"] : V.OFFSETS["note_off"] + V.N_INSTRUMENTS * V.N_PITCHES] = keep
+        elif not now and remaining < V.MAX_SHIFT_STEPS:
+            out[V.OFFSETS["time"] + remaining : V.OFFSETS["time"] + V.MAX_SHIFT_STEPS] = -np.inf

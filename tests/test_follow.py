@@ -1,0 +1,148 @@
+"""Following the player (engine/follow.py): each estimator and rule on hand-made input with a known answer, and
+the rules at work in real sessions of the bundled model."""
+
+from __future__ import annotations
+
+import math
+
+import mido
+import numpy as np
+import pytest
+from musebridge.engine import vocab as V
+from musebridge.engine.follow import FollowConfig, Follower, key_name, parse_key
+from musebridge.engine.instruments import INSTRUMENT_NAMES
+from musebridge.engine.midifile import notes_from_events
+from musebridge.engine.sampler import SamplingConfig
+from musebridge.engine.session import Engine
+from musebridge.engine.session_config import SessionConfig
+from musebridge.engine.timeline import State
+
+PIANO, BASS, STRINGS, ORGAN = (INSTRUMENT_NAMES.index(n) for n in ("piano", "bass", "strings", "organ"))
+E_MINOR_PHRASE = [64, 66, 67, 71, 69, 67, 66, 64, 59, 64, 67, 71, 72, 71, 69, 66, 63, 64]
+
+
+def played(pitches, player=True, step=25, cls=PIANO, velocity_bin=20) -> State:
+    """A state after `pitches` played one after another, each held for `step` grid steps."""
+    state = State()
+    state.apply(V.velocity_token(velocity_bin), player)
+    for pitch in pitches:
+        state.apply(V.note_on_token(cls, pitch), player)
+        state.apply(V.time_tokens(step)[0], player)
+        state.apply(V.note_off_token(cls, pitch), player)
+    return state
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine.load(None)
+
+
+def test_a_phrase_in_e_minor_is_heard_as_e_minor():
+    follower = Follower(FollowConfig(), (STRINGS,))
+    assert key_name(follower.heard(played(E_MINOR_PHRASE)).key) == "E minor"
+
+
+def test_the_key_does_not_flicker_on_one_foreign_note():
+    follower = Follower(FollowConfig(), (STRINGS,))
+    c_major = [60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 65, 62, 60, 67, 64, 60]
+    state = played(c_major)
+    assert key_name(follower.heard(state).key) == "C major"
+    state.apply(V.note_on_token(PIANO, 66), True)  # an F#
+    assert key_name(follower.heard(state).key) == "C major"
+
+
+def test_out_of_key_note_ons_lose_weight_and_a_fixed_key_with_infinite_strength_masks_them():
+    state = played(E_MINOR_PHRASE)
+    bias = Follower(FollowConfig(register=False, polyphony=False), (STRINGS,)).bias(state)
+    on = V.note_on_token(STRINGS, 0)
+    assert bias[on + 64] - bias[on + 65] == pytest.approx(3.0)  # E in key, F not
+    fixed = Follower(FollowConfig(key="C major", key_strength=math.inf), (STRINGS,)).bias(state)
+    assert fixed[on + 61] == -np.inf and np.isfinite(fixed[on + 60])
+    with pytest.raises(ValueError, match="unknown key"):
+        FollowConfig(key="H major")
+    assert parse_key("bb minor") == (10, "minor")
+
+
+def test_the_engines_bass_is_kept_below_the_players_line():
+    state = played([55, 57, 59, 60, 62, 64, 62, 60])  # the player's lowest notes around G3
+    bias = Follower(FollowConfig(), (BASS, STRINGS)).bias(state)
+    on = V.note_on_token(BASS, 0)
+    assert bias[on + 43] > bias[on + 50] > bias[on + 60]  # G2 over D3 over C4
+
+
+def test_velocities_are_drawn_to_the_players_level():
+    bias = Follower(FollowConfig(), (STRINGS,)).bias(played(E_MINOR_PHRASE, velocity_bin=8))
+    vel = V.velocity_token(0)
+    assert int(np.argmax(bias[vel : vel + V.VELOCITY_BINS])) == 8
+
+
+def test_an_aged_note_gets_its_note_off_and_time_cannot_carry_it_past_its_limit():
+    follower = Follower(FollowConfig(lifetimes=(("strings", 2.0),)), (STRINGS,))
+    state = State()
+    state.apply(V.note_on_token(STRINGS, 60), False)
+    for token in V.time_tokens(150):  # 1.5 s old: 0.5 s to go
+        state.apply(token, False)
+    bias = follower.bias(state)
+    time0 = V.OFFSETS["time"]
+    assert bias[time0 + 49] == 0 and bias[time0 + 50] == -np.inf  # a shift of 0.5 s at most
+    assert bias[V.note_off_token(STRINGS, 60)] > 1.0
+    state.apply(V.time_tokens(50)[0], False)  # at the limit: only a note-off may follow
+    bias = follower.bias(state)
+    allowed = np.flatnonzero(np.isfinite(bias))
+    assert V.note_off_token(STRINGS, 60) in allowed
+    assert all(V.token_kind(t)[0] == "note_off" for t in allowed)
+
+
+def test_a_polyphony_cap_masks_note_ons_but_never_note_offs():
+    state = played([60, 64, 67])
+    for pitch in (48, 52, 55, 59, 62):  # the engine sounds five notes against a one-note line
+        state.apply(V.note_on_token(STRINGS, pitch), False)
+    bias = Follower(FollowConfig(), (STRINGS,)).bias(state)
+    assert np.all(bias[V.note_on_token(STRINGS, 0) : V.note_on_token(STRINGS, 0) + 128] == -np.inf)
+    assert np.isfinite(bias[V.note_off_token(STRINGS, 48)])
+
+
+def test_note_ons_that_clash_with_a_held_player_note_lose_weight():
+    state = played([60])
+    state.apply(V.note_on_token(PIANO, 67), True)  # the player holds G
+    bias = Follower(FollowConfig(key="off", register=False), (STRINGS,)).bias(state)
+    on = V.note_on_token(STRINGS, 0)
+    assert bias[on + 64] > bias[on + 66]  # E (a third below) over F# (a second)
+
+
+def test_following_off_adds_nothing():
+    assert Follower(FollowConfig(enabled=False), (STRINGS,)).bias(played(E_MINOR_PHRASE)) is None
+
+
+def run_session(engine, config: SessionConfig, player=(), seconds=12.0):
+    session = engine.new_session(config)
+    for time_s, msg in player:
+        session.insert(time_s, msg)
+    return notes_from_events(session.generate(until_time=seconds) + session.finish())
+
+
+def test_real_session_every_note_ends_within_its_instruments_limit(engine):
+    notes = run_session(engine, SessionConfig(instruments=(STRINGS,), sampling=SamplingConfig(seed=3),
+                                              follow=FollowConfig(lifetimes=(("strings", 1.5),))), seconds=15.0)
+    assert notes and max(n.end - n.start for n in notes) <= 1.5 + 1e-9
+
+
+def test_real_session_every_asked_instrument_plays(engine):
+    for seed in (1, 2):
+        notes = run_session(engine, SessionConfig(instruments=(STRINGS, ORGAN), sampling=SamplingConfig(seed=seed)))
+        assert {n.instrument for n in notes} == {STRINGS, ORGAN}
+
+
+def test_real_session_a_played_line_keeps_the_engines_bass_below_it(engine):
+    line = []
+    for k, pitch in enumerate([60, 64, 67, 72, 67, 64, 62, 65, 69, 72, 69, 65, 60, 64, 67, 72]):
+        line += [(k * 0.5, mido.Message("note_on", note=pitch, velocity=80)),
+                 (k * 0.5 + 0.45, mido.Message("note_off", note=pitch))]
+    config = SessionConfig(instruments=(BASS,), player_instrument=PIANO, sampling=SamplingConfig(seed=5))
+    session = engine.new_session(config)
+    bass = []
+    for time_s, msg in line:
+        bass += session.plan(until_time=time_s)
+        session.insert(time_s, msg)
+    bass = notes_from_events(bass + session.plan(until_time=10.0) + session.finish())
+    assert bass and max(n.pitch for n in bass) < 60
