@@ -129,7 +129,8 @@ def test_real_session_every_note_ends_within_its_instruments_limit(engine):
 
 def test_real_session_every_asked_instrument_plays(engine):
     for seed in (1, 2):
-        notes = run_session(engine, SessionConfig(instruments=(STRINGS, ORGAN), sampling=SamplingConfig(seed=seed)))
+        config = SessionConfig(instruments=(STRINGS, ORGAN), sampling=SamplingConfig(seed=seed))
+        notes = run_session(engine, config)
         assert {n.instrument for n in notes} == {STRINGS, ORGAN}
 
 

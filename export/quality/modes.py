@@ -31,6 +31,7 @@ from .prompts import Duet, Piece
 STEP_S = 1.0  # the engine plans this far ahead per call
 PIANO, STRINGS = INSTRUMENT_NAMES.index("piano"), INSTRUMENT_NAMES.index("strings")
 PLAYED = ("note_on", "note_off", "control_change")
+FOLLOW = FollowConfig()  # the engine's default following
 
 
 def advance(session: Session, start: float, end: float) -> list[Timed]:
@@ -54,7 +55,7 @@ def _main_class(events: Sequence[Timed]) -> int:
 
 
 def continue_(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: float,
-              follow: FollowConfig = FollowConfig()) -> list[Timed]:
+              follow: FollowConfig = FOLLOW) -> list[Timed]:
     """The engine continues the prompt in its instruments, until grace_s after the continuation's end."""
     prompt = piece.prompt_events()
     session = engine.new_session(SessionConfig(style=piece.source.style, instruments=_classes(prompt),
@@ -69,7 +70,7 @@ def answer_class(player: int) -> int:
 
 
 def respond(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: float,
-            follow: FollowConfig = FollowConfig()) -> list[Timed]:
+            follow: FollowConfig = FOLLOW) -> list[Timed]:
     """The prompt is the player's phrase, fed as the bridge feeds it; then the engine answers."""
     phrase = [e for e in piece.prompt_events() if e.msg.type in PLAYED]
     player = _main_class(phrase)
@@ -88,7 +89,7 @@ def _duet_session(engine: Engine, duet: Duet, sampling: SamplingConfig, follow: 
 
 
 def accompany(engine: Engine, duet: Duet, sampling: SamplingConfig, grace_s: float,
-              follow: FollowConfig = FollowConfig()) -> list[Timed]:
+              follow: FollowConfig = FOLLOW) -> list[Timed]:
     """The melody is fed at its true times while the engine plans around it in the accompaniment's instruments."""
     session = _duet_session(engine, duet, sampling, follow)
     out: list[Timed] = []
@@ -101,7 +102,7 @@ def accompany(engine: Engine, duet: Duet, sampling: SamplingConfig, grace_s: flo
 
 
 def harmonize(engine: Engine, duet: Duet, sampling: SamplingConfig, voices: int,
-              follow: FollowConfig = FollowConfig()) -> list[Timed]:
+              follow: FollowConfig = FOLLOW) -> list[Timed]:
     """Each melody note-on gets `voices` engine notes at once, at its velocity; they end with it."""
     session = _duet_session(engine, duet, sampling, follow)
     out: list[Timed] = []
@@ -123,7 +124,7 @@ def harmonize(engine: Engine, duet: Duet, sampling: SamplingConfig, voices: int,
 
 
 def from_scratch(engine: Engine, style: str, instruments: tuple[int, ...], seconds: float,
-                 sampling: SamplingConfig, follow: FollowConfig = FollowConfig()) -> list[Timed]:
+                 sampling: SamplingConfig, follow: FollowConfig = FOLLOW) -> list[Timed]:
     """The engine alone for `seconds`, conditioned on a style and an instrument set."""
     session = engine.new_session(SessionConfig(style=style, instruments=instruments, sampling=sampling,
                                                follow=follow))
