@@ -49,6 +49,7 @@ KEY_MARGIN = 0.08  # another key must correlate this much better to replace the 
 REFERENCE_NOTES = 24  # the reference's last this many note-ons describe it
 ENGINE_WINDOW_S = 4.0  # the engine's own density is measured over this many seconds
 POLYPHONY_CAP_FACTOR = 1.5
+CHORD_STEPS = 3  # onsets this close (grid steps) are one event
 MIN_PULSE_STEPS = 5  # inter-onset intervals shorter than this (grid steps) are ornaments, not the pulse
 PULSE_TOLERANCE_STEPS = 3  # an onset this close to the pulse is on it
 BASS = INSTRUMENT_NAMES.index("bass")
@@ -175,7 +176,7 @@ def hear(notes: list[Onset], step: int) -> tuple[Heard, np.ndarray] | None:
     for o in pitched:
         profile[o.pitch % 12] += (o.vel_bin + 1) * 0.5 ** ((step - o.step) * V.GRID_S / KEY_HALF_LIFE_S)
     pitches = np.array([o.pitch for o in pitched], float)
-    onsets = sorted({o.step for o in notes})
+    onsets = _merged_onsets(notes)
     span = max((onsets[-1] - onsets[0]) * V.GRID_S, V.GRID_S)
     gaps = [b - a for a, b in zip(onsets, onsets[1:], strict=False) if b - a >= MIN_PULSE_STEPS]
     heard = Heard(key=None, centre=float(pitches.mean()), low=float(np.percentile(pitches, 10)),
@@ -185,6 +186,15 @@ def hear(notes: list[Onset], step: int) -> tuple[Heard, np.ndarray] | None:
                   polyphony=_polyphony(notes),
                   period=int(np.median(gaps)) if len(gaps) >= 2 else 0, last=onsets[-1])
     return heard, profile
+
+
+def _merged_onsets(notes: list[Onset]) -> list[int]:
+    """Onset steps, a chord's spread (a played chord is not struck at one instant) counted once."""
+    out: list[int] = []
+    for step in sorted({o.step for o in notes}):
+        if not out or step - out[-1] > CHORD_STEPS:
+            out.append(step)
+    return out
 
 
 def _polyphony(notes: list[Onset]) -> float:
@@ -309,8 +319,8 @@ class Follower:
     def _density_term(self, state: State, reference_rate: float) -> float:
         """log(engine onsets per second / the reference's), clipped to +-2: positive favours time shifts."""
         window = round(ENGINE_WINDOW_S / V.GRID_S)
-        steps = {o.step for o in state.recent if not o.player and state.step - o.step < window}
-        rate = len(steps) / ENGINE_WINDOW_S
+        mine = [o for o in state.recent if not o.player and state.step - o.step < window]
+        rate = len(_merged_onsets(mine)) / ENGINE_WINDOW_S
         return float(np.clip(math.log((rate + 0.25) / (reference_rate + 0.25)), -2.0, 2.0))
 
     def _onsets(self, out: np.ndarray, state: State, heard: Heard) -> None:
