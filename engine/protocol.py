@@ -88,7 +88,11 @@ PARAMS: dict[str, Arg] = {
     "seed": Arg(INT, low=0, high=2**63 - 1),
     "pitch_low": Arg(INT, low=0, high=127),
     "pitch_high": Arg(INT, low=0, high=127),
-    "key": Arg(STR),
+    "key": Arg(STR),  # a hard mask: only this key's notes ("E minor")
+    "follow": Arg(BOOL),  # follow the player (engine/follow.py); on by default
+    "follow_key": Arg(STR),  # "auto" (the key heard), "off", or a key to lean toward ("E minor")
+    "key_strength": Arg(NUM, low=0.0, high=100.0),  # nats taken from out-of-key note-ons when following
+    "follow_off": Arg(LIST, item_types=STR, max_items=16),  # parts of following switched off (FOLLOW_PARTS)
     "polyphony": Arg(INT, low=1, high=64),
     "best_of": Arg(INT, low=1, high=16),
     "context": Arg(INT, low=MIN_CONTEXT, high=100_000),  # tokens; at most the block size (session.create only)

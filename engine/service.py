@@ -27,6 +27,7 @@ from . import vocab as V
 from .codec import Timed
 from .instruments import INSTRUMENT_NAMES
 from .jobs import Event, Steps
+from .follow import FOLLOW_PARTS, FollowConfig, key_name
 from .sampler import SamplingConfig, scale_pitch_classes
 from .session import Engine, Session
 from .session_config import SessionConfig
@@ -85,7 +86,22 @@ def session_config(params: dict) -> SessionConfig:
     ranges = tuple((i, low, high) for i in instruments) if ranged else ()
     return SessionConfig(style=style, instruments=instruments, player_instrument=player, sampling=sampling,
                          scale=scale, pitch_ranges=ranges, max_polyphony=params.get("polyphony"),
-                         context=params.get("context"))
+                         context=params.get("context"), follow=follow_config(params))
+
+
+def follow_config(params: dict) -> FollowConfig:
+    """How the session follows the player, from the protocol's follow, follow_key, key_strength, follow_off."""
+    off = params.get("follow_off", [])
+    unknown = [p for p in off if p not in FOLLOW_PARTS]
+    if unknown:
+        raise _bad(f"unknown part of following {unknown[0]!r}; choose from: {', '.join(FOLLOW_PARTS)}")
+    parts = {p: False for p in off if p != "key"}
+    key = "off" if "key" in off else params.get("follow_key", "auto")
+    try:
+        return FollowConfig(enabled=params.get("follow", True), key=key,
+                            key_strength=params.get("key_strength", FollowConfig.key_strength), **parts)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
 
 
 def message_from_dict(event: dict) -> Timed:
@@ -243,7 +259,8 @@ class Service:
     def list(self, args: dict):
         now = time.monotonic()
         return {"sessions": [{"session": sid, "params": s.params, "idle_s": round(now - s.last_seen, 3),
-                              "time": s.session.time} for sid, s in self.sessions.items()]}, []
+                              "time": s.session.time, "key": key_name(s.session.follower.key)}
+                             for sid, s in self.sessions.items()]}, []
 
     def feed(self, args: dict) -> Steps:
         """Steps of FEED_STEP_EVENTS events (each event's tokens go through the model as it is fed): a whole
@@ -295,7 +312,8 @@ class Service:
             self._latency_cache = None
         events = [("note", sid, {"notes": out[published:]})] if len(out) > published else []
         events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
-        return {"session": sid, **fed, "notes": out, "tokens": tokens, "time": session.time}, events
+        heard = key_name(session.follower.key)
+        return {"session": sid, **fed, "notes": out, "tokens": tokens, "time": session.time, "key": heard}, events
 
     def anticipate(self, args: dict):
         """Session.anticipate: the time shift to `t` is run through the model between requests (idle)."""

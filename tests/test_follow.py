@@ -147,3 +147,32 @@ def test_real_session_a_played_line_keeps_the_engines_bass_below_it(engine):
         session.insert(time_s, msg)
     bass = notes_from_events(bass + session.plan(until_time=10.0) + session.finish())
     assert bass and max(n.pitch for n in bass) < 60
+
+
+def test_over_the_protocol_the_key_heard_is_reported_and_following_can_be_fixed_and_switched(engine):
+    from musebridge.engine.protocol import ProtocolError, check_args
+    from musebridge.engine.service import Service
+
+    service = Service(engine)
+    sid = service.handle("session.create", {"instruments": ["strings"], "player_instrument": "piano",
+                                            "seed": 1})[0]["session"]
+    phrase = []
+    for k, pitch in enumerate(E_MINOR_PHRASE):
+        phrase += [{"t": k * 0.3, "type": "note_on", "note": pitch, "velocity": 70},
+                   {"t": k * 0.3 + 0.25, "type": "note_off", "note": pitch}]
+    reply, _ = service.handle("generate", {"session": sid, "feed": phrase, "until": 7.0})
+    assert reply["key"] == "E minor"
+    service.handle("set", {"session": sid, "follow_key": "Bb major"})
+    assert service.handle("generate", {"session": sid, "until": 8.0})[0]["key"] == "Bb major"
+    service.handle("set", {"session": sid, "follow": False})
+    assert service.sessions[sid].session.follower.bias(service.sessions[sid].session._live) is None
+    service.handle("set", {"session": sid, "follow": True, "follow_off": ["key", "lifetime"]})
+    follow = service.sessions[sid].session.follower.config
+    assert follow.enabled and follow.key == "off" and not follow.lifetime and follow.register
+    with pytest.raises(ProtocolError, match="unknown part of following 'tempo'"):
+        service.handle("set", {"session": sid, "follow_off": ["tempo"]})
+    with pytest.raises(ProtocolError, match="unknown key"):
+        service.handle("set", {"session": sid, "follow_off": [], "follow_key": "H major"})
+    with pytest.raises(ProtocolError, match="'follow'"):
+        check_args("set", {"session": sid, "follow": "yes"})
+    assert service.handle("session.list", {})[0]["sessions"][0]["key"] in ("E minor", "Bb major", "-")
