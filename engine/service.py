@@ -25,9 +25,9 @@ import numpy as np
 from . import protocol as P
 from . import vocab as V
 from .codec import Timed
+from .follow import FOLLOW_PARTS, FollowConfig, key_name
 from .instruments import INSTRUMENT_NAMES
 from .jobs import Event, Steps
-from .follow import FOLLOW_PARTS, FollowConfig, key_name
 from .sampler import SamplingConfig, scale_pitch_classes
 from .session import Engine, Session
 from .session_config import SessionConfig
