@@ -37,8 +37,8 @@ from musebridge.engine.errors import EngineError
 from . import ngram
 from .dataset import TokenData
 from .errors import ExportError
-from .eval_inputs import NoInput, corpus_pieces, file_pieces, subset  # noqa: F401 - subset: public helper
-from .scoring import flat_targets, load_scorer, model_nll, piece_chunks, target_starts  # noqa: F401
+from .eval_inputs import NoInput, corpus_pieces, file_pieces
+from .scoring import flat_targets, load_scorer, target_starts
 
 log = logging.getLogger(__name__)
 

@@ -190,6 +190,7 @@ def save(path: str | os.PathLike, model: NgramModel, scores: dict) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a corpus's cache is for everyone who reads the corpus
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

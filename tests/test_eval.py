@@ -15,9 +15,9 @@ from musebridge.export import ngram, train_cli
 from musebridge.export.checkpoint import load_checkpoint
 from musebridge.export.dataset import TokenData, load_split, write_split
 from musebridge.export.errors import ExportError
-from musebridge.export.evaluate import model_nll, piece_chunks
 from musebridge.export.model import GPT, GPTConfig
 from musebridge.export.sample import sample
+from musebridge.export.scoring import model_nll, piece_chunks
 from synth_corpus import KINDS, kind_instruments, synth_piece, write_corpus
 
 from musebridge.cli import main as cli_main
@@ -308,3 +308,29 @@ def test_eval_runs_without_torch(tmp_path):
     assert "note_on" in table and "ngram/tok" in table and "uniform/tok" in table
     result = json.loads(last)
     assert result["pieces"] == 1 and result["ngram_nll"] > 0 and "eval: " in done.stderr  # plain progress line
+
+
+def test_live_like_plays_each_piece_the_same_way_and_skips_a_missing_one(tmp_path, capsys):
+    from musebridge.engine.midifile import decode_to_file
+    from musebridge.export.eval_inputs import corpus_pieces, live_like_tokens, piece_seed
+
+    write_corpus(tmp_path, (4, 2, 3), n_notes=16)
+    test = load_split(tmp_path, "test")
+    for i, (piece_id, style) in enumerate(zip(test.ids, test.styles, strict=True)):
+        if i:  # the first piece's .mid is missing
+            (tmp_path / "midi" / style).mkdir(parents=True, exist_ok=True)
+            decode_to_file(test.piece(i).tolist(), tmp_path / "midi" / style / f"{piece_id}.mid")
+    skipped = []
+    data = corpus_pieces(tmp_path, "test", live_like=True, skip=skipped.append)
+    assert len(skipped) == 1 and test.ids[0] in skipped[0] and data.ids == test.ids[1:]
+    first = live_like_tokens(tmp_path / "midi" / test.styles[1] / f"{test.ids[1]}.mid", test.styles[1],
+                             piece_seed(test.ids[1]))[0]
+    assert data.piece(0).tolist() == first and first != test.piece(1).tolist()  # played, not as written
+    assert first[:3] == V.conditioning(test.styles[1], [0]) and first[-1] == V.EOS  # piano only
+    assert any(V.token_kind(t)[0] == "pedal_on" for t in first)  # on piano, with pedal
+
+    argv = ["--data", str(tmp_path), "--live-like", "--orders", "2"]
+    code, result, err = run_json(argv, capsys)
+    assert code == 0 and result["live_like"] and result["pieces"] == 2 and test.ids[0] in err
+    assert "pedal" in result["per_kind"] and result["ngram_nll"] > 0
+    assert run_json(argv, capsys)[1]["model_nll"] == result["model_nll"]  # the same performance every time
