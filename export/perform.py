@@ -41,6 +41,7 @@ from .perform_score import (
     metric_weight,
     phrase_bounds,
     read_score,
+    sounding,
 )
 
 log = logging.getLogger(__name__)
@@ -60,36 +61,41 @@ class PerformerConfig:
     times the median melody inter-onset interval (and at least a beat) ends a phrase.
     Phrase arch (Todd 1992): arch_tempo: tempo +- this fraction at the arch's peak / the phrase's ends;
     arch_velocity: velocity +- likewise; arch_peak: the peak's place in the phrase (0-1, +-0.1 per phrase);
-    arch_spread: each phrase's arch is scaled by 1 +- up to this.
+    arch_spread: each phrase's arch is scaled by 1 +- up to this. A second, slower arch spans each section of
+    section_phrases phrases, section_weight times as strong.
     Final ritardando (Friberg & Sundberg 1999): over the last rit_bars bars to the last onset, tempo falls to
     rit_final of its value along v(x) = (1 + (rit_final**q - 1) x) ** (1/q), q = rit_curve.
     accent: velocity added on a downbeat (weight 1; the middle of a bar 0.5, other beats 0.25, half beats 0.1).
-    Melody (Goebl 2001): melody_velocity added to the skyline note; melody_lead_s: it sounds this much earlier
-    than the other notes of its chord.
+    Melody (Goebl 2001): melody_velocity added to the skyline note where other notes sound with it;
+    melody_lead_s: it sounds this much earlier than the other notes of its chord.
     Asynchrony: onset_jitter_s: standard deviation of each chord's time; chord_jitter_s: of each note within
     its chord; velocity_jitter: standard deviation of each velocity.
     high_loud: velocity per octave above middle C (less below). Duration contrast: contrast_velocity: velocity
-    per octave of written duration against the piece's median (+-2 octaves); contrast_duration: a note 4 times
-    shorter than the median sounds this fraction shorter. score_dynamics: weight of the written velocities
-    (against their median), where the file has dynamics.
+    added to a note 4 times as long as the piece's median written duration and taken from one 4 times as
+    short (in proportion to the log of the ratio between); contrast_duration: such a short note sounds this
+    fraction shorter. score_dynamics: weight of the written velocities (against their median), where the file
+    has dynamics.
     Articulation (Bresin & Battel 2000): a value from -1 (detached) to 1 (legato) per phrase: the piece's mean
     drawn from `articulation`, each phrase's +- articulation_spread (standard deviation). At 1 a note is held
     legato_overlap of its length longer (at most legato_max_s); at -1 it keeps detached_ratio of its length.
     Pedal (Repp 1996): pedal: use it at all; pressed pedal_down_s after a harmony's onset, lifted pedal_up_s
-    before the next; not pressed for less than pedal_min_s; detached phrases are pedalled with probability
-    1 + articulation, and never when their median inter-onset interval is under pedal_fast_s. Harmonies are
-    compared per beat (per half bar or bar where a beat lasts less than harmony_min_s); a new one brings more
-    than harmony_margin of its sound in foreign pitch classes, or a foreign bass.
+    before the next; not pressed for less than pedal_min_s, nor over a single line; detached phrases are
+    pedalled with probability 1 + articulation, and never when their median inter-onset interval is under
+    pedal_fast_s. Harmonies are compared per beat (per half bar or bar where a beat lasts less than
+    harmony_min_s performed seconds): a window has a new one when another triad fits it better than the
+    current one by more than harmony_margin of its sound, or when its bass moves outside the current triad.
     """
 
     level: tuple[float, float] = (40.0, 92.0)
     tempo: tuple[float, float] = (0.85, 1.15)
     phrase_quarters: float = 8.0
     long_note: float = 2.0
-    arch_tempo: float = 0.08
-    arch_velocity: float = 6.0
+    arch_tempo: float = 0.06
+    arch_velocity: float = 7.0
     arch_peak: float = 0.45
     arch_spread: float = 0.4
+    section_phrases: int = 2
+    section_weight: float = 0.5
     rit_bars: int = 2
     rit_final: float = 0.6
     rit_curve: float = 2.0
@@ -124,7 +130,10 @@ class PerformerConfig:
             "0 < rit_final, rit_curve": self.rit_final > 0 and self.rit_curve > 0,
             "rit_bars >= 1": self.rit_bars >= 1,
             "0 < detached_ratio <= 1": 0 < self.detached_ratio <= 1,
-            "0 <= arch_tempo, arch_spread < 1": 0 <= self.arch_tempo < 1 and 0 <= self.arch_spread < 1,
+            "0 <= arch_spread < 1": 0 <= self.arch_spread < 1,
+            "section_phrases >= 1, section_weight >= 0": self.section_phrases >= 1 and self.section_weight >= 0,
+            "0 <= arch_tempo * (1 + arch_spread) * (1 + section_weight) < 1 (tempo stays positive)":
+                0 <= self.arch_tempo * (1 + self.arch_spread) * (1 + self.section_weight) < 1,
             "0 < arch_peak < 1": 0 < self.arch_peak < 1,
             "phrase_quarters > 0": self.phrase_quarters > 0,
         }
@@ -135,14 +144,15 @@ class PerformerConfig:
 
 @dataclass(frozen=True)
 class _Shape:
-    """What the seed draws: base velocity, tempo factor, and per phrase the arch's scale and peak and the
-    articulation (-1 detached .. 1 legato)."""
+    """What the seed draws: base velocity, tempo factor, per phrase the arch's scale and peak and the
+    articulation (-1 detached .. 1 legato), per section the arch's scale."""
 
     level: float
     tempo: float
     arch: np.ndarray
     peak: np.ndarray
     articulation: np.ndarray
+    section: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -197,7 +207,8 @@ def _draw_shape(config: PerformerConfig, rng: np.random.Generator, phrases: int)
     peak = np.clip(config.arch_peak + rng.uniform(-0.1, 0.1, phrases), 0.1, 0.9)
     mean = rng.uniform(*config.articulation)
     articulation = np.clip(mean + rng.normal(0, config.articulation_spread, phrases), -1, 1)
-    return _Shape(level, tempo, arch, peak, articulation)
+    section = 1 + config.arch_spread * rng.uniform(-1, 1, -(-phrases // config.section_phrases))
+    return _Shape(level, tempo, arch, peak, articulation, section)
 
 
 def _arch(q: np.ndarray, bounds: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,6 +219,18 @@ def _arch(q: np.ndarray, bounds: np.ndarray, peak: np.ndarray) -> tuple[np.ndarr
     top = peak[k]
     x = np.where(p <= top, (top - p) / top, (p - top) / (1 - top))
     return k, 1 - 2 * x**2
+
+
+def _contour(q: np.ndarray, bounds: np.ndarray, shape: _Shape, config: PerformerConfig
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(phrase index, contour) at positions q (quarters): each phrase's arch times its drawn scale, plus
+    section_weight times the arch over its section (Todd's arches at two levels of the phrase hierarchy)."""
+    k, phrase = _arch(q, bounds, shape.peak)
+    sections = bounds[:: config.section_phrases]
+    if sections[-1] != bounds[-1]:
+        sections = np.append(sections, bounds[-1])
+    j, section = _arch(q, sections, np.full(len(sections) - 1, config.arch_peak))
+    return k, shape.arch[k] * phrase + config.section_weight * shape.section[j] * section
 
 
 def _ritardando(q: np.ndarray, grid: MetreGrid, score: Score, config: PerformerConfig) -> np.ndarray:
@@ -228,8 +251,8 @@ def _warp(score: Score, grid: MetreGrid, clock: Clock, bounds: np.ndarray, shape
     stop = float(score.end.max()) + 1.0
     q = np.linspace(0.0, stop, int(np.ceil(stop * CELLS_PER_QUARTER)) + 1)
     mid = (q[1:] + q[:-1]) / 2
-    k, arch = _arch(mid, bounds, shape.peak)
-    speed = shape.tempo * (1 + config.arch_tempo * shape.arch[k] * arch) * _ritardando(mid, grid, score, config)
+    _, contour = _contour(mid, bounds, shape, config)
+    speed = shape.tempo * (1 + config.arch_tempo * contour) * _ritardando(mid, grid, score, config)
     seconds = np.concatenate(([0.0], np.cumsum(np.diff(clock.to_seconds(q)) / speed)))
     return Warp(q, seconds)
 
@@ -251,14 +274,14 @@ def _onsets(score: Score, warp: Warp, melody: np.ndarray, config: PerformerConfi
 def _velocities(score: Score, grid: MetreGrid, melody: np.ndarray, bounds: np.ndarray, shape: _Shape,
                 config: PerformerConfig, rng: np.random.Generator) -> np.ndarray:
     """MIDI velocities 1-127: the drawn level plus every dynamics rule."""
-    k, arch = _arch(score.start, bounds, shape.peak)
+    _, contour = _contour(score.start, bounds, shape, config)
     written = score.end - score.start
     contrast = np.clip(np.log2(written / np.median(written)), -2, 2) / 2
     velocity = (
         shape.level
-        + config.arch_velocity * shape.arch[k] * arch
+        + config.arch_velocity * contour
         + config.accent * metric_weight(grid, score.start)
-        + config.melody_velocity * melody
+        + config.melody_velocity * (melody & (sounding(score)[score.group] > 1))
         + config.high_loud * (score.pitch - 60) / 12
         + config.contrast_velocity * contrast
         + config.score_dynamics * (score.velocity - np.median(score.velocity))
@@ -291,23 +314,25 @@ def _releases(score: Score, warp: Warp, onset: np.ndarray, bounds: np.ndarray, s
 def _pedal(score: Score, grid: MetreGrid, clock: Clock, warp: Warp, bounds: np.ndarray, shape: _Shape,
            onset: np.ndarray, release: np.ndarray, config: PerformerConfig,
            rng: np.random.Generator) -> list[tuple[float, float]]:
-    """(down, up) times in seconds of the sustain pedal: one press per harmony, down pedal_down_s after its
-    last onset, up pedal_up_s before the next harmony's first, at a rest's start, or with the last key."""
+    """(down, up) times in seconds of the sustain pedal: one press per harmony where two or more notes sound
+    together, down pedal_down_s after its last onset, up pedal_up_s before the next harmony's first, at a
+    rest's start, or with the last key."""
     starts = np.searchsorted(score.group, np.arange(len(score.onsets)))
     first, last = np.minimum.reduceat(onset, starts), np.maximum.reduceat(onset, starts)
     phrase, _ = _arch(score.onsets, bounds, shape.peak)
     fast = np.array([_median_ioi(first[phrase == k]) < config.pedal_fast_s for k in range(len(bounds) - 1)])
     a = shape.articulation
     pedalled = (a >= 0) | (~fast & (rng.random(len(a)) < 1 + a))
+    together = sounding(score)
     presses = []
     for a_q, b_q, at_change in harmony_segments(score, grid, clock, config.harmony_min_s * shape.tempo,
                                                 config.harmony_margin):
-        g = int(np.searchsorted(score.onsets, a_q - 1e-6))
-        if not pedalled[phrase[g]]:
+        g, h = np.searchsorted(score.onsets, [a_q - 1e-6, b_q - 1e-6])
+        if not pedalled[phrase[g]] or together[g:h].max() < 2:  # a single line is legato from the fingers
             continue
         down = last[g] + config.pedal_down_s
         if at_change:
-            up = first[int(np.searchsorted(score.onsets, b_q - 1e-6))] - config.pedal_up_s
+            up = first[h] - config.pedal_up_s
         else:
             up = float(release.max()) if b_q >= score.end.max() - 1e-6 else float(warp(b_q))
         if up - down >= config.pedal_min_s:

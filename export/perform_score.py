@@ -164,6 +164,12 @@ def melody_mask(score: Score) -> np.ndarray:
     return melody
 
 
+def sounding(score: Score) -> np.ndarray:
+    """How many notes sound at each onset position (those starting there included)."""
+    at = score.onsets + EPS_Q
+    return np.searchsorted(score.start, at, "right") - np.searchsorted(np.sort(score.end), at, "right")
+
+
 def rests(score: Score, min_q: float = REST_Q) -> list[tuple[float, float]]:
     """(start, end) in quarters of every silence in all voices at least `min_q` long."""
     if not len(score):

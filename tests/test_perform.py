@@ -158,6 +158,37 @@ def test_a_final_ritardando_lengthens_the_last_bar():
     assert _ioi_ratio(PerformerConfig(rit_final=1.0)) < 1.15
 
 
+def _arch_figures(config: PerformerConfig) -> tuple[float, float]:
+    """Quarter notes in 4/4 over 14 bars, in 2-bar phrases: mean velocity and inter-onset interval in the middle
+    of a phrase (its beats 3-6) minus those at its ends (beats 1, 8), the last phrase (ritardando) left out."""
+    quarters = [(i * 0.5, i * 0.5 + 0.5, 60 + (i % 5), 0) for i in range(56)]
+    louder, faster = [], []
+    for seed in range(3):
+        notes = _played(perform(_events(quarters), Conductor(), config, seed))
+        velocity = np.array([n[3] for n in notes[:48]], float).reshape(6, 8)
+        ioi = np.diff([n[0] for n in notes])[:48].reshape(6, 8)  # ioi[:, 7]: into the next phrase
+        louder.append(velocity[:, 2:6].mean() - velocity[:, [0, 7]].mean())
+        faster.append(ioi[:, [0, 7]].mean() - ioi[:, 2:5].mean())
+    return float(np.mean(louder)), float(np.mean(faster))
+
+
+def test_phrase_arches_are_louder_and_faster_in_the_middle_of_a_phrase():
+    louder, faster = _arch_figures(PerformerConfig(accent=0.0))
+    assert louder > 6 and faster > 0.03
+    louder, faster = _arch_figures(PerformerConfig(accent=0.0, arch_velocity=0.0, arch_tempo=0.0))
+    assert abs(louder) < 2 and abs(faster) < 0.01
+
+
+def test_articulation_overlaps_in_legato_and_shortens_when_detached():
+    line = _events([(i * 0.5, i * 0.5 + 0.5, 60 + (i * 7) % 12, 0) for i in range(32)])
+    for articulation, check in (((1.0, 1.0), lambda on, off, nxt: off > nxt),
+                                ((-1.0, -1.0), lambda on, off, nxt: off - on < 0.7 * (nxt - on))):
+        config = PerformerConfig(articulation=articulation, articulation_spread=0.0)
+        notes = _played(perform(line, Conductor(), config, seed=1))
+        pairs = [(a[0], a[1], b[0]) for a, b in zip(notes[:-1], notes[1:], strict=True)]
+        assert all(check(*pair) for pair in pairs), articulation
+
+
 def test_the_pedal_is_changed_at_each_new_harmony_and_held_through_one():
     """C C F F G G C, a beat each: a lift between the two chords of each change, none within C C, F F, G G."""
     progression = [C, C, F, F, G, G, C]
