@@ -1,6 +1,6 @@
 """The performer (export/perform.py) on hand-made scores: determinism, no hanging notes, order kept, and each
 rule visible in the output (melody, metrical accents, final ritardando, pedal with the harmony, tempo map and
-metre). Each rule's test also switches the rule off through its config and sees the effect go."""
+metre). The melody, accent, arch and ritardando tests also switch their rule off and see the effect go."""
 
 from __future__ import annotations
 
