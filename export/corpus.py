@@ -10,8 +10,9 @@ a split, summarize it. Format (docs/corpus.md; other modules code against it, ke
     <root>/skipped.jsonl                    pieces left out, with the reason (parse error, empty, too long ...)
     <root>/manifest.json                    what the last build did (selection, counts, vocabulary, time)
 
-Splits are by piece: sha1(piece id) -> 90% train, 5% valid, 5% test (split_of). A re-run skips finished pieces
-(their .mid exists) and known failures, so an interrupted build completes where it stopped.
+Splits are by piece: sha1(piece id) -> 90% train, 5% valid, 5% test (split_of); a band piece (band parts over
+a melody, <root>/midi/band-<style>/) takes its source piece's split. A re-run skips finished pieces (their .mid
+exists) and known failures, so an interrupted build completes where it stopped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from musebridge.engine import vocab as V
 
-from .corpus_build import BuildConfig, PieceResult, run_pieces
+from .band import MMA_HELP, band_styles, mma_available
+from .corpus_build import BuildConfig, PieceResult, piece_path, run_pieces
 from .corpus_sources import PieceSpec, interleave_limit, midi_pieces, music21_pieces
 
 log = logging.getLogger(__name__)
@@ -201,6 +203,8 @@ def build(config: BuildConfig) -> BuildReport:
     """Build (or complete) the corpus at config.root; see the module docstring."""
     t0 = time.perf_counter()
     root = Path(config.root)
+    if config.band is not None and not mma_available(config.band.mma):
+        raise CorpusError(MMA_HELP)
     (root / "midi").mkdir(parents=True, exist_ok=True)
     for stale in (root / "midi").rglob(".*.tmp"):  # left behind by a killed writer
         stale.unlink()
@@ -220,17 +224,57 @@ def build(config: BuildConfig) -> BuildReport:
     )
     results: dict[str, PieceResult] = {}
     with open(journal, "a", encoding="utf-8") as jf:
-        for res in run_pieces(todo, config):
-            results[res.id] = res
-            if res.reason is not None and res.reason not in RETRYABLE:
-                jf.write(json.dumps(res.skip_record()) + "\n")
-                jf.flush()
+        _run(todo, config, results, jf)
+        if config.band is not None:
+            band = band_pieces(config, specs, results)
+            todo = [s for s in band if s.id not in known]
+            log.info("corpus: %d band pieces selected, %d to process", len(band), len(todo))
+            _run(todo, config, results, jf)
+            specs = sorted(specs + band, key=lambda p: p.id)
     return _finish(root, config, specs, results, known, time.perf_counter() - t0)
+
+
+def _run(todo: list[PieceSpec], config: BuildConfig, results: dict[str, PieceResult], journal) -> None:
+    """Process pieces into `results`, journaling final failures."""
+    for res in run_pieces(todo, config):
+        results[res.id] = res
+        if res.reason is not None and res.reason not in RETRYABLE:
+            journal.write(json.dumps(res.skip_record()) + "\n")
+            journal.flush()
+
+
+def _first_of_same(specs: list[PieceSpec], results: dict[str, PieceResult]) -> dict[str, str]:
+    """For each piece built, the smallest id with the same tokens (its own id when no other has them)."""
+    by_hash: dict[str, str] = {}
+    first = {}
+    for spec in specs:  # sorted by id
+        res = results.get(spec.id)
+        if res is not None and res.reason is None:
+            first[spec.id] = by_hash.setdefault(res.digest, spec.id)
+    return first
+
+
+def band_pieces(config: BuildConfig, specs: list[PieceSpec], results: dict[str, PieceResult]) -> list[PieceSpec]:
+    """Band pieces over the build's melodies (config.band): pieces of the band's source styles that were built
+    and are not duplicates, the first config.band.limit of them by sha1(id + "/band"), each in per_piece styles
+    (band.band_styles). Id: <band style>-band-<source id>; source: band:<source id>; split: the source's."""
+    band = config.band
+    first = _first_of_same(specs, results)
+    melodies = [s for s in specs if first.get(s.id) == s.id and s.style in band.sources]
+    melodies.sort(key=lambda s: hashlib.sha1(f"{s.id}/band".encode()).hexdigest())
+    out = []
+    for spec in melodies[: band.limit]:
+        for style in band_styles(spec.id, band.per_piece):
+            out.append(PieceSpec(
+                f"{style}-band-{spec.id}", style, source=f"band:{spec.id}",
+                path=str(piece_path(config.root, spec)), kind="band", split_key=spec.split_key or spec.id,
+            ))
+    return out
 
 
 def _finish(root, config, specs, results, known, elapsed) -> BuildReport:
     """Deduplicate, assign splits, write tokens, index, skipped list and manifest."""
-    by_hash: dict[str, str] = {}
+    first_of_same = _first_of_same(specs, results)
     records, arrays, skipped = [], {}, []
     for spec in specs:  # sorted by id: the first of identical pieces is kept
         res = results.get(spec.id)
@@ -240,11 +284,11 @@ def _finish(root, config, specs, results, known, elapsed) -> BuildReport:
         if res.reason is not None:
             skipped.append(res.skip_record())
             continue
-        first = by_hash.setdefault(res.digest, spec.id)
+        first = first_of_same[spec.id]
         if first != spec.id:
             skipped.append(res.skip_record("duplicate", f"same notes as {first}"))
             continue
-        record = dict(res.record, split=split_of(spec.id))
+        record = dict(res.record, split=split_of(spec.split_key or spec.id))
         records.append(record)
         arrays[spec.id] = res.tokens
     _write_tokens(root, records, arrays)
@@ -264,6 +308,7 @@ def _finish(root, config, specs, results, known, elapsed) -> BuildReport:
         "midi_dirs": [str(d) for d in config.midi_dirs],
         "music21": config.music21,
         "max_seconds": config.max_seconds,
+        "band": None if config.band is None else {"limit": config.band.limit, "per_piece": config.band.per_piece},
         "vocab": {"version": V.VOCAB_VERSION, "size": V.VOCAB_SIZE, "sha256": V.vocab_info().sha256},
         "codec": codec_fingerprint(),
     }
@@ -301,8 +346,9 @@ def _totals(records: list[dict]) -> dict:
 
 
 def stats(root: str | os.PathLike) -> dict:
-    """Pieces, notes, hours and tokens in total, per style, per split and per style and split; skipped pieces
-    per style and reason. Raises CorpusError when the corpus is not built."""
+    """Pieces, notes, hours and tokens in total, per style, per split and per style and split; band pieces
+    (band parts over melodies) per style; skipped pieces per style and reason. Raises CorpusError when the
+    corpus is not built."""
     records = read_index(root)
     skipped = read_jsonl(Path(root) / "skipped.jsonl")
     styles = sorted({r["style"] for r in records} | {s["style"] for s in skipped})
@@ -311,8 +357,12 @@ def stats(root: str | os.PathLike) -> dict:
         "total": _totals(records),
         "splits": {sp: _totals([r for r in records if r["split"] == sp]) for sp in SPLITS},
         "styles": {},
+        "band": {},
         "skipped": {},
     }
+    band = [r for r in records if r["path"].startswith("midi/band-")]
+    for style in sorted({r["style"] for r in band}):
+        out["band"][style] = _totals([r for r in band if r["style"] == style])
     for style in styles:
         mine = [r for r in records if r["style"] == style]
         out["styles"][style] = _totals(mine) | {

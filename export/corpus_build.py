@@ -25,6 +25,7 @@ from musebridge.engine.errors import EngineError
 from musebridge.engine.instruments import INSTRUMENT_NAMES
 from musebridge.engine.midifile import encode_file
 
+from .band import BandConfig, BandError, render_band
 from .corpus_convert import EmptyPiece, TooLong, convert_score
 from .corpus_sources import PieceSpec
 
@@ -39,7 +40,8 @@ class BuildConfig:
     limit: at most this many pieces per style (None: all). jobs: worker processes (1: in this process).
     timeout_s: seconds of work allowed per piece. max_seconds: longest piece kept, in seconds of music.
     retry_failed: try pieces that failed in an earlier run again. force: convert every piece again.
-    music21: include the music21 corpus. quiet: no progress bar.
+    music21: include the music21 corpus. quiet: no progress bar. band: band parts over the melodies (None:
+    none; needs mma).
     """
 
     root: str
@@ -53,6 +55,7 @@ class BuildConfig:
     force: bool = False
     music21: bool = True
     quiet: bool = False
+    band: BandConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class PieceResult:
     """The outcome of one task: an index record and tokens, or a skip reason.
 
     reason: None, or "error" (parse or conversion failed), "empty", "too_long", "timeout", "corrupt" (a MIDI
-    file that cannot be read), "duplicate". digest: sha1 of the tokens, to find duplicates.
+    file that cannot be read), "duplicate", "no_band" (no band part for that melody). digest: sha1 of the
+    tokens, to find duplicates.
     """
 
     id: str
@@ -94,8 +98,9 @@ def _alarm(signum, frame):
 
 
 def piece_path(root: str | Path, spec: PieceSpec) -> Path:
-    """Where a piece's .mid lives: <root>/midi/<style>/<id>.mid."""
-    return Path(root) / "midi" / spec.style / f"{spec.id}.mid"
+    """Where a piece's .mid lives: <root>/midi/<style>/<id>.mid, a band piece's <root>/midi/band-<style>/."""
+    folder = f"band-{spec.style}" if spec.kind == "band" else spec.style
+    return Path(root) / "midi" / folder / f"{spec.id}.mid"
 
 
 def _copy_midi(spec: PieceSpec, target: Path, max_seconds: float) -> None:
@@ -123,6 +128,8 @@ def _ensure(spec: PieceSpec, config: BuildConfig, target: Path) -> bool:
     target.parent.mkdir(parents=True, exist_ok=True)
     if spec.kind == "midi":
         _copy_midi(spec, target, config.max_seconds)
+    elif spec.kind == "band":
+        render_band(spec.path, target, spec.id, spec.style, config.band or BandConfig())
     else:
         convert_score(spec, str(target), config.max_seconds)
     return True
@@ -147,6 +154,8 @@ def process_piece(spec: PieceSpec, config: BuildConfig) -> PieceResult:
         return PieceResult(**base, reason="empty", detail=str(exc))
     except TooLong as exc:
         return PieceResult(**base, reason="too_long", detail=str(exc))
+    except BandError as exc:
+        return PieceResult(**base, reason=exc.reason, detail=str(exc))
     except EngineError as exc:
         return PieceResult(**base, reason="corrupt" if spec.kind == "midi" else "error", detail=str(exc))
     except Exception as exc:  # noqa: BLE001 - music21 raises anything on bad scores; the piece is skipped

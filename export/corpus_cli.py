@@ -11,6 +11,7 @@ import sys
 
 from musebridge.engine import vocab as V
 
+from .band import MMA_HELP, BandConfig, mma_available
 from .corpus import CorpusError, build, default_root, stale_tokens, stats
 from .corpus_build import BuildConfig
 
@@ -50,6 +51,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="M",
         help="skip pieces longer than M minutes of music (default: %(default)s)",
     )
+    b.add_argument(
+        "--band",
+        action="store_true",
+        help="add band parts (bass, drums, chords rendered by mma) over the melodies; needs mma",
+    )
+    b.add_argument(
+        "--band-limit",
+        type=int,
+        default=BandConfig.limit,
+        metavar="N",
+        help="at most N melodies get band parts (default: %(default)s; 0: every melody)",
+    )
+    b.add_argument(
+        "--band-per-piece",
+        type=int,
+        default=BandConfig.per_piece,
+        metavar="K",
+        help="band versions per melody, each in another style (default: %(default)s, at most 5)",
+    )
     b.add_argument("--retry-failed", action="store_true", help="try pieces that failed before again")
     b.add_argument("--force", action="store_true", help="convert every piece again, even if its .mid exists")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,6 +95,7 @@ def _config(args: argparse.Namespace) -> BuildConfig:
     if args.limit is not None and args.limit < 1:
         raise CorpusError("--limit must be at least 1")
     return BuildConfig(
+        band=_band(args),
         root=str(args.root or default_root()),
         styles=styles,
         midi_dirs=tuple(args.midi),
@@ -89,6 +110,17 @@ def _config(args: argparse.Namespace) -> BuildConfig:
     )
 
 
+def _band(args: argparse.Namespace) -> BandConfig | None:
+    """The band step's config with --band, else None; CorpusError (how to get mma) when mma is missing."""
+    if not args.band:
+        return None
+    if args.band_limit < 0 or args.band_per_piece < 1:
+        raise CorpusError("--band-limit must be at least 0 and --band-per-piece at least 1")
+    if not mma_available():
+        raise CorpusError(MMA_HELP)
+    return BandConfig(limit=args.band_limit or None, per_piece=args.band_per_piece)
+
+
 def format_stats(info: dict) -> str:
     """The stats as a text table."""
     head = f"{'':<14}{'pieces':>8}{'notes':>11}{'hours':>9}{'tokens':>12}"
@@ -99,6 +131,9 @@ def format_stats(info: dict) -> str:
         lines += [row(f"  {sp}", st) for sp, st in t["splits"].items()]
     lines.append(row("total", info["total"]))
     lines += [row(f"  {sp}", st) for sp, st in info["splits"].items()]
+    if info.get("band"):
+        lines.append("band pieces (included above, by style):")
+        lines += [row(f"  {style}", t) for style, t in info["band"].items()]
     if info["skipped"]:
         lines.append(
             "skipped: "

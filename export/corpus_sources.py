@@ -93,7 +93,9 @@ SOURCES: tuple[Source, ...] = (
 @dataclass(frozen=True)
 class PieceSpec:
     """One piece to convert. path: absolute file path; tune: 1-based ordinal of the X: tune in a multi-tune
-    ABC file (None for whole files); kind: "music21" or "midi"; source: what the index records as its origin."""
+    ABC file (None for whole files); kind: "music21", "midi" or "band" (band parts over the corpus piece
+    whose .mid is at path, export/band.py); source: what the index records as its origin; split_key: the id
+    that decides the piece's split ("": its own id; a band piece: its source piece's id)."""
 
     id: str
     style: str
@@ -105,6 +107,7 @@ class PieceSpec:
     trust_instruments: bool = True
     chords: bool = False
     merge_voices: bool = False
+    split_key: str = ""
 
 
 def safe(text: str) -> str:
