@@ -58,6 +58,7 @@ class EngineLink:
         self._now = clock_now
         self._last_call = 0.0
         self.opened = 0  # sessions created so far (each starts its timeline at 0)
+        self.key = "-"  # the key the engine hears, as its last generate reply said
 
     def _call(self, cmd: str, **args) -> dict:
         if self._client is None:
@@ -121,6 +122,7 @@ class EngineLink:
         """generate with until (session seconds) / notes / max_tokens (and now, feed: protocol events fed
         first); returns (events, timeline end s)."""
         result = self._call("generate", session=self.session, **limits)
+        self.key = result.get("key", self.key)
         events = [e for e in (from_wire(n) for n in result.get("notes", [])) if e is not None]
         return events, float(result.get("time", 0.0))
 

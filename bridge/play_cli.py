@@ -17,6 +17,7 @@ import threading
 from dataclasses import replace
 
 from musebridge.engine.client import DEFAULT_PORT, DEFAULT_PUB_PORT
+from musebridge.engine.follow import FOLLOW_PARTS, parse_key
 from musebridge.engine.instruments import INSTRUMENT_NAMES
 from musebridge.engine.protocol import MODES
 from musebridge.engine.vocab import STYLES
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, metavar="TOKENS", help="tokens of the past the model sees (from 32 "
                         "to its block size, 1024 for the bundled model; default: 256, or the block size when "
                         "smaller): shorter answers faster and remembers less")
+    parser.add_argument("--follow-key", metavar="KEY", help="'auto' (the key heard, default), 'off', or a key to "
+                        "lean toward, e.g. 'E minor'")
+    parser.add_argument("--follow-off", nargs="+", metavar="PART", help="parts of following the player to switch "
+                        f"off: {', '.join(FOLLOW_PARTS)}")
+    parser.add_argument("--no-follow", action="store_true", default=None, help="do not follow the player at all")
     parser.add_argument("--channel", type=int, metavar="1-16", help="listen to this MIDI channel only")
     parser.add_argument("--thru", action="store_true", default=None, help="also pass the player's notes to --out")
     parser.add_argument("--bpm", type=float, help="internal clock tempo when no MIDI clock comes in (120)")
@@ -71,7 +77,10 @@ def build_config(args: argparse.Namespace) -> BridgeConfig:
         top["channel"] = args.channel - 1
     engine = {k: v for k, v in {"style": args.style, "instruments": args.instruments,
                                 "player_instrument": args.player_instrument, "temperature": args.temperature,
-                                "seed": args.seed, "context": args.context}.items() if v is not None}
+                                "seed": args.seed, "context": args.context, "follow_key": args.follow_key,
+                                "follow_off": args.follow_off,
+                                "follow": False if args.no_follow else None}.items() if v is not None}
+    _check_follow(engine)
     clock = {k: v for k, v in {"bpm": args.bpm, "quantize": args.quantize}.items() if v is not None}
     for name in [*(args.instruments or []), *([args.player_instrument] if args.player_instrument else [])]:
         if name not in INSTRUMENT_NAMES:
@@ -80,6 +89,18 @@ def build_config(args: argparse.Namespace) -> BridgeConfig:
         raise BridgeError(f"unknown style {args.style!r}; choose from: {', '.join(STYLES)}")
     return replace(config, **top, engine={**config.engine, **engine},
                    clock=replace(config.clock, **clock) if clock else config.clock)
+
+
+def _check_follow(engine: dict) -> None:
+    """The engine refuses bad following values later; say so before the ports open."""
+    unknown = [p for p in engine.get("follow_off", []) if p not in FOLLOW_PARTS]
+    if unknown:
+        raise BridgeError(f"unknown part of following {unknown[0]!r}; choose from: {', '.join(FOLLOW_PARTS)}")
+    if engine.get("follow_key", "auto") not in ("auto", "off"):
+        try:
+            parse_key(engine["follow_key"])
+        except ValueError as exc:
+            raise BridgeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

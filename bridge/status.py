@@ -18,7 +18,7 @@ def status_text(bridge) -> str:
     f = bridge.follower
     source = "MIDI clock" if f.external(now) else "internal"
     tempo = f"{f.bpm:.1f} bpm {source}{'' if f.running else ' stopped'}"
-    parts = [f"{bridge.mode.name}: {bridge.mode.state}", tempo,
+    parts = [f"{bridge.mode.name}: {bridge.mode.state}", tempo, f"key {bridge.link.key}",
              f"in {bridge.counts['in']} out {bridge.counts['out']}"]
     lat = percentile_ms(list(bridge.latencies), 50)
     if lat is not None:

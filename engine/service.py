@@ -311,8 +311,8 @@ class Service:
             self._token_ms.extend([ms / tokens] * min(tokens, 64))
             self._latency_cache = None
         events = [("note", sid, {"notes": out[published:]})] if len(out) > published else []
-        events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3)}))
         heard = key_name(session.follower.key)
+        events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3), "key": heard}))
         return {"session": sid, **fed, "notes": out, "tokens": tokens, "time": session.time, "key": heard}, events
 
     def anticipate(self, args: dict):

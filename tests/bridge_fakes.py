@@ -23,6 +23,7 @@ class FakeLink:
     def __init__(self, params: dict | None = None):
         self.params = dict(params or {"instruments": ["strings"], "player_instrument": "piano"})
         self.session = None
+        self.key = "-"
         self.opened = 0
         self.alive = True
         self.time = 0.0

@@ -93,7 +93,9 @@ def test_respond_on_memory_ports_records_both_parts(server, tmp_path):
     mem = Memory(server.target, "respond", record=str(path), modes=ModeConfig(pause_s=0.3, answer_s=1.0))
     mem.phrase()
     assert mem.wait(lambda: mem.engine_notes()), "the engine answered"
-    assert "respond" in status_text(mem.bridge) and "engine s" in status_text(mem.bridge)
+    line = status_text(mem.bridge)
+    assert "respond" in line and "engine s" in line
+    assert f"key {mem.bridge.link.key}" in line and mem.bridge.link.key != "-"  # the key the engine heard
     mem.live.stop()
     assert not unreleased_note_ons(m for _, m in mem.heard)
     tracks = {t.name for t in mido.MidiFile(path).tracks}
