@@ -53,7 +53,7 @@ class BandConfig:
     versions per melody, each in another style; sources: styles whose pieces are melodies; mma: the mma
     command; timeout_s: seconds allowed to one mma run."""
 
-    limit: int | None = 4000
+    limit: int | None = 2500
     per_piece: int = 1
     sources: tuple[str, ...] = SOURCE_STYLES
     mma: str = "mma"
