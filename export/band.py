@@ -173,7 +173,8 @@ class Source:
 def read_source(path: str | os.PathLike) -> Source:
     """Split a corpus .mid into melody and harmony: the melody is the part named soprano, else the highest
     part (by mean pitch) among those with at least half the notes of the busiest; a part named "chords"
-    (realized chord symbols) gives the chords, else two or more other parts do, else the melody alone."""
+    (realized chord symbols) gives the chords, else all parts do when there are three or more, or a second one
+    with at least half as many notes as the melody, else the melody alone."""
     midi = read_midi(path)
     notes = notes_from_events(midi.events, midi.end_time)
     notes = [n for n in notes if n.channel != DRUM_CHANNEL and n.end > n.start]
