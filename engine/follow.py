@@ -25,6 +25,8 @@ player's notes, or, in a session without a player (continuing a prompt), the pro
   onset; half of it while the player holds no note): time shifts that land on the pulse gain weight, note-ons
   off it lose weight;
 - every instrument plays: an engine instrument gains weight the longer it stays silent.
+Whatever the rules, no engine note ends at the step it started, no key is struck twice in one step, and no
+velocity token follows another or repeats the current bin.
 """
 
 from __future__ import annotations
@@ -282,7 +284,26 @@ class Follower:
             self._silent_instruments(out, state)
         if c.lifetime:
             self._lifetimes(out, state, now)
+        self._no_empty_churn(out, state)
         return out
+
+    @staticmethod
+    def _no_empty_churn(out: np.ndarray, state: State) -> None:
+        """No engine note ends at the step it started, no key is struck twice in one step, and no velocity token
+        follows another or repeats the current bin: otherwise rules that hold back note-ons and time shifts
+        could leave the model making tokens without time passing or a note sounding."""
+        velocity = V.OFFSETS["velocity"]
+        if state.last_kind == "velocity":
+            out[velocity : velocity + V.VELOCITY_BINS] = -np.inf
+        elif state.vel_bin is not None:
+            out[velocity + state.vel_bin] = -np.inf
+        for o in reversed(state.recent):
+            if o.step != state.step:
+                break
+            if not o.player:
+                out[V.note_on_token(o.cls, o.pitch)] = -np.inf
+                if (o.cls, o.pitch) in state.started:
+                    out[V.note_off_token(o.cls, o.pitch)] = -np.inf
 
     def _note_ons(self, out: np.ndarray, heard: Heard, state: State) -> None:
         """Key, register and polyphony terms on the engine instruments' note-ons."""

@@ -43,10 +43,12 @@ class State:
         self.player_pedal = False
         self.started: dict[tuple[int, int], int] = {}  # sounding engine note (class, pitch) -> its first step
         self.recent: tuple[Onset, ...] = ()
+        self.last_kind = ""  # the kind of the last token (vocab segment name)
 
     def apply(self, token: int, player: bool) -> list[Timed]:
         """Advance by one token; returns the engine's output events (none for the player's tokens)."""
         kind, arg = V.token_kind(token)
+        self.last_kind = kind
         if kind == "time":
             self.step += arg + 1
         elif kind == "velocity":
