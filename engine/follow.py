@@ -216,6 +216,8 @@ class Follower:
         self.key: tuple[int, str] | None = None if config.key in ("auto", "off") else parse_key(config.key)
         self._prompt: Heard | None = None  # a primed prompt's description, followed when no player plays
         self._cache: tuple[Onset | None, Heard | None] = (None, None)
+        self._base_cache: tuple[Heard | None, np.ndarray | None] = (None, None)
+        self._player_heard = False  # whether the last heard() found the player's notes
         self._limits = config.lifetime_steps()
         pitches = np.arange(V.N_PITCHES)
         self._pitch_class = pitches % 12
@@ -238,6 +240,7 @@ class Follower:
         """What the reference sounds like now: the player's last notes, else the prompt, else the engine's own.
         Recomputed only when a reference note-on arrives."""
         played = [o for o in state.recent if o.player]
+        self._player_heard = bool(played)
         if not played and self._prompt is not None:
             return self._prompt
         notes = (played or list(state.recent))[-REFERENCE_NOTES:]
@@ -265,14 +268,10 @@ class Follower:
         c = self.config
         if not c.enabled:
             return None
-        out = np.zeros(V.VOCAB_SIZE, np.float32)
         heard = self.heard(state)
+        out = self._base(heard).copy()
         if heard is not None:
-            self._note_ons(out, heard, state)
-            if c.dynamics and not now:
-                bins = np.arange(V.VELOCITY_BINS, dtype=np.float32)
-                out[V.OFFSETS["velocity"] : V.OFFSETS["velocity"] + V.VELOCITY_BINS] -= (
-                    c.dynamics_strength * ((bins - heard.vel_bin) / 4.0) ** 2)
+            self._polyphony(out, heard, state)
             if c.density and not now and heard.rate > 0:
                 out[V.OFFSETS["time"] : V.OFFSETS["time"] + V.MAX_SHIFT_STEPS] += (
                     c.density_strength * self._density_term(state, heard.rate))
@@ -305,27 +304,46 @@ class Follower:
                 if (o.cls, o.pitch) in state.started:
                     out[V.note_off_token(o.cls, o.pitch)] = -np.inf
 
-    def _note_ons(self, out: np.ndarray, heard: Heard, state: State) -> None:
-        """Key, register and polyphony terms on the engine instruments' note-ons."""
+    def _base(self, heard: Heard | None) -> np.ndarray:
+        """The terms that change only with what is heard (key, register, dynamics), cached until it changes."""
+        if self._base_cache[0] is heard and self._base_cache[1] is not None:
+            return self._base_cache[1]
         c = self.config
-        sounding = state.decoder.sounding
-        # while the player holds notes the engine accompanies them: a texture of its own, at least 3 voices
-        target = max(heard.polyphony, 3.0) if state.player_held else heard.polyphony
-        for inst in self.instruments:
-            start = V.note_on_token(inst, 0)
-            row = out[start : start + V.N_PITCHES]
-            if inst != DRUMS:
-                if heard.key is not None and c.key_strength > 0:
-                    outside = ~np.isin(self._pitch_class, scale_of(heard.key))
+        out = np.zeros(V.VOCAB_SIZE, np.float32)
+        if heard is not None:
+            outside = None if heard.key is None else ~np.isin(self._pitch_class, scale_of(heard.key))
+            for inst in self.instruments:
+                if inst == DRUMS:
+                    continue
+                row = out[V.note_on_token(inst, 0) : V.note_on_token(inst, 0) + V.N_PITCHES]
+                if outside is not None and c.key_strength > 0:
                     row[outside] -= c.key_strength
                 if c.register:
                     row -= c.register_strength * self._register(inst, heard)
-            if c.polyphony:
-                excess = sounding - target
-                if sounding >= POLYPHONY_CAP_FACTOR * target + 1:
-                    row[:] = -np.inf
-                elif excess >= 0:
-                    row -= c.polyphony_strength * (excess + 1)
+            if c.dynamics:
+                bins = np.arange(V.VELOCITY_BINS, dtype=np.float32)
+                out[V.OFFSETS["velocity"] : V.OFFSETS["velocity"] + V.VELOCITY_BINS] -= (
+                    c.dynamics_strength * ((bins - heard.vel_bin) / 4.0) ** 2)
+        self._base_cache = (heard, out)
+        return out
+
+    def _polyphony(self, out: np.ndarray, heard: Heard, state: State) -> None:
+        """Note-ons lose weight once the engine sounds as many notes as the reference, and are masked at
+        POLYPHONY_CAP_FACTOR times that (+1)."""
+        if not self.config.polyphony:
+            return
+        sounding = state.decoder.sounding
+        # while the player holds notes the engine accompanies them: a texture of its own, at least 3 voices
+        target = max(heard.polyphony, 3.0) if state.player_held else heard.polyphony
+        if sounding < target:
+            return
+        cap = sounding >= POLYPHONY_CAP_FACTOR * target + 1
+        for inst in self.instruments:
+            start = V.note_on_token(inst, 0)
+            if cap:
+                out[start : start + V.N_PITCHES] = -np.inf
+            else:
+                out[start : start + V.N_PITCHES] -= self.config.polyphony_strength * (sounding - target + 1)
 
     def _register(self, inst: int, heard: Heard) -> np.ndarray:
         """(pitches,) squared octaves outside the register of the instrument's role."""
@@ -342,7 +360,7 @@ class Follower:
         window = round(ENGINE_WINDOW_S / V.GRID_S)
         mine = [o for o in state.recent if not o.player and state.step - o.step < window]
         rate = len(_merged_onsets(mine)) / ENGINE_WINDOW_S
-        return float(np.clip(math.log((rate + 0.25) / (reference_rate + 0.25)), -2.0, 2.0))
+        return min(2.0, max(-2.0, math.log((rate + 0.25) / (reference_rate + 0.25))))
 
     def _onsets(self, out: np.ndarray, state: State, heard: Heard) -> None:
         """Strike with the player's note-on; between them keep to the reference's pulse."""
@@ -354,7 +372,7 @@ class Follower:
             return
         # while the player holds a note the engine accompanies it on its pulse; else on the pulse and its halves
         period = heard.period if state.player_held else heard.period // 2
-        if period < MIN_PULSE_STEPS or state.step < heard.last or not any(o.player for o in state.recent):
+        if period < MIN_PULSE_STEPS or state.step < heard.last or not self._player_heard:
             return
         phase = (state.step - heard.last) % period
         if min(phase, period - phase) <= PULSE_TOLERANCE_STEPS:
