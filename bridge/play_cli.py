@@ -17,9 +17,10 @@ import threading
 from dataclasses import replace
 
 from musebridge.engine.client import DEFAULT_PORT, DEFAULT_PUB_PORT
-from musebridge.engine.follow import FOLLOW_PARTS, parse_key
+from musebridge.engine.follow import FOLLOW_PARTS
 from musebridge.engine.instruments import INSTRUMENT_NAMES
 from musebridge.engine.protocol import MODES
+from musebridge.engine.tonality import parse_key
 from musebridge.engine.vocab import STYLES
 
 from .config import BridgeConfig, load_toml

@@ -25,7 +25,7 @@ import numpy as np
 from . import protocol as P
 from . import vocab as V
 from .codec import Timed
-from .follow import FOLLOW_PARTS, FollowConfig, key_name
+from .follow import FOLLOW_PARTS, FollowConfig
 from .instruments import INSTRUMENT_NAMES
 from .jobs import Event, Steps
 from .sampler import SamplingConfig, scale_pitch_classes
@@ -33,6 +33,7 @@ from .session import Engine, Session
 from .session_config import SessionConfig
 from .steps import at_once, finish
 from .timeline import ends_note
+from .tonality import key_name
 
 EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
 STREAM_CHUNK_TOKENS = 32  # generate publishes its notes after every this many tokens

@@ -9,13 +9,14 @@ import mido
 import numpy as np
 import pytest
 from musebridge.engine import vocab as V
-from musebridge.engine.follow import FollowConfig, Follower, key_name, parse_key
+from musebridge.engine.follow import FollowConfig, Follower
 from musebridge.engine.instruments import INSTRUMENT_NAMES
 from musebridge.engine.midifile import notes_from_events
 from musebridge.engine.sampler import SamplingConfig
 from musebridge.engine.session import Engine
 from musebridge.engine.session_config import SessionConfig
 from musebridge.engine.timeline import State
+from musebridge.engine.tonality import key_name, parse_key
 
 PIANO, BASS, STRINGS, ORGAN = (INSTRUMENT_NAMES.index(n) for n in ("piano", "bass", "strings", "organ"))
 E_MINOR_PHRASE = [64, 66, 67, 71, 69, 67, 66, 64, 59, 64, 67, 71, 72, 71, 69, 66, 63, 64]
