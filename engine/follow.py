@@ -53,7 +53,7 @@ BASS = INSTRUMENT_NAMES.index("bass")
 FOLLOW_PARTS = ("key", "register", "dynamics", "density", "polyphony", "lifetime", "harmony", "onsets",
                 "instruments")
 DISSONANT = np.array([i % 12 in (1, 2, 6, 10, 11) for i in range(12)])  # interval classes that clash
-# Longest a note of each class may sound, seconds (engine/models/*.json `lifetimes` overrides; see docs/engine.md).
+# Longest a note of each class may sound, seconds (FollowConfig.lifetimes overrides).
 DEFAULT_LIFETIMES = {"piano": 4.0, "chromatic": 3.0, "organ": 6.0, "guitar": 4.0, "bass": 3.0, "strings": 6.0,
                      "voice": 6.0, "brass": 5.0, "reed": 5.0, "pipe": 5.0, "synth": 6.0, "drums": 0.5}
 
@@ -71,7 +71,8 @@ class FollowConfig:
     lifetime_strength: nats added to a note's note-off at its limit (quadratic in its age before).
     harmony_strength: nats taken from note-ons that clash with a sounding player note (and added to the note-off
         of an engine note that clashes with one).
-    onsets_strength: nats taken from time shifts at the step of a player's note-on.
+    onsets_strength: nats taken from time shifts at the step of a player's note-on, and from note-ons off the
+        player's pulse (added to the time shift that lands on it).
     instrument_strength: nats per second of silence added to the note-ons of a silent engine instrument.
     lifetimes: (class name, seconds) overrides of DEFAULT_LIFETIMES.
     """
@@ -110,9 +111,8 @@ class FollowConfig:
 @dataclass(frozen=True)
 class Heard:
     """What the follower hears in the reference: key, pitch centre, low and high notes (MIDI: the 10th and 90th
-    percentiles), velocity bin, onsets
-    per second, notes sounding at once, and its pulse: the median inter-onset interval and the last onset (grid
-    steps; period 0 when unknown)."""
+    percentiles), velocity bin, onsets per second, notes sounding at once, and its pulse: the median inter-onset
+    interval and the last onset (grid steps; period 0 when unknown)."""
 
     key: tuple[int, str] | None
     centre: float
@@ -176,9 +176,9 @@ class Follower:
         self._base_cache: tuple[Heard | None, np.ndarray | None] = (None, None)
         self._player_heard = False  # whether the last heard() found the player's notes
         self._limits = config.lifetime_steps()
-        pitches = np.arange(V.N_PITCHES)
-        self._pitch_class = pitches % 12
-        self._pitches = pitches.astype(np.float32)
+        self._midi = np.arange(V.N_PITCHES)
+        self._pitch_class = self._midi % 12
+        self._pitches = self._midi.astype(np.float32)
 
     def inherit(self, old: Follower) -> None:
         """Keep what `old` heard (a primed prompt; the key, unless this follower's key is another one)."""
@@ -346,7 +346,7 @@ class Follower:
         are favoured to end."""
         clash = np.zeros(V.N_PITCHES, bool)
         for pitch in state.player_held:
-            clash |= DISSONANT[(self._pitches.astype(int) - pitch) % 12]
+            clash |= DISSONANT[(self._midi - pitch) % 12]
         strength = self.config.harmony_strength
         for inst in self.instruments:
             if inst != DRUMS:

@@ -78,7 +78,9 @@ class Generated:
 Progress = Callable[[float], None]  # called with the seconds generated so far
 
 
-def _run(session, start: float, end: float, progress: Progress | None) -> list[Timed]:
+def advance(session, start: float, end: float, progress: Progress | None = None) -> list[Timed]:
+    """Plan and commit from `start` to `end` seconds, CHUNK_S at a time; the engine's messages as planned (a
+    note still sounding at `end` has no note-off yet)."""
     out: list[Timed] = []
     t = start
     while t < end:
@@ -87,7 +89,11 @@ def _run(session, start: float, end: float, progress: Progress | None) -> list[T
         session.commit(t)
         if progress:
             progress(t - start)
-    return out + session.finish()
+    return out
+
+
+def _run(session, start: float, end: float, progress: Progress | None) -> list[Timed]:
+    return advance(session, start, end, progress) + session.finish()
 
 
 def from_scratch(engine: Engine, config: GenerateConfig, progress: Progress | None = None, *,

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from musebridge.engine.follow import FollowConfig
 from musebridge.engine.instruments import INSTRUMENT_NAMES, instrument_index
 from musebridge.engine.midifile import Note, notes_from_events
@@ -20,7 +21,19 @@ from . import metrics as M
 from . import modes
 from . import style as S
 from .figures import Continuation, aggregate, continuation_row, duet_row, per_piece
-from .prompts import LIVE, NOTATED, RENDERINGS, Duet, Piece, Source, crop, duet, piece, piece_seed, read_source
+from .prompts import (
+    NOTATED,
+    RENDERINGS,
+    Duet,
+    Piece,
+    Source,
+    crop,
+    duet,
+    interleave,
+    piece,
+    piece_seed,
+    read_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +201,7 @@ def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[
 def _share(classifier: S.StyleClassifier, rows: list, style: str) -> float | None:
     if not rows:
         return None
-    return sum(p == style for p in classifier.predict(S.np.array(rows))) / len(rows)
+    return sum(p == style for p in classifier.predict(np.array(rows))) / len(rows)
 
 
 def _usual_instruments(sources: Sequence[Source]) -> tuple[int, ...]:
@@ -205,8 +218,6 @@ def judge(engine: Engine, test: dict[str, list[Source]], config: JudgeConfig,
           train: dict[str, list[Source]] | None = None, cache_dir=None, progress: Progress | None = None) -> dict:
     """Every mode of config.modes on every rendering; the JSON object `musebridge judge --json` writes.
     test: held-out sources by style (taken a style at a time); train: real pieces for the style classifier."""
-    from .prompts import interleave  # noqa: PLC0415
-
     progress = progress or _quiet
     sources = interleave(test.values())
     started = time.monotonic()
@@ -229,5 +240,3 @@ def _config_json(config: JudgeConfig) -> dict:
     out["follow"] = dict(config.follow.__dict__)
     return out
 
-
-__all__ = ["JudgeConfig", "judge", "MODES", "LIVE", "NOTATED"]

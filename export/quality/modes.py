@@ -19,7 +19,7 @@ from dataclasses import replace
 import mido
 from musebridge.engine.codec import Timed
 from musebridge.engine.follow import FollowConfig
-from musebridge.engine.generate import melody_instrument
+from musebridge.engine.generate import advance, melody_instrument
 from musebridge.engine.instruments import INSTRUMENT_NAMES
 from musebridge.engine.midifile import notes_from_events
 from musebridge.engine.sampler import SamplingConfig
@@ -28,21 +28,9 @@ from musebridge.engine.session_config import SessionConfig
 
 from .prompts import Duet, Piece
 
-STEP_S = 1.0  # the engine plans this far ahead per call
 PIANO, STRINGS = INSTRUMENT_NAMES.index("piano"), INSTRUMENT_NAMES.index("strings")
 PLAYED = ("note_on", "note_off", "control_change")
 FOLLOW = FollowConfig()  # the engine's default following
-
-
-def advance(session: Session, start: float, end: float) -> list[Timed]:
-    """Plan and commit from `start` to `end` seconds, STEP_S at a time; the engine's messages."""
-    out: list[Timed] = []
-    t = start
-    while t < end:
-        t = min(end, t + STEP_S)
-        out += session.plan(until_time=t)
-        session.commit(t)
-    return out
 
 
 def _classes(events: Sequence[Timed]) -> tuple[int, ...]:

@@ -16,12 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import mido
 from musebridge.engine import vocab as V
 from musebridge.engine.codec import Timed
 from musebridge.engine.errors import MidiFileError
 from musebridge.engine.instruments import DRUM_CHANNEL
-from musebridge.engine.midifile import Conductor, Note, notes_from_events, read_midi
+from musebridge.engine.midifile import Conductor, Note, notes_from_events, read_midi, release_held
 
 from ..errors import ExportError
 
@@ -87,18 +86,7 @@ class Duet:
 
 def crop(events: Iterable[Timed], start: float, end: float) -> list[Timed]:
     """Messages in [start, end) seconds, shifted to start at 0; notes sounding at `end` end there."""
-    kept = [Timed(t - start, m) for t, m in events if start <= t < end]
-    held: dict[tuple[int, int], int] = {}
-    for _, msg in kept:
-        key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
-        if msg.type == "note_on" and msg.velocity > 0:
-            held[key] = held.get(key, 0) + 1
-        elif msg.type in ("note_on", "note_off") and held.get(key):
-            held[key] -= 1
-    span = end - start
-    for (channel, pitch), count in sorted(held.items()):
-        kept += [Timed(span, mido.Message("note_off", channel=channel, note=pitch))] * count
-    return kept
+    return release_held([Timed(t - start, m) for t, m in events if start <= t < end], end - start)
 
 
 def corpus_sources(root: str | os.PathLike, split: str, seed: int = 0) -> dict[str, list[Source]]:
