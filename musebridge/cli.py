@@ -38,7 +38,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         prog="musebridge", description="Real-time AI accompaniment over MIDI ports."
     )
     parser.add_argument("--version", action="version", version=f"musebridge {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail to stderr")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more to stderr: -v what happens (INFO), -vv debugging detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers = {
         name: sub.add_parser(name, help=help_, description=help_)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(subparsers[command])
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
