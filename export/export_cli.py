@@ -16,13 +16,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
 from musebridge.engine.runtime import Model, RuntimeOptions
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .onnx_export import export_model, quantize_int4, quantize_int8
+from .errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +87,8 @@ def onnx_nll(path: str | Path, pieces: list[np.ndarray]) -> float:
 
 def parity(model, path: str | Path, tokens: list[int], steps: int = 20) -> float:
     """Max abs logit difference between torch forward_cached and the ONNX graph: a prefill then `steps` steps."""
+    import torch
+
     onnx_model = Model.load(path, RuntimeOptions(provider="cpu"))
     cache = onnx_model.new_cache()
     k, v = model.empty_cache()
@@ -112,6 +112,10 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch and onnx are imported here, not at the top: `musebridge export --help` works without the train extra.
+    from .checkpoint import load_checkpoint
+    from .onnx_export import export_model, quantize_int4, quantize_int8
+
     try:
         model, state = load_checkpoint(args.checkpoint)
         out = Path(args.output)

@@ -11,30 +11,15 @@ Shapes: B batch, T new tokens, P past (cached) tokens, L layers, H heads, D head
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from musebridge.engine import vocab as V
 
+from .config import GPTConfig
 
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab_size: int = V.VOCAB_SIZE
-    block_size: int = 1024  # longest context (tokens) the model is trained on and the engine keeps
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-    dropout: float = 0.0
-    rope_base: float = 10000.0
-
-    @property
-    def head_size(self) -> int:
-        return self.n_embd // self.n_head
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["GPT", "GPTConfig", "apply_rope", "rope_tables"]
 
 
 def rope_tables(config: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:

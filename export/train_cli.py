@@ -21,7 +21,7 @@ _MODEL_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .train import PRESETS, TrainConfig
+    from .config import PRESETS, TrainConfig
 
     d = TrainConfig()
     parser.add_argument("--config", default="default", choices=sorted(PRESETS),
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def configs_from_args(args: argparse.Namespace):
     """(GPTConfig, TrainConfig) from parsed arguments."""
-    from .train import PRESETS, TrainConfig
+    from .config import PRESETS, TrainConfig
 
     overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
     model_cfg = dataclasses.replace(PRESETS[args.config], **overrides)

@@ -31,6 +31,23 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("musebridge.bench_cli", "benchmarks from bench/ (decode: engine vs torch vs HF latency)"),
 }
 
+# Top-level modules of the optional extras (pyproject.toml) -> the extra that brings them.
+EXTRAS: dict[str, str] = {
+    "torch": "train", "music21": "train", "onnx": "train", "onnxscript": "train", "tqdm": "train",
+    "transformers": "bench", "miditok": "bench", "matplotlib": "viz",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra whose module `exc` failed to import, or None when the missing module is not an extra's."""
+    return EXTRAS.get((exc.name or "").partition(".")[0])
+
+
+def _needs_extra(command: str, exc: ModuleNotFoundError, extra: str) -> int:
+    print(f"musebridge {command}: needs {exc.name}, from the {extra} extra: pip install -e '.[{extra}]' in the "
+          "checkout (README, Training: the CPU-only and the GPU build of torch)", file=sys.stderr)
+    return 2
+
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and one (still empty) parser per subcommand."""
@@ -58,15 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_known_args(argv)  # --help / --version at the top level
         parser.print_help()
         return 2
-    module = importlib.import_module(SUBCOMMANDS[command][0])
-    module.add_arguments(subparsers[command])
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     try:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+        module.add_arguments(subparsers[command])
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         return module.run(args)
+    except ModuleNotFoundError as exc:
+        extra = "bench" if command == "bench" else missing_extra(exc)  # the bench extra brings torch too
+        if extra is None:
+            raise
+        return _needs_extra(command, exc, extra)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

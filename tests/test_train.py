@@ -11,7 +11,8 @@ import torch
 import torch.multiprocessing as mp
 from musebridge.export import train_cli
 from musebridge.export.checkpoint import load_checkpoint
-from musebridge.export.train import PRESETS, TrainConfig, Trainer, lr_at
+from musebridge.export.config import PRESETS, TrainConfig
+from musebridge.export.train import Trainer, lr_at
 from synth_corpus import write_corpus
 
 TINY = ["--config", "tiny", "--batch-size", "4", "--eval-windows", "8", "--threads", "1", "--no-progress"]

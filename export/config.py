@@ -1,0 +1,70 @@
+"""What a model and a training run are, as frozen dataclasses, without torch: the CLIs read them for --help.
+
+GPTConfig (the network's shape) is saved in every checkpoint and in the exported model's metadata; PRESETS names
+the sizes `musebridge train --config` offers; TrainConfig holds optimisation, data and bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from musebridge.engine import vocab as V
+
+from .augment import AugmentConfig
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = V.VOCAB_SIZE
+    block_size: int = 1024  # longest context (tokens) the model is trained on and the engine keeps
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    rope_base: float = 10000.0
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Model presets. "default" is the shipped real-time model (see docs/model-card.md for the latency reasoning).
+PRESETS: dict[str, GPTConfig] = {
+    "tiny": GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64),
+    "small": GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=512),
+    "default": GPTConfig(n_layer=4, n_head=4, n_embd=256, block_size=1024),
+    "large": GPTConfig(n_layer=8, n_head=8, n_embd=512, block_size=1024, dropout=0.1),
+    "xl": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=2048, dropout=0.1),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping. Sizes are per process: tokens per step = batch_size * grad_accum *
+    block_size * processes. Times in minutes; learning rates per step; losses in nats per token."""
+
+    data: str = "data/corpus"
+    out: str = "runs/default"
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 5000
+    minutes: float | None = None  # time budget; training stops (decayed) when it is spent
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 100
+    eval_windows: int = 64
+    seed: int = 1337
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    device: str = "auto"  # auto: cuda when available, else cpu
+    dtype: str = "auto"  # auto: bfloat16 (or float16) autocast on CUDA, float32 on CPU
+    threads: int | None = None  # torch CPU threads per process (None: torch's default)
+    compile: bool = False  # torch.compile the model (worth it on GPUs for long runs)
+    progress: bool = True
+
+
