@@ -85,9 +85,9 @@ def instrument_class(program: int, channel: int) -> int:
 
 
 def instrument_index(name: str) -> int:
-    """Index of an instrument class by name; raises ValueError listing the valid names."""
+    """Index of an instrument class by name (any case); raises ValueError listing the valid names."""
     try:
-        return INSTRUMENT_NAMES.index(name)
+        return INSTRUMENT_NAMES.index(str(name).strip().lower())
     except ValueError:
         raise ValueError(
             f"unknown instrument {name!r}; choose from: {', '.join(INSTRUMENT_NAMES)}"

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from musebridge.engine import vocab as V
+from musebridge.engine.instruments import INSTRUMENT_NAMES
 
 from .augment import AugmentConfig, augment, prefix_length
 from .errors import DataError
@@ -60,6 +61,13 @@ class TokenData:
         is_on = (self.tokens >= V.OFFSETS["note_on"]) & (self.tokens < V.OFFSETS["note_off"])
         cum = np.concatenate(([0], np.cumsum(is_on, dtype=np.int64)))
         return cum[self.offsets[1:]] - cum[self.offsets[:-1]]
+
+    def instrument_notes(self) -> dict[str, int]:
+        """Note-ons per instrument class over the whole split."""
+        on = self.tokens[(self.tokens >= V.OFFSETS["note_on"]) & (self.tokens < V.OFFSETS["note_off"])]
+        per_class = np.bincount((on.astype(np.int64) - V.OFFSETS["note_on"]) // V.N_PITCHES,
+                                minlength=V.N_INSTRUMENTS)
+        return {name: int(n) for name, n in zip(INSTRUMENT_NAMES, per_class, strict=True)}
 
 
 def split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path, Path]:

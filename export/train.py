@@ -100,6 +100,7 @@ def data_summary(root: str, train: TokenData, valid: TokenData) -> dict:
         "train_pieces": len(train), "train_tokens": int(len(train.tokens)),
         "valid_pieces": len(valid), "valid_tokens": int(len(valid.tokens)),
         "styles": {s: train.styles.count(s) for s in styles},
+        "instruments": train.instrument_notes(),  # note-ons per class (musebridge styles shows both)
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from musebridge import __version__
@@ -17,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("musebridge.bridge.demo_cli", "hear it: a call-and-response exchange on the bundled model"),
     "tokens": ("musebridge.engine.tokens_cli", "tokenize a MIDI file: statistics, tokens, round trip"),
     "generate": ("musebridge.engine.generate_cli", "generate offline: from scratch, --prompt, --melody"),
+    "styles": ("musebridge.engine.styles_cli", "the model's styles and instruments, with the data behind each"),
     "serve": ("musebridge.engine.serve_cli", "run the engine server (ZeroMQ commands and events)"),
     "ctl": ("musebridge.engine.ctl_cli", "talk to a running server: status, set, watch, call"),
     "keys": ("musebridge.engine.keys_cli", "make CURVE keys for a server listening beyond loopback"),
@@ -92,3 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`musebridge styles | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's docs: no error at exit
+        return 0
