@@ -18,7 +18,7 @@ import mido
 from mido.midifiles.meta import KeySignatureError
 
 from . import vocab as V
-from .codec import MAX_TIME_S, EventEncoder, Timed, decode_tokens
+from .codec import MAX_TIME_S, SUSTAIN_CC, EventEncoder, Timed, decode_tokens
 from .errors import MidiFileError
 from .instruments import INSTRUMENT_NAMES, instrument_class
 
@@ -280,10 +280,12 @@ def ticks_per_beat_for(conductor: Conductor) -> int:
 
 
 def release_held(events, end: float) -> list[Timed]:
-    """`events` (timed messages), then a note-off at `end` seconds for every note still sounding after them:
-    note-ons and note-offs pair per channel and pitch, so a pitch struck twice and released once gets one more
-    note-off; CC120/CC123 end every note of their channel (as the codec reads them)."""
+    """`events` (timed messages), then at `end` seconds a note-off for every note still sounding after them and
+    a pedal lift (CC64 0) on every channel whose sustain pedal is still down: note-ons and note-offs pair per
+    channel and pitch, so a pitch struck twice and released once gets one more note-off; CC120/CC123 end every
+    note of their channel (as the codec reads them)."""
     held: dict[tuple[int, int], int] = {}
+    pedal_down: set[int] = set()
     for _, msg in events:
         if msg.type == "note_on" and msg.velocity > 0:
             held[(msg.channel, msg.note)] = held.get((msg.channel, msg.note), 0) + 1
@@ -291,9 +293,13 @@ def release_held(events, end: float) -> list[Timed]:
             held[(msg.channel, msg.note)] -= 1
         elif msg.type == "control_change" and msg.control in (120, 123):
             held = {key: count for key, count in held.items() if key[0] != msg.channel}
+        elif msg.type == "control_change" and msg.control == SUSTAIN_CC:
+            (pedal_down.add if msg.value >= 64 else pedal_down.discard)(msg.channel)
     offs = [Timed(end, mido.Message("note_off", channel=channel, note=note, velocity=0))
             for (channel, note), count in sorted(held.items()) for _ in range(count)]
-    return [*events, *offs]
+    lifts = [Timed(end, mido.Message("control_change", channel=channel, control=SUSTAIN_CC, value=0))
+             for channel in sorted(pedal_down)]
+    return [*events, *offs, *lifts]
 
 
 def _class_names(events: list[Timed]) -> dict[int, str]:
@@ -319,8 +325,8 @@ def write_midi(
     conductor: Conductor | None = None,
 ) -> None:
     """Write timed messages (sorted by time, seconds) as a type-1 file: a conductor track, then one track per MIDI
-    channel. Every note ends: a note still sounding after the last message gets a note-off at its time
-    (release_held), so no file this project writes leaves a note hanging.
+    channel. Every note ends: a note still sounding after the last message gets a note-off at its time, and a
+    sustain pedal still down is lifted (release_held), so no file this project writes leaves a note hanging.
     track_names: channel -> track name (default: the instrument class the channel's notes start with).
     conductor: the tempo map and metre to write (default: `tempo` throughout, no time signature); the events'
     times in seconds are kept whatever the tempo map. Atomic: the target appears complete or not at all."""
