@@ -23,10 +23,11 @@ import mido
 import numpy as np
 
 from . import protocol as P
-from . import vocab as V
+from .catalog import style_of
 from .codec import Timed
+from .errors import EngineError
 from .follow import FOLLOW_PARTS, FollowConfig
-from .instruments import INSTRUMENT_NAMES
+from .instruments import instrument_index
 from .jobs import Event, Steps
 from .sampler import SamplingConfig, scale_pitch_classes
 from .session import Engine, Session
@@ -55,16 +56,19 @@ def _bad(message: str) -> P.ProtocolError:
 
 
 def _instrument(name: str) -> int:
-    if name not in INSTRUMENT_NAMES:
-        raise _bad(f"unknown instrument {name!r}; choose from: {', '.join(INSTRUMENT_NAMES)}")
-    return INSTRUMENT_NAMES.index(name)
+    try:
+        return instrument_index(name)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
 
 
-def session_config(params: dict) -> SessionConfig:
-    """Build a SessionConfig from protocol parameters (names as on the wire, see protocol.PARAMS)."""
-    style = params.get("style", "unknown")
-    if style not in V.STYLES:
-        raise _bad(f"unknown style {style!r}; choose from: {', '.join(V.STYLES)}")
+def session_config(params: dict, data: dict | None = None) -> SessionConfig:
+    """Build a SessionConfig from protocol parameters (names as on the wire, see protocol.PARAMS). data: the
+    model's training-data summary (ModelInfo.data): a style it has no data for is refused (engine/catalog.py)."""
+    try:
+        style = style_of(params.get("style", "unknown"), data)
+    except EngineError as exc:
+        raise _bad(str(exc)) from None
     instruments = tuple(_instrument(n) for n in params.get("instruments", ["piano"]))
     player = params.get("player_instrument")
     player = None if player is None else _instrument(player)
@@ -247,7 +251,7 @@ class Service:
         block = self.engine.model.info.block_size
         if params.get("context", block) > block:
             raise _bad(f"context {params['context']} is longer than this model's {block} tokens")
-        session = self.engine.new_session(session_config(params))
+        session = self.engine.new_session(session_config(params, self.engine.model.info.data))
         sid = f"s{next(self._ids)}"
         self.sessions[sid] = LiveSession(session, params)
         return {"session": sid, "params": params}, [("session", sid, {"state": "created", "params": params})]
@@ -327,7 +331,7 @@ class Service:
         sid, live = self._get(args)
         changes = {k: v for k, v in args.items() if k != "session"}
         params = {**live.params, **changes}
-        live.session.reconfigure(session_config(params))
+        live.session.reconfigure(session_config(params, self.engine.model.info.data))
         live.params = params
         while live.session.pending > REREAD_TOKENS:
             live.session.precompute(REREAD_TOKENS)
@@ -337,5 +341,5 @@ class Service:
 
     def reset(self, args: dict):
         sid, live = self._get(args)
-        live.session = self.engine.new_session(session_config(live.params))
+        live.session = self.engine.new_session(session_config(live.params, self.engine.model.info.data))
         return {"session": sid}, [("session", sid, {"state": "reset"})]

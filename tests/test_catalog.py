@@ -61,3 +61,19 @@ def test_styles_command_lists_the_bundled_models_styles(capsys):
     assert set(shown["styles"]) == set(V.STYLES)
     assert main(["styles"]) == 0
     assert "no data: jazz" in capsys.readouterr().out
+
+
+def test_the_server_refuses_a_style_the_bundled_model_has_no_data_for():
+    from musebridge.engine.protocol import ProtocolError
+    from musebridge.engine.service import Service
+    from musebridge.engine.session import Engine
+
+    service = Service(Engine.load())
+    with pytest.raises(ProtocolError) as err:
+        service.handle("session.create", {"style": "Jazz", "instruments": ["strings"]})
+    assert err.value.code == "bad_argument" and "'jazz' has no training data" in str(err.value)
+    assert "folk" in str(err.value)
+    sid = service.handle("session.create", {"style": "BACH", "instruments": ["Strings"]})[0]["session"]
+    assert service.sessions[sid].session.config.style == "bach"
+    with pytest.raises(ProtocolError, match="'rock' has no training data"):
+        service.handle("set", {"session": sid, "style": "rock"})
