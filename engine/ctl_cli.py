@@ -2,7 +2,8 @@
 
     musebridge ctl status
     musebridge ctl sessions
-    musebridge ctl set temperature 0.9 [--session s1]     (default: every open session)
+    musebridge ctl set temperature 0.9 [--session s1]     (default: every open session; checked before sending
+                                                          against the protocol's table, engine/limits.py)
     musebridge ctl call session.create '{"style": "bach", "instruments": ["strings"]}'
     musebridge ctl watch [TOPIC ...]                      print the event stream until Ctrl-C
 """
@@ -16,13 +17,17 @@ import sys
 import orjson
 
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT, Client, ClientConfig, ClientError
+from .limits import ParamError, check_param, parse_param
 from .local import DIRECT_HOST
+from .protocol import BOOL, INT, LIST, NUM, PARAMS, STR
 from .server import ServerConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("status", "sessions", "set", "call", "watch"))
-    parser.add_argument("rest", nargs="*", help="set: NAME VALUE; call: COMMAND [JSON-ARGS]; watch: topics")
+    parser.add_argument("rest", nargs="*", help="set: NAME VALUE, a session parameter (docs/protocol.md: "
+                        f"{', '.join(PARAMS)}), checked against its range before it is sent; "
+                        "call: COMMAND [JSON-ARGS]; watch: topics")
     parser.add_argument("--session", help="session id for set (default: all sessions)")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -45,13 +50,32 @@ def _value(text: str):
         return text
 
 
+def set_args(rest: list[str]) -> dict:
+    """`ctl set NAME VALUE [VALUE ...]` as the `set` command's arguments ({name: value}), checked against the
+    protocol's table before anything is sent. ParamError (one line) when the table refuses it."""
+    if len(rest) < 2:
+        raise ParamError("usage: musebridge ctl set NAME VALUE [VALUE ...]")
+    name, values = rest[0], [_value(v) for v in rest[1:]]
+    if name not in PARAMS:
+        raise ParamError(f"unknown parameter {name!r}; choose from: {', '.join(PARAMS)}")
+    if PARAMS[name].types == LIST:
+        value = values[0] if len(values) == 1 and isinstance(values[0], list) else values
+    elif len(values) > 1:
+        raise ParamError(f"{name} takes one value, got {len(values)}; quote a value with spaces ('E minor')")
+    elif PARAMS[name].types in (INT, NUM, BOOL):
+        value = parse_param(name, rest[1])  # as the options of generate and play read it
+    else:
+        value = values[0]
+        if PARAMS[name].types == STR and isinstance(value, str):
+            parse_param(name, value)  # a key is checked as the engine reads it
+    check_param(name, value)
+    return {name: value}
+
+
 def _set(client: Client, args) -> list[dict]:
-    if len(args.rest) < 2:
-        raise ClientError("usage: musebridge ctl set NAME VALUE [VALUE ...]", "bad_argument")
-    name, values = args.rest[0], [_value(v) for v in args.rest[1:]]
-    value = values if name == "instruments" else values[0]
+    params = set_args(args.rest)
     ids = [args.session] if args.session else [s["session"] for s in client.call("session.list")["sessions"]]
-    return [client.call("set", session=sid, **{name: value}) for sid in ids]
+    return [client.call("set", session=sid, **params) for sid in ids]
 
 
 def _call(client: Client, args) -> dict:
@@ -64,6 +88,12 @@ def _call(client: Client, args) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "set":
+        try:
+            set_args(args.rest)
+        except ParamError as exc:
+            print(f"musebridge ctl: {exc}", file=sys.stderr)
+            return 2
     host = f"[{args.host}]" if ":" in args.host else args.host
     endpoint, events = f"tcp://{host}:{args.port}", f"tcp://{host}:{args.pub_port}"
     if args.ipc:

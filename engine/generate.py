@@ -19,6 +19,7 @@ import mido
 
 from .codec import Timed
 from .errors import EngineError
+from .follow import FollowConfig
 from .instruments import DRUM_CHANNEL, DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
 from .midifile import (
     DEFAULT_TEMPO,
@@ -46,12 +47,29 @@ _DECODED_CLASS = {i.channel: cls for cls, i in enumerate(INSTRUMENTS)}  # a sess
 @dataclass(frozen=True)
 class GenerateConfig:
     """style: vocab style name; instruments: classes the engine plays (None: the prompt's, for continuation);
-    seconds: how much to generate (scratch, continue) in seconds; sampling: temperature, top-p, seed ..."""
+    seconds: how much to generate (scratch, continue) in seconds; sampling: temperature, top-p, seed ...;
+    scale: allowed pitch classes (None: all); pitch_range: (low, high) MIDI notes for every engine instrument
+    (None: each instrument's own); max_polyphony: most engine notes at once (None: no cap); follow: how the
+    engine follows the prompt or melody (engine/follow.py); best_of: candidate continuations sampled per
+    second of music, the most probable kept; context: tokens the model sees (None: its block size)."""
 
     style: str = "unknown"
     instruments: tuple[int, ...] | None = None
     seconds: float = 20.0
     sampling: SamplingConfig = SamplingConfig(temperature=1.0, top_p=0.98)
+    scale: tuple[int, ...] | None = None
+    pitch_range: tuple[int, int] | None = None
+    max_polyphony: int | None = None
+    follow: FollowConfig = FollowConfig()
+    best_of: int = 1
+    context: int | None = None
+
+    def session_config(self, instruments: tuple[int, ...], player: int | None = None) -> SessionConfig:
+        """The session that plays `instruments` (beside `player`'s class, when there is a player)."""
+        ranges = tuple((i, *self.pitch_range) for i in instruments) if self.pitch_range else ()
+        return SessionConfig(style=self.style, instruments=instruments, player_instrument=player,
+                             sampling=self.sampling, scale=self.scale, pitch_ranges=ranges,
+                             max_polyphony=self.max_polyphony, context=self.context, follow=self.follow)
 
 
 @dataclass(frozen=True)
@@ -78,22 +96,22 @@ class Generated:
 Progress = Callable[[float], None]  # called with the seconds generated so far
 
 
-def advance(session, start: float, end: float, progress: Progress | None = None) -> list[Timed]:
-    """Plan and commit from `start` to `end` seconds, CHUNK_S at a time; the engine's messages as planned (a
-    note still sounding at `end` has no note-off yet)."""
+def advance(session, start: float, end: float, progress: Progress | None = None, best_of: int = 1) -> list[Timed]:
+    """Plan and commit from `start` to `end` seconds, CHUNK_S at a time (each chunk the most probable of
+    `best_of` candidates); the engine's messages as planned (a note still sounding at `end` has no note-off)."""
     out: list[Timed] = []
     t = start
     while t < end:
         t = min(end, t + CHUNK_S)
-        out += session.plan(until_time=t)
+        out += session.plan(until_time=t, best_of=best_of)
         session.commit(t)
         if progress:
             progress(t - start)
     return out
 
 
-def _run(session, start: float, end: float, progress: Progress | None) -> list[Timed]:
-    return advance(session, start, end, progress) + session.finish()
+def _run(session, start: float, end: float, progress: Progress | None, best_of: int) -> list[Timed]:
+    return advance(session, start, end, progress, best_of) + session.finish()
 
 
 def from_scratch(engine: Engine, config: GenerateConfig, progress: Progress | None = None, *,
@@ -101,9 +119,8 @@ def from_scratch(engine: Engine, config: GenerateConfig, progress: Progress | No
     """config.seconds of music in config.instruments (default: piano). conductor: the tempo map and metre the
     file is written with (default: 120 bpm, 4/4); the music's times in seconds do not depend on it."""
     instruments = config.instruments or (0,)
-    session = engine.new_session(SessionConfig(style=config.style, instruments=instruments,
-                                               sampling=config.sampling))
-    model = _clip(_run(session, 0.0, config.seconds, progress), config.seconds)
+    session = engine.new_session(config.session_config(instruments))
+    model = _clip(_run(session, 0.0, config.seconds, progress, config.best_of), config.seconds)
     return _arranged(model, None, [], conductor or SCRATCH_CONDUCTOR, None)
 
 
@@ -117,11 +134,10 @@ def continuation(engine: Engine, prompt: list[Timed], config: GenerateConfig,
     if not prompt_notes:
         raise EngineError("the prompt has no notes to continue")
     instruments = config.instruments or tuple(sorted({n.instrument for n in prompt_notes}))
-    session = engine.new_session(SessionConfig(style=config.style, instruments=instruments,
-                                               sampling=config.sampling))
+    session = engine.new_session(config.session_config(instruments))
     session.prime(prompt)
     start = max(n.end for n in prompt_notes)
-    model = _clip(_run(session, start, start + config.seconds, progress), start + config.seconds)
+    model = _clip(_run(session, start, start + config.seconds, progress, config.best_of), start + config.seconds)
     return _arranged(model, "prompt", prompt, conductor or SCRATCH_CONDUCTOR, track_names)
 
 
@@ -147,18 +163,17 @@ def accompaniment(engine: Engine, melody: list[Timed], config: GenerateConfig,
         raise EngineError("the melody has no notes")
     instruments = config.instruments or (INSTRUMENT_NAMES.index("piano"),)
     player = melody_instrument({n.instrument for n in notes}, instruments)
-    session = engine.new_session(SessionConfig(style=config.style, instruments=instruments,
-                                               player_instrument=player, sampling=config.sampling))
+    session = engine.new_session(config.session_config(instruments, player))
     model: list[Timed] = []
     for event in (e for e in melody if e.msg.type in ("note_on", "note_off", "control_change")):
-        model += session.plan(until_time=event.time)
+        model += session.plan(until_time=event.time, best_of=config.best_of)
         inserted = session.insert(event.time, event.msg)
         if inserted.rolled_back:
             model = [e for e in model if e.time <= inserted.time]
         if progress:
             progress(event.time)
     end = max(n.end for n in notes)
-    model += session.plan(until_time=end)
+    model += session.plan(until_time=end, best_of=config.best_of)
     model = _clip(model + session.finish(), end)
     return _arranged(model, "melody", melody, conductor or SCRATCH_CONDUCTOR, track_names)
 

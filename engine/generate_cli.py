@@ -3,95 +3,71 @@
     musebridge generate OUT.mid --style bach --instruments strings organ --seconds 30 --seed 1
     musebridge generate OUT.mid --prompt IN.mid --seconds 20          (continue IN.mid)
     musebridge generate OUT.mid --melody IN.mid --instruments strings  (accompany IN.mid's melody)
-    ... [--png ROLL.png] [--wav OUT.wav] [--model MODEL.onnx] [--quiet]
+    musebridge generate TAKES --num-outputs 8 --seed 1 --key "D minor" --top-k 40 --polyphony 4
+    ... [--prompt-start S --prompt-seconds S] [--bpm B] [--png ROLL.png] [--wav OUT.wav] [--model MODEL.onnx]
 
 The file keeps the prompt's or melody's tempo map, metre, channels, programs and track names, and gives the model's
-part tracks of its own (engine/generate.py); from scratch it is written at --bpm in --metre (120, 4/4).
+part tracks of its own (engine/generate.py); from scratch it is written at --bpm in --metre (120, 4/4). With
+--num-outputs N > 1, OUT is a folder that gets take-1.mid .. take-N.mid, seeded --seed, --seed + 1, ... Session
+parameters (sampling, key, range, following) are checked against the protocol's table (engine/limits.py), the
+same as `play` and `ctl set`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import generate as G
 from . import pianoroll
-from . import vocab as V
 from .errors import EngineError
-from .instruments import INSTRUMENT_NAMES, instrument_index
-from .midifile import Conductor, MetreChange, TempoChange, notes_from_events, read_midi
-from .sampler import SamplingConfig
+from .generate_args import add_arguments, build_config, make_folder, outputs
+from .midifile import Conductor, MidiEvents, notes_from_events, read_midi
+from .retime import at_tempo, crop
 from .session import Engine
+
+__all__ = ["add_arguments", "run"]
 
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/opt/homebrew/share/soundfonts/default.sf2")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", metavar="OUT.mid", help="MIDI file to write")
-    form = parser.add_mutually_exclusive_group()
-    form.add_argument("--prompt", metavar="IN.mid", help="continue this file")
-    form.add_argument("--melody", metavar="IN.mid", help="accompany this file's melody")
-    parser.add_argument("--style", default="unknown", help=f"one of: {', '.join(V.STYLES)}")
-    parser.add_argument("--instruments", nargs="+", metavar="NAME", help=f"from: {', '.join(INSTRUMENT_NAMES)}")
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds to generate (scratch, continue)")
-    parser.add_argument("--bpm", type=float, help="from scratch: the file's tempo (default 120)")
-    parser.add_argument("--metre", metavar="N/D", help="from scratch: the file's time signature (default 4/4)")
-    parser.add_argument("--seed", type=int, help="same seed, same music")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=0.98)
-    parser.add_argument("--model", metavar="MODEL.onnx", help="model file (default: the bundled model)")
-    parser.add_argument("--png", metavar="ROLL.png", help="also draw a piano roll")
-    parser.add_argument("--wav", metavar="OUT.wav", help="also render audio (needs fluidsynth + a GM soundfont)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _config(args) -> G.GenerateConfig:
-    if args.style not in V.STYLES:
-        raise EngineError(f"unknown style {args.style!r}; choose from: {', '.join(V.STYLES)}")
-    try:
-        instruments = tuple(instrument_index(n) for n in args.instruments) if args.instruments else None
-        sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    except ValueError as exc:
-        raise EngineError(str(exc)) from None
-    if not 0 < args.seconds <= 3600:
-        raise EngineError(f"--seconds must be within 0..3600, got {args.seconds}")
-    return G.GenerateConfig(style=args.style, instruments=instruments, seconds=args.seconds, sampling=sampling)
-
-
-def _conductor(args) -> Conductor | None:
-    """The tempo and metre a file from scratch is written with, from --bpm and --metre (None: neither given)."""
-    if args.bpm is None and args.metre is None:
+def _source(args) -> MidiEvents | None:
+    """The --prompt or --melody file (None: neither), cropped to --prompt-start / --prompt-seconds and played
+    at --bpm when given."""
+    path = args.prompt or args.melody
+    if not path:
         return None
-    if args.prompt or args.melody:
-        raise EngineError("--bpm and --metre apply from scratch; a --prompt or --melody keeps its own tempo map")
-    bpm = 120.0 if args.bpm is None else args.bpm
-    if not 10 <= bpm <= 400:
-        raise EngineError(f"--bpm must be within 10..400, got {bpm:g}")
-    numerator, _, denominator = (args.metre or "4/4").partition("/")
-    if not (numerator.isdigit() and denominator.isdigit() and 1 <= int(numerator) <= 32
-            and int(denominator) in (1, 2, 4, 8, 16, 32)):
-        raise EngineError(f"--metre must look like 3/4 or 6/8 (1-32 over 1, 2, 4 .. 32), got {args.metre!r}")
-    tempo = round(60e6 / bpm)
-    return Conductor((TempoChange(0.0, tempo),), (MetreChange(0.0, int(numerator), int(denominator)),))
+    midi = read_midi(path)
+    events, conductor = list(midi.events), midi.conductor
+    if args.prompt_start or args.prompt_seconds is not None:
+        events, conductor = crop(events, conductor, args.prompt_start, args.prompt_seconds)
+        if not notes_from_events(events):
+            raise EngineError(f"{path} has no note from --prompt-start {args.prompt_start:g} s on (it ends at "
+                              f"{midi.end_time:.1f} s); choose an earlier start")
+    if args.bpm is not None:
+        events, conductor = at_tempo(events, conductor, args.bpm)
+    end = max((e.time for e in events), default=0.0)
+    return MidiEvents(tuple(events), end, conductor, dict(midi.track_names))
 
 
-def _generate(args, config: G.GenerateConfig, conductor: Conductor | None) -> G.Generated:
-    """Read the prompt or melody (with its tempo map and track names), load the model and generate."""
-    source = read_midi(args.prompt or args.melody) if args.prompt or args.melody else None
-    engine = Engine.load(args.model)
+def _take(engine: Engine, source: MidiEvents | None, args, config: G.GenerateConfig,
+          scratch: Conductor | None) -> G.Generated:
+    """One output: from scratch (written with the `scratch` tempo map), continuing the prompt, or under the
+    melody."""
     if source is None:
-        return G.from_scratch(engine, config, _progress(args.seconds, args.quiet), conductor=conductor)
+        return G.from_scratch(engine, config, _progress(config.seconds, args.quiet), conductor=scratch)
     events = list(source.events)
     kept = {"conductor": source.conductor, "track_names": source.track_names}
     if args.melody:
-        total = max((e.time for e in events), default=1.0)
-        return G.accompaniment(engine, events, config, _progress(total, args.quiet), **kept)
-    return G.continuation(engine, events, config, _progress(args.seconds, args.quiet), **kept)
+        return G.accompaniment(engine, events, config, _progress(max(source.end_time, 1.0), args.quiet), **kept)
+    return G.continuation(engine, events, config, _progress(config.seconds, args.quiet), **kept)
 
 
 def _check_writable(*paths: str | None) -> None:
@@ -133,26 +109,52 @@ def _wav(mid: str, wav: str) -> str:
     return f"wrote {wav}"
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        config = _config(args)
-        conductor = _conductor(args)
-        _check_writable(args.out, args.png, args.wav)
-        if args.png:
-            pianoroll.matplotlib_or_error()
-        result = _generate(args, config, conductor)
+def _seeds(args, count: int) -> list[int | None]:
+    """--seed, --seed + 1, ... for each output; several outputs without --seed start at a random seed (printed,
+    so that a take can be made again)."""
+    if args.seed is None and count == 1:
+        return [None]
+    base = secrets.randbelow(1_000_000) if args.seed is None else args.seed
+    return [base + i for i in range(count)]
+
+
+def _write_takes(args, config: G.GenerateConfig, scratch: Conductor | None, paths: list[Path]) -> list[str]:
+    """Generate and write each output (atomically, as soon as it is done); one line per file written."""
+    source = _source(args)
+    engine = Engine.load(args.model)
+    make_folder(paths)
+    lines = []
+    for path, seed in zip(paths, _seeds(args, len(paths)), strict=True):
+        seeded = replace(config, sampling=replace(config.sampling, seed=seed))
+        result = _take(engine, source, args, seeded, scratch)
         if not args.quiet:
             print(file=sys.stderr)
-        result.write(args.out)
+        result.write(path)
         parts = {name: notes_from_events(ev) for name, ev in result.parts.items()}
+        named = f" (seed {seed})" if len(paths) > 1 else ""
+        lines.append(f"wrote {path}{named}: " + ", ".join(f"{name} {len(n)} notes" for name, n in parts.items()))
         if args.png:
-            pianoroll.draw(parts, args.png, title=f"{Path(args.out).name}  (style {args.style})")
+            pianoroll.draw(parts, args.png, title=f"{Path(path).name}  (style {args.style})")
+            lines[-1] += f"; piano roll {args.png}"
+        if len(paths) > 1:
+            print(lines[-1], flush=True)
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config, scratch = build_config(args)
+        paths = outputs(args)
+        _check_writable(*(paths if len(paths) == 1 else ()), args.png, args.wav)
+        if args.png:
+            pianoroll.matplotlib_or_error()
+        lines = _write_takes(args, config, scratch, paths)
     except EngineError as exc:
         print(f"\nmusebridge generate: {exc}" if not args.quiet else f"musebridge generate: {exc}",
               file=sys.stderr)
         return 2
-    summary = ", ".join(f"{name} {len(notes)} notes" for name, notes in parts.items())
-    print(f"wrote {args.out}: {summary}" + (f"; piano roll {args.png}" if args.png else ""))
+    if len(lines) == 1:
+        print(lines[0])
     if args.wav:
         print(_wav(args.out, args.wav))
     return 0

@@ -61,7 +61,10 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class Arg:
-    """One command argument: JSON type(s), required or not, numeric bounds (inclusive), allowed values."""
+    """One command argument: JSON type(s), required or not, numeric bounds (inclusive; `low_open`: the low
+    bound itself is refused), allowed values, and for session parameters a one-line `help` and the engine's
+    `default` (None: see `unset`). The command-line options of generate, play and ctl are built from this
+    table (engine/limits.py), so they accept exactly what the server accepts."""
 
     types: tuple[type, ...]
     required: bool = False
@@ -70,33 +73,50 @@ class Arg:
     choices: tuple[str, ...] | None = None
     item_types: tuple[type, ...] | None = None  # for lists
     max_items: int = 4096
+    low_open: bool = False
+    help: str = ""
+    default: Any = None
+    unset: str = ""  # what leaving a default-less parameter out means, for help texts ("random", "no cap")
 
 
 STR, INT, NUM, BOOL, LIST, OBJ = (str,), (int,), (int, float), (bool,), (list,), (dict,)
 SESSION = Arg(STR, required=True)
 MODES = ("respond", "accompany", "harmonize", "generate", "thru")
 
-# Parameters a session accepts (session.create and set). Values are checked again by the engine.
+# Parameters a session accepts (session.create and set). Values are checked again by the engine. This is the one
+# table of limits: `musebridge generate`, `play` and `ctl set` check their options against it (engine/limits.py).
 PARAMS: dict[str, Arg] = {
-    "style": Arg(STR),
-    "instruments": Arg(LIST, item_types=STR, max_items=16),
-    "player_instrument": Arg(STR),
-    "temperature": Arg(NUM, low=0.05, high=5.0),
-    "top_k": Arg(INT, low=0, high=100_000),
-    "top_p": Arg(NUM, low=0.0, high=1.0),
-    "min_p": Arg(NUM, low=0.0, high=1.0),
-    "seed": Arg(INT, low=0, high=2**63 - 1),
-    "pitch_low": Arg(INT, low=0, high=127),
-    "pitch_high": Arg(INT, low=0, high=127),
-    "key": Arg(STR),  # a hard mask: only this key's notes ("E minor")
-    "follow": Arg(BOOL),  # follow the player (engine/follow.py); on by default
-    "follow_key": Arg(STR),  # "auto" (the key heard), "off", or a key to lean toward ("E minor")
-    "key_strength": Arg(NUM, low=0.0, high=100.0),  # nats taken from out-of-key note-ons when following
-    "follow_off": Arg(LIST, item_types=STR, max_items=16),  # parts of following switched off (FOLLOW_PARTS)
-    "polyphony": Arg(INT, low=1, high=64),
-    "best_of": Arg(INT, low=1, high=16),
-    "context": Arg(INT, low=MIN_CONTEXT, high=100_000),  # tokens; at most the block size (session.create only)
-    "mode": Arg(STR, choices=MODES),
+    "style": Arg(STR, help="conditioning style (engine/vocab.py STYLES)", default="unknown"),
+    "instruments": Arg(LIST, item_types=STR, max_items=16, help="instrument classes of the piece"),
+    "player_instrument": Arg(STR, help="the player's instrument class; the engine never plays it"),
+    "temperature": Arg(NUM, low=0.05, high=5.0, default=1.0,
+                       help="sampling temperature: lower is safer and more repetitive, higher more adventurous"),
+    "top_k": Arg(INT, low=0, high=100_000, default=0,
+                 help="sample among the K most probable tokens only (0: off)"),
+    "top_p": Arg(NUM, low=0.0, high=1.0, low_open=True, default=1.0,
+                 help="nucleus sampling: the most probable tokens holding this much probability (1: off)"),
+    "min_p": Arg(NUM, low=0.0, high=1.0, default=0.0,
+                 help="drop tokens less probable than this fraction of the most probable one (0: off)"),
+    "seed": Arg(INT, low=0, high=2**63 - 1, help="random seed: same seed, same input, same music",
+               unset="random"),
+    "pitch_low": Arg(INT, low=0, high=127, default=0, help="lowest MIDI note the engine plays"),
+    "pitch_high": Arg(INT, low=0, high=127, default=127, help="highest MIDI note the engine plays"),
+    "key": Arg(STR, help="keep pitched notes in this key and scale, e.g. 'E minor', 'Bb major', 'A dorian' "
+               "(a hard mask)", unset="any note"),
+    "follow": Arg(BOOL, default=True, help="follow the player (engine/follow.py)"),
+    "follow_key": Arg(STR, default="auto",
+                      help="'auto' (the key heard), 'off', or a key to lean toward, e.g. 'E minor'"),
+    "key_strength": Arg(NUM, low=0.0, high=100.0, default=3.0,
+                        help="nats taken from out-of-key note-ons when following the key"),
+    "follow_off": Arg(LIST, item_types=STR, max_items=16, help="parts of following switched off (FOLLOW_PARTS)"),
+    "polyphony": Arg(INT, low=1, high=64, help="most engine notes sounding at once",
+                     unset="no cap"),
+    "best_of": Arg(INT, low=1, high=16, default=1,
+                   help="sample this many continuations and keep the most probable (slower)"),
+    "context": Arg(INT, low=MIN_CONTEXT, high=100_000,
+                   help="tokens of the past the model sees, at most its block size (1024 for the bundled "
+                        "model): shorter answers faster and remembers less", unset="all"),  # session.create only
+    "mode": Arg(STR, choices=MODES, default="respond", help="what the bridge does with the session"),
 }
 
 # A fed or generated note event: {"t": seconds, "type": "note_on"|"note_off"|..., "note": 0-127, ...}
@@ -135,7 +155,7 @@ def check_args(cmd: str, args: dict, request_id: str | None = None) -> dict:
             if arg.required:
                 raise ProtocolError("bad_argument", f"{cmd}: missing argument {name!r}", request_id)
             continue
-        problem = _check_value(args[name], arg)
+        problem = check_value(args[name], arg)
         if problem:
             raise ProtocolError("bad_argument", f"{cmd}: argument {name!r} {problem}", request_id)
     return args
@@ -149,11 +169,13 @@ def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
-def _check_value(value: Any, arg: Arg) -> str | None:
+def check_value(value: Any, arg: Arg) -> str | None:
+    """What is wrong with `value` for `arg` ("must be within 0.05..5, got 0"), or None when it is fine."""
     if not _type_ok(value, arg.types):
         return f"must be {'/'.join(t.__name__ for t in arg.types)}, got {type(value).__name__}"
-    if arg.low is not None and value < arg.low or arg.high is not None and value > arg.high:
-        return f"must be within {arg.low}..{arg.high}, got {value}"
+    too_low = arg.low is not None and (value <= arg.low if arg.low_open else value < arg.low)
+    if too_low or arg.high is not None and value > arg.high:
+        return f"must be {span(arg)}, got {value}"
     if arg.choices is not None and value not in arg.choices:
         return f"must be one of {', '.join(arg.choices)}, got {value!r}"
     if isinstance(value, list):
@@ -162,6 +184,16 @@ def _check_value(value: Any, arg: Arg) -> str | None:
         if arg.item_types and not all(_type_ok(v, arg.item_types) for v in value):
             return f"items must be {'/'.join(t.__name__ for t in arg.item_types)}"
     return None
+
+
+def span(arg: Arg) -> str:
+    """An argument's numeric range in words: "within 0.05..5", "above 0 and at most 1", "at least 0"."""
+    low, high = (None if b is None else f"{b:g}" if isinstance(b, float) else str(b) for b in (arg.low, arg.high))
+    if arg.low_open:
+        return f"above {low}" + (f" and at most {high}" if high is not None else "")
+    if low is not None and high is not None:
+        return f"within {low}..{high}"
+    return f"at least {low}" if low is not None else f"at most {high}"
 
 
 # --- envelopes --------------------------------------------------------------------------------------------------

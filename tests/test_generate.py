@@ -213,7 +213,7 @@ def test_model_channels_default_when_free_else_the_lowest_free_never_10():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--prompt", CHORALE, "--bpm", "90"], "--bpm"),
+    (["--prompt", CHORALE, "--metre", "3/4"], "--metre"),
     (["--bpm", "0"], "--bpm"),
     (["--metre", "3/5"], "--metre"),
 ])
