@@ -9,7 +9,7 @@ DEV := $(VENV)/.installed-dev
 .PHONY: demo test test-jack lint bench clean help
 
 help:
-	@echo "make demo   the call-and-response demo on the bundled model: demo.mid, demo.png (creates .venv)"
+	@echo "make demo   the call-and-response demo on the bundled model: demo.mid, demo.png, demo.wav (creates .venv)"
 	@echo "make test   run the test suite (creates .venv with the train and dev extras)"
 
 $(BIN)/python:
@@ -44,4 +44,4 @@ lint: $(DEV)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis demo.mid demo.png
+	rm -rf $(VENV) .pytest_cache .hypothesis demo.mid demo.png demo.wav

@@ -3,8 +3,9 @@
 No MIDI hardware, no ALSA, no sound server needed: the ports are in-process (bridge/ports.py MemoryMidi), and
 everything else is the real thing: a `musebridge serve` engine process, the control protocol, the bridge's
 respond mode and output scheduler. A bundled folk phrase is played into "MuseBridge In" in two halves; after each
-the bridge waits for the pause and the model answers on "MuseBridge Out". The exchange is recorded to demo.mid and
-drawn to demo.png (player and model in different colours), and the measured latencies are printed.
+the bridge waits for the pause and the model answers on "MuseBridge Out". The exchange is recorded to demo.mid,
+drawn to demo.png (player and model in different colours) and, where fluidsynth and a General MIDI soundfont are
+installed, rendered to demo.wav (engine/audio.py; --play plays it); the measured latencies are printed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine import pianoroll
+from musebridge.engine import audio, pianoroll
 from musebridge.engine.client import DEFAULT_PORT, DEFAULT_PUB_PORT
 from musebridge.engine.errors import EngineError
 from musebridge.engine.instruments import INSTRUMENT_NAMES
@@ -42,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--answer", type=float, default=3.0, metavar="S", help="seconds per answer")
     parser.add_argument("--pause", type=float, default=0.5, metavar="S", help="silence that triggers an answer")
+    sound = parser.add_mutually_exclusive_group()
+    sound.add_argument("--wav", metavar="FILE.wav", help="audio of the exchange (default: beside --out when "
+                       "fluidsynth and a General MIDI soundfont are installed; given, it must be made)")
+    sound.add_argument("--no-wav", action="store_true", help="no audio")
+    parser.add_argument("--soundfont", metavar="FILE.sf2", help=f"General MIDI soundfont for the WAV (default: "
+                        f"${audio.SOUNDFONT_ENV}, else the system's FluidR3_GM.sf2 or default.sf2)")
+    parser.add_argument("--play", action="store_true", help="play the WAV at the end (afplay, paplay, pw-play, "
+                        "aplay or ffplay; else fluidsynth's own audio output)")
     parser.add_argument("--model", metavar="MODEL.onnx", help="model for the engine (default: bundled)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT + 10, help="engine request port")
     parser.add_argument("--pub-port", type=int, default=DEFAULT_PUB_PORT + 10, help="engine event port")
@@ -111,6 +120,37 @@ def draw(record: Path, png: Path, style: str) -> dict[str, int]:
     return {k: len(v) for k, v in parts.items()}
 
 
+def audio_plan(args: argparse.Namespace, out: Path) -> tuple[Path | None, str | None]:
+    """(the WAV to render or None, a one-line note for the report), decided before the engine starts. An explicit
+    --wav that cannot be made, or a --soundfont (or $MUSEBRIDGE_SOUNDFONT) that is not one, raises AudioError;
+    without fluidsynth or a soundfont the default WAV is skipped with the note saying how to get them."""
+    if args.no_wav:
+        if args.play:
+            raise audio.AudioError("--play plays the WAV: drop --no-wav")
+        return None, None
+    wav = Path(args.wav) if args.wav else out.with_suffix(".wav")
+    if args.wav:
+        audio.check_writable(wav)
+    try:
+        audio.check_tools(args.soundfont)
+    except audio.AudioUnavailable as exc:
+        if args.wav:
+            raise
+        return None, str(exc)
+    return wav, None
+
+
+def make_audio(args: argparse.Namespace, out: Path, wav: Path) -> tuple[Path | None, str | None]:
+    """Render the recording to `wav`: (the WAV, None), or (None, a one-line note) when the default WAV failed.
+    An explicit --wav that fails raises AudioError."""
+    try:
+        return audio.render_wav(out, wav, args.soundfont), None
+    except audio.AudioError as exc:
+        if args.wav:
+            raise
+        return None, f"no audio: {exc}"
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     png = Path(args.png) if args.png else out.with_suffix(".png")
@@ -123,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     engine = None
     try:
+        wav, note = audio_plan(args, out)
         pianoroll.matplotlib_or_error()
         print(f"starting the engine (musebridge serve on port {args.port}) ...", flush=True)
         engine = ensure_engine(target)
@@ -135,22 +176,42 @@ def run(args: argparse.Namespace) -> int:
             latencies, answers = run_exchange(args, target, record)
             counts = draw(record, png, args.style)
             record.replace(out)
+        if engine is not None:
+            engine.stop()
+            engine = None
+        if wav is not None:
+            wav, note = make_audio(args, out, wav)
     except (BridgeError, EngineError, OSError) as exc:
         print(f"musebridge demo: {exc}", file=sys.stderr)
         return 2
     finally:
         if engine is not None:
             engine.stop()
-    report(out, png, counts, answers, latencies, time.monotonic() - started)
+    report(args, out, png, wav, counts, answers, latencies, time.monotonic() - started)
+    if note:
+        print(note)
+    if args.play and wav is not None:
+        listen(wav, out, args.soundfont)
+    print("next: `musebridge play --mode respond` to play with it from your own keyboard (docs/live.md)")
     return 0 if counts["model"] else 1
 
 
-def report(out, png, counts, answers, latencies, elapsed) -> None:
+def listen(wav: Path, out: Path, soundfont: str | None) -> None:
+    """Play the WAV (or the .mid through fluidsynth) to the end; a failure is one line and not an error: the
+    files are written."""
+    print(f"playing {wav} ...", flush=True)
+    try:
+        audio.play_wav(wav, out, soundfont)
+    except audio.AudioError as exc:
+        print(f"cannot play: {exc}")
+
+
+def report(args, out, png, wav, counts, answers, latencies, elapsed) -> None:
     print(f"the player played {counts['player']} notes in two phrases; the model answered with "
           f"{' and '.join(str(a) for a in answers)} notes")
     if latencies:
         ms = np.array(latencies) * 1000
         print(f"pause elapsed -> first answer note at the output port: {', '.join(f'{m:.1f}' for m in ms)} ms "
               f"(target: within 20 ms)")
-    print(f"wrote {out} (both parts) and {png} (piano roll) in {elapsed:.1f} s")
-    print("next: `musebridge play --mode respond` to play with it from your own keyboard (docs/live.md)")
+    sound = f" and {wav} (audio: the player on piano, the model on {', '.join(args.instruments)})" if wav else ""
+    print(f"wrote {out} (both parts), {png} (piano roll){sound} in {elapsed:.1f} s")
