@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 import mido
+from musebridge.engine.errors import EngineError
 from musebridge.engine.instruments import INSTRUMENT_NAMES, INSTRUMENTS
 
 from .clock import Clock, try_realtime
@@ -26,6 +27,7 @@ from .config import BridgeConfig
 from .engine_link import EngineLink, to_wire
 from .errors import BridgeError, EngineLost
 from .feedback import EchoFilter
+from .journal import TakeJournal, recover_takes
 from .midiclock import ClockFollower
 from .modes import MODE_CLASSES, Mode
 from .notes import ALL_NOTES_OFF, is_note_off, is_note_on
@@ -71,16 +73,31 @@ class Bridge:
     def open(self) -> None:
         """Open the ports and the engine session (PortError / EngineLost with a one-line message)."""
         cfg = self.config
+        if cfg.record:  # the take's folder is checked (its journal made) before any port opens
+            recover_takes(cfg.record)
+            self.recorder = Recorder(self.origin, self._engine_channels(), TakeJournal(cfg.record))
+        try:
+            self._open_ports()
+        except BridgeError:
+            self._drop_take()  # nothing was played: no take to write, no journal to keep
+            raise
+        self._connect(self.clock.now())
+
+    def _open_ports(self) -> None:
+        cfg = self.config
         self.out_port = self.backend.open_output(cfg.out_port, cfg.out_name)
         self.scheduler = Scheduler(self._send, self.clock, cfg.scheduler)
         self.scheduler.on_sent.append(self._count_out)
         if cfg.suppress_feedback:
             self.scheduler.on_sent.append(self.echo.sent)
-        if cfg.record:
-            self.recorder = Recorder(self.origin, self._engine_channels())
+        if self.recorder is not None:
             self.scheduler.on_sent.append(self.recorder.sent)
         self.in_port = self.backend.open_input(cfg.in_port, self._callback, cfg.in_name)
-        self._connect(self.clock.now())
+
+    def _drop_take(self) -> None:
+        if self.recorder is not None and self.recorder.journal is not None:
+            self.recorder.journal.close()
+        self.recorder = None
 
     def _engine_channels(self) -> set[int]:
         names = self.link.params.get("instruments", ["piano"])
@@ -392,7 +409,10 @@ class Bridge:
             self.scheduler.stop(panic=True)
         self.link.close()
         if self.recorder is not None and self.config.record:
-            self.recorder.write(self.config.record, self.clock.now())
+            try:
+                self.recorder.write(self.config.record, self.clock.now())
+            except EngineError as exc:  # the folder went away mid-take: the journal keeps it (bridge/journal.py)
+                log.error("%s", exc)
             self.recorder = None
         # The ports go last: the notes are silenced and the take is saved even if a MIDI driver fails on close
         # (JACK's port teardown races its process thread in rtmidi; docs/live.md, "Design decisions").

@@ -297,3 +297,43 @@ def test_play_command_spawns_the_engine_records_and_silences_on_a_signal(jack, m
     assert {"player", "strings"} <= {t.name for t in mid.tracks}
     with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}", timeout=0.3)) as c:
         assert not c.ping(timeout=0.3), "the engine started by play was stopped with it"
+
+
+def test_a_take_survives_a_kill_of_play_and_is_recovered_at_the_next_start(jack, model, tmp_path):
+    from musebridge.bridge.journal import recover_takes
+
+    port, pub = free_port(), free_port()
+    record = tmp_path / "take.mid"
+    wait_gone("MuseBridge")
+    cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
+           str(model), "--port", str(port), "--pub-port", str(pub), "--record", str(record), "--no-status",
+           "--instruments", "strings", "--seed", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peer = None
+    try:
+        assert wait_for_line(proc, "Ctrl-C to stop", timeout=90.0), "play reports it is ready"
+        peer = JackPeer("MuseBridge In", "MuseBridge Out", client="kill peer", wait_s=60.0, callback=False)
+        played = list(range(60, 72))
+        for note in played:
+            peer.send(mido.Message("note_on", note=note, velocity=80))
+            time.sleep(0.1)
+            peer.send(mido.Message("note_off", note=note))
+        time.sleep(2.5)  # the journal is flushed once a second
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if peer is not None:
+            peer.close()
+    assert not record.exists(), "killed: the take itself was never written"
+    recovered = recover_takes(record)
+    assert len(recovered) == 1
+    mid = mido.MidiFile(recovered[0])
+    player = [m.note for m in mido.merge_tracks(mid.tracks) if m.type == "note_on" and m.velocity
+              and m.channel == 0]
+    assert player == played, "every note played a second before the kill is in the recovered take"
+    assert not unreleased_note_ons(list(mido.merge_tracks(mid.tracks)))
+    with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}", timeout=0.3)) as c:
+        assert wait_until(lambda: not c.ping(timeout=0.3), timeout=15.0), "the engine follows its parent"
