@@ -14,6 +14,7 @@ Talks to the engine only through the engine's client. Importing it does nothing 
     modes.py         respond, accompany, harmonize, generate, thru
     core.py          Bridge: input thread, engine worker, scheduler, modes, CC map, panic paths
     recorder.py      both parts to a .mid (atomic)
+    journal.py       the take on disk while it is played; recovery after a crash
     config.py        BridgeConfig, ModeConfig, CCMap; TOML settings
     live.py          LiveSession: a whole running bridge in a with-block (play, demo)
     launcher.py      find or start `musebridge serve`
