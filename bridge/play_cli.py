@@ -4,8 +4,9 @@
     musebridge play --mode accompany --in Keystation --out FluidSynth --instruments strings bass
     musebridge play --mode generate --api jack --quantize 1/16 --record take.mid
 
-Starts `musebridge serve` when no engine answers, shows one live status line, and silences every note on exit,
-on Ctrl-C and on SIGTERM. --record is written (atomically) on exit.
+Checks every value (the engine's session parameters against the protocol's table, engine/limits.py) and the
+--in / --out ports first, then starts `musebridge serve` when no engine answers, shows one live status line, and
+silences every note on exit, on Ctrl-C and on SIGTERM. --record is written (atomically) on exit.
 """
 
 from __future__ import annotations
@@ -19,17 +20,25 @@ from dataclasses import replace
 from musebridge.engine.client import DEFAULT_PORT, DEFAULT_PUB_PORT
 from musebridge.engine.follow import FOLLOW_PARTS
 from musebridge.engine.instruments import INSTRUMENT_NAMES
-from musebridge.engine.protocol import MODES
-from musebridge.engine.tonality import parse_key
+from musebridge.engine.limits import ParamError, add_param, check_param, check_params
+from musebridge.engine.protocol import MODES, ProtocolError
+from musebridge.engine.service import session_config
 from musebridge.engine.vocab import STYLES
 
 from .config import BridgeConfig, load_toml
+from .engine_link import LIVE_CONTEXT
 from .errors import BridgeError
 from .launcher import EngineTarget, ensure_engine
 from .live import LiveSession
 from .midiclock import GRIDS
+from .ports import check_ports
 from .rtmidi_ports import API_NAMES, open_backend
 from .status import StatusLine
+
+# Session parameters `play` offers as options, checked against the protocol's table (engine/limits.py).
+ENGINE_PARAMS = ("temperature", "top_k", "top_p", "min_p", "seed", "best_of", "key", "pitch_low", "pitch_high",
+                 "polyphony", "context", "follow_key", "key_strength")
+SHOWN = {"context": f"{LIVE_CONTEXT}, or the model's block size when smaller"}  # play's own defaults
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,20 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", dest="out_port", metavar="NAME", help="existing output port; default: a "
                         "virtual port 'MuseBridge Out'")
     parser.add_argument("--api", choices=tuple(API_NAMES), help="MIDI API (default: automatic)")
-    parser.add_argument("--style", help=f"style: {', '.join(STYLES)}")
+    parser.add_argument("--style", help=f"style: {', '.join(STYLES)} (default unknown)")
     parser.add_argument("--instruments", nargs="+", metavar="NAME", help=f"engine instruments: "
-                        f"{', '.join(INSTRUMENT_NAMES)}")
+                        f"{', '.join(INSTRUMENT_NAMES)} (default strings)")
     parser.add_argument("--player-instrument", metavar="NAME", help="what the player plays (default piano)")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (0.05-5)")
-    parser.add_argument("--seed", type=int, help="sampling seed")
-    parser.add_argument("--context", type=int, metavar="TOKENS", help="tokens of the past the model sees (from 32 "
-                        "to its block size, 1024 for the bundled model; default: 256, or the block size when "
-                        "smaller): shorter answers faster and remembers less")
-    parser.add_argument("--follow-key", metavar="KEY", help="'auto' (the key heard, default), 'off', or a key to "
-                        "lean toward, e.g. 'E minor'")
-    parser.add_argument("--follow-off", nargs="+", metavar="PART", help="parts of following the player to switch "
-                        f"off: {', '.join(FOLLOW_PARTS)}")
-    parser.add_argument("--no-follow", action="store_true", default=None, help="do not follow the player at all")
+    engine = parser.add_argument_group("the engine's session (the same ranges as `generate` and `ctl set`)")
+    for name in ENGINE_PARAMS:
+        add_param(engine, name, metavar="KEY" if "key" in name and name != "key_strength" else None,
+                  shown=SHOWN.get(name))
+    engine.add_argument("--follow-off", nargs="+", metavar="PART", help="parts of following the player to switch "
+                        f"off: {', '.join(FOLLOW_PARTS)} (default: none)")
+    engine.add_argument("--no-follow", action="store_true", default=None, help="do not follow the player at all")
     parser.add_argument("--channel", type=int, metavar="1-16", help="listen to this MIDI channel only")
     parser.add_argument("--thru", action="store_true", default=None, help="also pass the player's notes to --out")
     parser.add_argument("--bpm", type=float, help="internal clock tempo when no MIDI clock comes in (120)")
@@ -68,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> BridgeConfig:
-    """Defaults, then --config, then the command line. ConfigError on bad values."""
+    """Defaults, then --config, then the command line. BridgeError (ConfigError) on bad values, the engine's
+    session parameters included: all is checked before a port opens or an engine starts."""
     config = load_toml(args.config) if args.config else BridgeConfig()
     top = {k: v for k, v in {"mode": args.mode, "in_port": args.in_port, "out_port": args.out_port,
                              "api": args.api, "thru": args.thru, "record": args.record}.items() if v is not None}
@@ -76,38 +83,44 @@ def build_config(args: argparse.Namespace) -> BridgeConfig:
         if not 1 <= args.channel <= 16:
             raise BridgeError(f"--channel must be 1-16, got {args.channel}")
         top["channel"] = args.channel - 1
-    engine = {k: v for k, v in {"style": args.style, "instruments": args.instruments,
-                                "player_instrument": args.player_instrument, "temperature": args.temperature,
-                                "seed": args.seed, "context": args.context, "follow_key": args.follow_key,
-                                "follow_off": args.follow_off,
-                                "follow": False if args.no_follow else None}.items() if v is not None}
-    _check_follow(engine)
+    given = {"style": args.style, "instruments": args.instruments, "player_instrument": args.player_instrument,
+             "follow_off": args.follow_off, "follow": False if args.no_follow else None,
+             **{name: getattr(args, name) for name in ENGINE_PARAMS}}
+    engine = {k: v for k, v in given.items() if v is not None}
     clock = {k: v for k, v in {"bpm": args.bpm, "quantize": args.quantize}.items() if v is not None}
     for name in [*(args.instruments or []), *([args.player_instrument] if args.player_instrument else [])]:
         if name not in INSTRUMENT_NAMES:
             raise BridgeError(f"unknown instrument {name!r}; choose from: {', '.join(INSTRUMENT_NAMES)}")
     if args.style is not None and args.style not in STYLES:
         raise BridgeError(f"unknown style {args.style!r}; choose from: {', '.join(STYLES)}")
-    return replace(config, **top, engine={**config.engine, **engine},
-                   clock=replace(config.clock, **clock) if clock else config.clock)
+    config = replace(config, **top, engine={**config.engine, **engine},
+                     clock=replace(config.clock, **clock) if clock else config.clock)
+    check_engine(config.engine, set(engine), args.config)
+    return config
 
 
-def _check_follow(engine: dict) -> None:
-    """The engine refuses bad following values later; say so before the ports open."""
-    unknown = [p for p in engine.get("follow_off", []) if p not in FOLLOW_PARTS]
-    if unknown:
-        raise BridgeError(f"unknown part of following {unknown[0]!r}; choose from: {', '.join(FOLLOW_PARTS)}")
-    if engine.get("follow_key", "auto") not in ("auto", "off"):
+def check_engine(params: dict, from_command_line: set[str], config_path: str | None) -> None:
+    """BridgeError (one line) unless the engine will take these session parameters: each within the protocol's
+    table, and together as the engine builds a session from them (service.session_config). The name of the
+    settings file is given when a value came from it."""
+    for name, value in params.items():
+        where = f"config {config_path} [engine]: " if config_path and name not in from_command_line else ""
         try:
-            parse_key(engine["follow_key"])
-        except ValueError as exc:
-            raise BridgeError(str(exc)) from None
+            check_param(name, value)
+        except ParamError as exc:
+            raise BridgeError(f"{where}{exc}") from None
+    try:
+        check_params(params)
+        session_config(params)
+    except (ParamError, ProtocolError) as exc:
+        raise BridgeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
         backend = open_backend(config.api)
+        check_ports(backend, config.in_port, config.out_port)  # before an engine starts
     except BridgeError as exc:
         print(f"musebridge play: {exc}", file=sys.stderr)
         return 2

@@ -66,6 +66,16 @@ def match_port(kind: str, wanted: str, available: Sequence[str], backend: str = 
                     "give more of the name")
 
 
+def check_ports(backend: Backend, in_port: str | None, out_port: str | None) -> None:
+    """PortError (one line, listing what exists) unless each port asked for by name matches exactly one existing
+    port of `backend`; None asks for a virtual port, always possible. `play` calls it before it starts an
+    engine, so a mistyped --in or --out costs no engine start."""
+    if in_port is not None:
+        match_port("input", in_port, backend.inputs(), backend.name)
+    if out_port is not None:
+        match_port("output", out_port, backend.outputs(), backend.name)
+
+
 # --- in-memory MIDI system ----------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import orjson
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT, Client, ClientConfig, ClientError
 from .limits import ParamError, check_param, parse_param
 from .local import DIRECT_HOST
-from .protocol import BOOL, INT, LIST, NUM, PARAMS, STR
+from .protocol import BOOL, INT, LIST, NUM, PARAMS
 from .server import ServerConfig
 
 
@@ -66,8 +66,6 @@ def set_args(rest: list[str]) -> dict:
         value = parse_param(name, rest[1])  # as the options of generate and play read it
     else:
         value = values[0]
-        if PARAMS[name].types == STR and isinstance(value, str):
-            parse_param(name, value)  # a key is checked as the engine reads it
     check_param(name, value)
     return {name: value}
 

@@ -16,7 +16,7 @@ import argparse
 import math
 from typing import Any
 
-from .protocol import BOOL, INT, NUM, PARAMS, STR, Arg, check_value, span
+from .protocol import BOOL, INT, NUM, PARAMS, Arg, check_value, span
 from .sampler import scale_pitch_classes
 from .tonality import parse_key
 
@@ -75,22 +75,32 @@ def parse_param(name: str, text: str) -> Any:
         value = text.lower() in ("true", "on", "1")
     else:
         value = text
-        if arg.types == STR and name in _STRING_CHECKS:
-            try:
-                _STRING_CHECKS[name](text)
-            except ValueError as exc:
-                raise ParamError(f"{name}: {exc}") from None
     check_param(name, value)
     return value
 
 
 def check_param(name: str, value: Any) -> None:
-    """ParamError unless `value` (already typed, as sent on the wire) is one the table accepts for `name`."""
+    """ParamError unless `value` (already typed, as sent on the wire) is one the table accepts for `name`; a key
+    is read as the engine reads it."""
     if name not in PARAMS:
         raise ParamError(f"unknown parameter {name!r}; choose from: {', '.join(PARAMS)}")
     problem = check_value(value, PARAMS[name])
     if problem:
         raise ParamError(f"{name} {problem}")
+    if name in _STRING_CHECKS:
+        try:
+            _STRING_CHECKS[name](value)
+        except ValueError as exc:
+            raise ParamError(f"{name}: {exc}") from None
+
+
+def check_params(params: dict) -> None:
+    """check_param for each of `params`, then what the table cannot say alone: pitch_low at most pitch_high."""
+    for name, value in params.items():
+        check_param(name, value)
+    low, high = params.get("pitch_low", 0), params.get("pitch_high", 127)
+    if low > high:
+        raise ParamError(f"pitch_low {low} is above pitch_high {high}; swap them")
 
 
 def param_type(name: str):
