@@ -35,10 +35,10 @@ def crop(events: list[Timed], conductor: Conductor, start: float = 0.0,
          seconds: float | None = None) -> tuple[list[Timed], Conductor]:
     """The messages from `start` for `seconds` (None: to the end), moved so that `start` is time 0.
 
-    Notes struck before `start` are left out whole; notes still sounding at the end are released there (and a
-    sustain pedal still down is lifted, midifile.release_held); the
-    last program, controller value and pitch bend of each channel before `start` are kept at time 0. The tempo
-    and metre in force at `start` begin the cropped map, the later changes inside the span follow."""
+    Notes struck before `start` are left out whole; notes still sounding at the end are released there, and a
+    sustain pedal still down is lifted (midifile.release_held); the last program, controller value and pitch
+    bend of each channel before `start` are kept at time 0. The tempo and metre in force at `start` begin the
+    cropped map, the later changes inside the span follow."""
     end = float("inf") if seconds is None else start + seconds
     state: dict[tuple, Timed] = {}
     kept: list[Timed] = []
