@@ -73,7 +73,7 @@ class EngineLink:
                 return self._client.call(cmd, **{**args, "session": self.session})
             if exc.code in ("timeout", "keys"):
                 raise EngineLost(str(exc)) from None
-            raise BridgeError(f"engine refused {cmd}: {exc}") from None
+            raise BridgeError(f"engine refused {exc}") from None  # the client's message starts with `cmd:`
 
     def open(self) -> str:
         """Create the session (EngineLost when no server answers). Without a `context` parameter the session

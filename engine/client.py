@@ -39,6 +39,15 @@ class ClientError(EngineError):
         self.code = code
 
 
+def in_context(cmd: str, code: str, message: str) -> str:
+    """A server's error message naming its command exactly once, first: the server names it in some messages
+    (argument checks: "set: argument 'temperature' ...", "generate needs 'until' ...", an unknown command) and not
+    in others ("unknown style 'polka'")."""
+    if code == "unknown_command" or message.startswith((f"{cmd}:", f"{cmd} ")):
+        return message
+    return f"{cmd}: {message}"
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Where the server is and how long to wait. endpoint: tcp://, ipc:// (ZeroMQ), unix://PATH (the server's
@@ -180,7 +189,8 @@ class Client:
             if reply.id != rid:
                 continue  # a late reply to an earlier, timed-out request
             if not reply.ok:
-                raise ClientError(f"{cmd}: {reply.error_message}", reply.error_code or "internal")
+                code = reply.error_code or "internal"
+                raise ClientError(in_context(cmd, code, reply.error_message or code), code)
             return reply.result or {}
 
     def ping(self, timeout: float = 0.5) -> bool:

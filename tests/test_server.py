@@ -13,6 +13,8 @@ import time
 
 import pytest
 import zmq
+from musebridge.bridge.engine_link import EngineLink
+from musebridge.bridge.errors import BridgeError
 from musebridge.engine import protocol as P
 from musebridge.engine.client import Client, ClientConfig, ClientError
 from musebridge.engine.errors import EngineError
@@ -161,6 +163,30 @@ def test_bad_arguments_and_overload(server):
         assert info.value.code == "overloaded"
         for sid in ids:
             c.call("session.close", session=sid)
+
+
+def test_a_refused_argument_names_its_command_once(server):
+    with server.client() as c:
+        sid = c.call("session.create")["session"]
+        # Refused by the argument check (its message names the command), by the service (it does not), and one
+        # whose message starts with the command as its subject.
+        for cmd, args in [("session.create", {"temperature": "hot"}), ("session.create", {"style": "polka"}),
+                          ("set", {"session": sid, "temperature": 0}), ("generate", {"session": sid})]:
+            with pytest.raises(ClientError) as info:
+                c.call(cmd, **args)
+            message = str(info.value)
+            assert info.value.code == "bad_argument"
+            assert message.startswith(cmd) and cmd not in message[len(cmd):], message
+        with pytest.raises(ClientError) as info:
+            c.call("dance")
+        assert str(info.value).count("dance") == 1
+        c.call("session.close", session=sid)
+    link = EngineLink(server.config, {"style": "polka", "instruments": ["strings"]}, time.monotonic)
+    with pytest.raises(BridgeError) as info:
+        link.open()
+    link.close()
+    assert str(info.value).startswith("engine refused session.create: unknown style 'polka'")
+    assert str(info.value).count("session.create") == 1
 
 
 def test_posting_to_a_server_that_stopped_reading_fails_instead_of_blocking(model):
