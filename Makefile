@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 # Per-environment stamps: re-install when pyproject.toml changes.
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
+# An editable install of this layout (top-level engine/, bridge/, export/ mapped into the musebridge package) makes
+# setuptools print an "Editable installation ... folders in your working directory" notice as a warning on every
+# install. It is information, not a problem (the tests import from the repository root): silence that one message.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation$${PYTHONWARNINGS:+,$$PYTHONWARNINGS}" \
+	$(BIN)/python -m pip install --quiet -e
 
 .PHONY: demo test test-jack lint bench clean help
 
@@ -14,15 +19,18 @@ help:
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "MuseBridge needs Python 3.11 or newer: run make PYTHON=python3.11 (or newer)")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "creating $(VENV) (a virtual environment: nothing is installed system-wide)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(BASE): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[viz]'
+	@echo "installing musebridge and its dependencies into $(VENV) (first time: about a minute)"
+	@$(EDITABLE) '.[viz]'
 	@touch $@
 
 $(DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	@echo "installing musebridge with the train and dev extras into $(VENV)"
+	@$(EDITABLE) '.[train,dev]'
 	@touch $@ $(BASE)
 
 demo: $(BASE)
