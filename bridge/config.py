@@ -147,8 +147,15 @@ def _sub(cls, table: dict, where: str, rename: dict | None = None):
         out[name] = value
     try:
         return cls(**out)
-    except TypeError as exc:
+    except (TypeError, ValueError, ConfigError) as exc:  # ConfigError: the settings' own checks, without `where`
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _channel(value, where: str) -> int:
+    """A MIDI channel as the file writes it (1-16) -> the 0-based number; the range is checked by the config."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: a channel is a whole number 1-16, got {value!r}")
+    return value - 1
 
 
 def load_toml(path: str | Path, base: BridgeConfig | None = None) -> BridgeConfig:
@@ -164,13 +171,14 @@ def load_toml(path: str | Path, base: BridgeConfig | None = None) -> BridgeConfi
         if key in _TOP:
             changes[_TOP[key]] = value
         elif key == "channel":
-            changes["channel"] = int(value) - 1
+            changes["channel"] = _channel(value, f"config {path}: channel")
         elif key == "engine":
             changes["engine"] = {**base.engine, **value}
         elif key == "channels":
-            changes["channels"] = {k: int(v) - 1 for k, v in value.items()}
+            changes["channels"] = {k: _channel(v, f"config {path} [channels] {k}") for k, v in value.items()}
         elif key == "cc":
-            cc = {k: (v - 1 if k == "channel" else v) for k, v in value.items()}
+            cc = {k: _channel(v, f"config {path} [cc] channel") if k == "channel" else v
+                  for k, v in value.items()}
             changes["cc"] = _sub(CCMap, cc, f"config {path} [cc]")
         elif key in ("modes", "clock", "scheduler"):
             cls = {"modes": ModeConfig, "clock": ClockConfig, "scheduler": SchedulerConfig}[key]
@@ -179,5 +187,5 @@ def load_toml(path: str | Path, base: BridgeConfig | None = None) -> BridgeConfi
             raise ConfigError(f"config {path}: unknown setting {key!r}")
     try:
         return replace(base, **changes)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ConfigError) as exc:
         raise ConfigError(f"config {path}: {exc}") from None

@@ -97,12 +97,17 @@ bass = 3
     ("[cc]\ntrigger = 123", "CC for trigger"),
     ("[channels]\nkazoo = 3", "instrument must be one of"),
     ("mode = ", "config"),
+    ('mode = "dance"', "unknown mode 'dance'"),
+    ("[modes]\npause_ms = -5", "must be positive"),
+    ('channel = "x"', "channel: a channel is a whole number 1-16, got 'x'"),
+    ("[channels]\nbass = 2.5", "bass: a channel is a whole number"),
 ])
 def test_bad_settings_name_the_problem(tmp_path, text, problem):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=problem):
+    with pytest.raises(ConfigError, match=problem) as info:
         load_toml(path)
+    assert str(info.value).startswith(f"config {path}") and str(info.value).count(str(path)) == 1
 
 
 def test_config_defaults_and_cc_map():
