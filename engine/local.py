@@ -19,11 +19,16 @@ world-writable, so only its owner (and root) can connect. The direct TCP port li
 no authentication: any local user can connect, as to the ZeroMQ endpoint on loopback without keys; the server
 refuses it when CURVE keys are configured. A client that stops reading has its replies queued
 up to OUTBOX_LIMIT bytes and is then disconnected; it never stalls the server.
+
+Exhaustion: at most MAX_CONNECTIONS clients at once per listener; one more is accepted, told `overloaded` in one
+reply frame and closed. When the process runs out of file descriptors (or the kernel of buffers) accept fails:
+the error is logged and the listeners rest for ACCEPT_PAUSE_S, while the clients already connected are served.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import stat
@@ -34,12 +39,16 @@ from pathlib import Path
 from . import protocol as P
 from .errors import EngineError
 
+log = logging.getLogger(__name__)
+
 HEADER = struct.Struct("<I")
 DIRECT_HOST = "127.0.0.1"  # the direct TCP transport listens on loopback only
 DEFAULT_DIRECT_PORT = 5557  # documented next to the ZeroMQ ports 5555/5556; off unless --direct-port
 _AF_UNIX = getattr(socket, "AF_UNIX", None)  # absent on some Windows Pythons
 OUTBOX_LIMIT = 1 << 24  # bytes of unread replies kept for one client before it is disconnected
 REPLY_LIMIT = 1 << 26  # the largest reply a client accepts (a long generate is a few MB of JSON)
+MAX_CONNECTIONS = 64  # clients at once per listener (a bridge needs one, a script one or two)
+ACCEPT_PAUSE_S = 0.25  # how long the listeners rest after accept failed for lack of descriptors or memory
 _READ = 65536
 
 
@@ -114,6 +123,8 @@ class LocalListener:
         self.path = path
         self.listeners: list[socket.socket] = []
         self.conns: dict[socket.socket, _Conn] = {}
+        self._by_listener: dict[socket.socket, set[socket.socket]] = {}
+        self._resting_until = 0.0  # time.monotonic() before which accepting waits (ACCEPT_PAUSE_S)
         try:
             if path is not None:
                 self.listeners.append(_listen_unix(path))
@@ -124,7 +135,8 @@ class LocalListener:
             raise
 
     def sockets(self) -> list[socket.socket]:
-        return [*self.listeners, *self.conns]
+        listening = self.listeners if time.monotonic() >= self._resting_until else []
+        return [*listening, *self.conns]
 
     def waiting_to_send(self) -> list[socket.socket]:
         return [s for s, c in self.conns.items() if c.outbox]
@@ -172,13 +184,33 @@ class LocalListener:
             sock, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
+        except ConnectionError:  # the client gave up before it was accepted
+            return
+        except OSError as exc:  # out of descriptors or buffers: serve who is connected, accept again later
+            log.warning("cannot accept a connection (%s); %d connected, accepting again in %.2f s",
+                        exc.strerror or exc, len(self.conns), ACCEPT_PAUSE_S)
+            self._resting_until = time.monotonic() + ACCEPT_PAUSE_S
+            return
         sock.setblocking(False)
+        mine = self._by_listener.setdefault(listener, set())
+        if len(mine) >= MAX_CONNECTIONS:
+            refusal = P.ProtocolError("overloaded", f"{MAX_CONNECTIONS} clients are connected already; close "
+                                      "one or retry later")
+            try:
+                sock.send(frame(P.encode_reply(P.error_reply(refusal))))
+            except OSError:
+                pass
+            sock.close()
+            return
         if sock.family != _AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a reply leaves at once
         self.conns[sock] = _Conn(sock)
+        mine.add(sock)
 
     def _drop(self, sock: socket.socket) -> None:
         self.conns.pop(sock, None)
+        for mine in self._by_listener.values():
+            mine.discard(sock)
         sock.close()
 
     def close(self) -> None:

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -16,10 +20,10 @@ from hypothesis import strategies as st
 from musebridge.engine import protocol as P
 from musebridge.engine.client import Client, ClientConfig, ClientError
 from musebridge.engine.errors import EngineError
-from musebridge.engine.local import HEADER, FrameReader, LocalListener, frame
+from musebridge.engine.local import HEADER, MAX_CONNECTIONS, FrameReader, LocalListener, frame
 
 from tests.model_fixtures import export_small
-from tests.net import free_port
+from tests.net import free_port, wait_until
 from tests.test_server import Served, run_cli
 
 
@@ -223,3 +227,78 @@ def test_the_direct_port_refuses_what_it_cannot_protect(model, tmp_path):
     with direct_client(f"direct://127.0.0.1:{free_port()}", timeout=0.5) as c:
         with pytest.raises(ClientError, match="serve --direct-port PORT"):
             c.call("status")
+
+
+def _raw_reply(sock: socket.socket) -> P.Reply | None:
+    """The one reply frame a refused connection gets before it is closed (None: closed without one)."""
+    sock.settimeout(5.0)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    frames = FrameReader().feed(data) if data else []
+    return P.decode_reply(frames[0]) if frames else None
+
+
+def test_connections_above_the_cap_are_refused_and_the_rest_served(model):
+    port = free_port()
+    server = Served(model, "--direct-port", str(port))
+    server.wait_ready()
+    socks = []
+    try:
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS + 8)]
+        with direct_client(f"direct://127.0.0.1:{port}") as probe:  # one more, above the cap as well
+            with pytest.raises(ClientError):
+                probe.call("status", timeout=5.0)
+        refused = [_raw_reply(s) for s in socks[MAX_CONNECTIONS:]]
+        assert all(r is not None and r.error_code == "overloaded" for r in refused), refused
+        for s in socks[:4]:
+            s.close()
+        with direct_client(f"direct://127.0.0.1:{port}") as c:
+            assert wait_until(lambda: _status_ok(c), timeout=10.0), "a freed place is given to the next client"
+    finally:
+        for s in socks:
+            s.close()
+        code, _, err = server.stop()
+    assert code == 0 and "Traceback" not in err
+
+
+def _status_ok(client) -> bool:
+    try:
+        return "sessions" in client.call("status", timeout=1.0)
+    except ClientError:
+        return False
+
+
+def test_running_out_of_file_descriptors_does_not_end_the_server(model):
+    port = free_port()
+    soft = 48  # the server needs about 20 descriptors; the rest run out well below MAX_CONNECTIONS
+    cmd = [sys.executable, "-m", "musebridge", "serve", "--model", str(model), "--port", str(free_port()),
+           "--pub-port", str(free_port()), "--direct-port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft)))
+    socks = []
+    try:
+        with direct_client(f"direct://127.0.0.1:{port}", timeout=1.0) as c:
+            assert wait_until(lambda: _status_ok(c), timeout=60.0), proc.stderr.read() if proc.poll() else ""
+        failed = 0
+        while len(socks) < soft + 20 and failed < 3:  # once it rests, the listen backlog fills: connect fails
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+            except OSError:
+                failed += 1
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.communicate()[1]
+        for s in socks:
+            s.close()
+        socks = []
+        with direct_client(f"direct://127.0.0.1:{port}") as c:
+            assert wait_until(lambda: _status_ok(c), timeout=10.0), "serving again once descriptors are free"
+    finally:
+        for s in socks:
+            s.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert "Traceback" not in err and "cannot accept a connection" in err
