@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from . import audio, pianoroll
 from . import generate as G
-from . import pianoroll
 from .errors import EngineError
 from .generate_args import add_arguments, build_config, make_folder, outputs
 from .midifile import Conductor, MidiEvents, notes_from_events, read_midi
@@ -33,10 +31,6 @@ from .retime import at_tempo, crop
 from .session import Engine
 
 __all__ = ["add_arguments", "run"]
-
-SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
-              "/usr/share/soundfonts/default.sf2", "/opt/homebrew/share/soundfonts/default.sf2")
-
 
 def _source(args) -> MidiEvents | None:
     """The --prompt or --melody file (None: neither), cropped to --prompt-start / --prompt-seconds and played
@@ -90,25 +84,6 @@ def _progress(total: float, quiet: bool):
     return show
 
 
-def _wav(mid: str, wav: str) -> str:
-    synth = shutil.which("fluidsynth")
-    font = next((f for f in SOUNDFONTS if Path(f).is_file()), None)
-    if not synth or not font:
-        return ("no audio: --wav needs fluidsynth and a General MIDI soundfont (Debian/Ubuntu: sudo apt-get "
-                "install fluidsynth fluid-soundfont-gm; macOS: brew install fluid-synth and a .sf2 file)")
-    tmp = f"{wav}.tmp.wav"
-    try:
-        subprocess.run([synth, "-ni", "-g", "0.8", "-F", tmp, "-r", "44100", font, mid], check=True,
-                       capture_output=True, timeout=600)
-        os.replace(tmp, wav)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"no audio: fluidsynth failed ({exc})"
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return f"wrote {wav}"
-
-
 def _seeds(args, count: int) -> list[int | None]:
     """--seed, --seed + 1, ... for each output; several outputs without --seed start at a random seed (printed,
     so that a take can be made again)."""
@@ -145,16 +120,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         config, scratch = build_config(args)
         paths = outputs(args)
-        _check_writable(*(paths if len(paths) == 1 else ()), args.png, args.wav)
+        _check_writable(*(paths if len(paths) == 1 else ()), args.png)
+        if args.wav:  # before the work: a WAV that cannot be made is known now, not after generating
+            audio.check_writable(args.wav)
+            audio.check_tools()
         if args.png:
             pianoroll.matplotlib_or_error()
         lines = _write_takes(args, config, scratch, paths)
+        if args.wav:
+            lines[-1] += f"; audio {audio.render_wav(paths[0], args.wav)}"
     except EngineError as exc:
         print(f"\nmusebridge generate: {exc}" if not args.quiet else f"musebridge generate: {exc}",
               file=sys.stderr)
         return 2
     if len(lines) == 1:
         print(lines[0])
-    if args.wav:
-        print(_wav(args.out, args.wav))
     return 0

@@ -3,6 +3,7 @@ command; and engine/retime.py, which crops and retimes a prompt."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,6 +17,7 @@ from musebridge.engine.retime import at_tempo, crop
 from musebridge.engine.sampler import scale_pitch_classes
 
 from tests.model_fixtures import export_small
+from tests.test_audio import needs_synth, wav_samples
 
 CHORALE = "engine/data/chorale.mid"  # 96 bpm, 4/4, 163 notes on four channels, 23.1 s
 STRINGS_CHANNEL = 5
@@ -168,3 +170,24 @@ def test_at_tempo_scales_times_and_every_tempo_by_one_factor():
     assert map_ == Conductor((TempoChange(0.0, 250_000), TempoChange(1.0, 500_000)), (MetreChange(1.0, 3, 4),))
     assert [round(map_.quarters_at(t), 6) for t, _ in faster] == [round(conductor.quarters_at(t), 6)
                                                                   for t, _ in events]
+
+
+@needs_synth
+def test_wav_renders_the_generated_file(model, tmp_path):
+    out, wav = tmp_path / "g.mid", tmp_path / "g.wav"
+    proc = generate(model, str(out), "--seconds", "2", "--seed", "3", "--wav", str(wav))
+    assert proc.returncode == 0, proc.stderr
+    assert f"audio {wav}" in proc.stdout and abs(wav_samples(wav)).max() > 100
+
+
+def test_a_wav_that_cannot_be_made_fails_before_generating(model, tmp_path):
+    out = tmp_path / "g.mid"
+    proc = subprocess.run([sys.executable, "-m", "musebridge", "generate", str(out), "--model", str(model),
+                           "--seconds", "2", "--quiet", "--wav", str(tmp_path / "g.wav")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MUSEBRIDGE_SOUNDFONT": str(tmp_path / "none.sf2")})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"musebridge generate: soundfont {tmp_path / 'none.sf2'} (from $MUSEBRIDGE_SOUNDFONT) does not exist; "
+        "give a General MIDI .sf2 file"]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
