@@ -17,13 +17,14 @@ import sys
 import threading
 from dataclasses import replace
 
+from musebridge.engine.catalog import style_of
 from musebridge.engine.client import DEFAULT_PORT, DEFAULT_PUB_PORT
+from musebridge.engine.errors import EngineError
 from musebridge.engine.follow import FOLLOW_PARTS
-from musebridge.engine.instruments import INSTRUMENT_NAMES
+from musebridge.engine.instruments import INSTRUMENT_NAMES, instrument_index
 from musebridge.engine.limits import ParamError, add_param, check_param, check_params
 from musebridge.engine.protocol import MODES, ProtocolError
 from musebridge.engine.service import session_config
-from musebridge.engine.vocab import STYLES
 
 from .config import BridgeConfig, load_toml
 from .engine_link import LIVE_CONTEXT
@@ -48,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", dest="out_port", metavar="NAME", help="existing output port; default: a "
                         "virtual port 'MuseBridge Out'")
     parser.add_argument("--api", choices=tuple(API_NAMES), help="MIDI API (default: automatic)")
-    parser.add_argument("--style", help=f"style: {', '.join(STYLES)} (default unknown)")
+    parser.add_argument("--style", help="a style the model has data for, any case (`musebridge styles` lists "
+                        "them; default unknown: the model chooses)")
     parser.add_argument("--instruments", nargs="+", metavar="NAME", help=f"engine instruments: "
                         f"{', '.join(INSTRUMENT_NAMES)} (default strings)")
     parser.add_argument("--player-instrument", metavar="NAME", help="what the player plays (default piano)")
@@ -83,20 +85,25 @@ def build_config(args: argparse.Namespace) -> BridgeConfig:
         if not 1 <= args.channel <= 16:
             raise BridgeError(f"--channel must be 1-16, got {args.channel}")
         top["channel"] = args.channel - 1
-    given = {"style": args.style, "instruments": args.instruments, "player_instrument": args.player_instrument,
+    try:  # names in any case, as the engine reads them; the engine refuses a style its model has no data for
+        style = None if args.style is None else style_of(args.style, None)
+        instruments = None if args.instruments is None else [_instrument(n) for n in args.instruments]
+        player = None if args.player_instrument is None else _instrument(args.player_instrument)
+    except (EngineError, ValueError) as exc:
+        raise BridgeError(str(exc)) from None
+    given = {"style": style, "instruments": instruments, "player_instrument": player,
              "follow_off": args.follow_off, "follow": False if args.no_follow else None,
              **{name: getattr(args, name) for name in ENGINE_PARAMS}}
     engine = {k: v for k, v in given.items() if v is not None}
     clock = {k: v for k, v in {"bpm": args.bpm, "quantize": args.quantize}.items() if v is not None}
-    for name in [*(args.instruments or []), *([args.player_instrument] if args.player_instrument else [])]:
-        if name not in INSTRUMENT_NAMES:
-            raise BridgeError(f"unknown instrument {name!r}; choose from: {', '.join(INSTRUMENT_NAMES)}")
-    if args.style is not None and args.style not in STYLES:
-        raise BridgeError(f"unknown style {args.style!r}; choose from: {', '.join(STYLES)}")
     config = replace(config, **top, engine={**config.engine, **engine},
                      clock=replace(config.clock, **clock) if clock else config.clock)
     check_engine(config.engine, set(engine), args.config)
     return config
+
+
+def _instrument(name: str) -> str:
+    return INSTRUMENT_NAMES[instrument_index(name)]
 
 
 def check_engine(params: dict, from_command_line: set[str], config_path: str | None) -> None:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from . import generate as G
-from . import vocab as V
+from .catalog import style_of
 from .errors import EngineError
 from .follow import FOLLOW_PARTS
 from .instruments import INSTRUMENT_NAMES, instrument_index
@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"folder (made when missing) that gets {TAKE_NAME.format(1)} .. {TAKE_NAME.format('N')}")
     _add_source(parser.add_argument_group("what to start from (default: nothing, generate from scratch)"))
     music = parser.add_argument_group("the music")
-    music.add_argument("--style", default="unknown", help=f"one of: {', '.join(V.STYLES)} (default %(default)s)")
+    music.add_argument("--style", default="unknown", help="a style the model has data for, any case "
+                       "(`musebridge styles` lists them; default %(default)s: the model chooses)")
     music.add_argument("--instruments", nargs="+", metavar="NAME", help=f"what the model plays, from: "
                        f"{', '.join(INSTRUMENT_NAMES)} (default: piano; with --prompt, the prompt's instruments)")
     music.add_argument("--seconds", type=float, default=20.0, help="seconds to generate from scratch or after the "
@@ -100,8 +101,7 @@ def _params(args) -> dict:
 def build_config(args) -> tuple[G.GenerateConfig, Conductor | None]:
     """The GenerateConfig of the command line, and the tempo map a file from scratch is written with (None:
     120 bpm, 4/4). EngineError (one line) on values that do not fit together."""
-    if args.style not in V.STYLES:
-        raise EngineError(f"unknown style {args.style!r}; choose from: {', '.join(V.STYLES)}")
+    style = style_of(args.style, None)  # any case; checked against the model's data once it is loaded
     if args.pitch_low is not None and args.pitch_high is not None and args.pitch_low > args.pitch_high:
         raise EngineError(f"--pitch-low {args.pitch_low} is above --pitch-high {args.pitch_high}; swap them")
     if not 0 < args.seconds <= 3600:
@@ -114,7 +114,7 @@ def build_config(args) -> tuple[G.GenerateConfig, Conductor | None]:
         raise EngineError(str(exc)) from None
     ranged = args.pitch_low is not None or args.pitch_high is not None
     pitch_range = (args.pitch_low or 0, 127 if args.pitch_high is None else args.pitch_high) if ranged else None
-    config = G.GenerateConfig(style=args.style, instruments=instruments, seconds=args.seconds,
+    config = G.GenerateConfig(style=style, instruments=instruments, seconds=args.seconds,
                               sampling=session.sampling,
                               scale=session.scale, pitch_range=pitch_range, max_polyphony=session.max_polyphony,
                               follow=session.follow, best_of=args.best_of, context=session.context)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import audio, pianoroll
 from . import generate as G
+from .catalog import style_of
 from .errors import EngineError
 from .generate_args import add_arguments, build_config, make_folder, outputs
 from .midifile import Conductor, MidiEvents, notes_from_events, read_midi
@@ -97,6 +98,7 @@ def _write_takes(args, config: G.GenerateConfig, scratch: Conductor | None, path
     """Generate and write each output (atomically, as soon as it is done); one line per file written."""
     source = _source(args)
     engine = Engine.load(args.model)
+    style_of(config.style, engine.model.info.data)  # a style the model has no data for is refused here
     make_folder(paths)
     lines = []
     for path, seed in zip(paths, _seeds(args, len(paths)), strict=True):

@@ -54,6 +54,8 @@ def one_play_line(proc: subprocess.CompletedProcess) -> str:
     (["--pitch-low", "90", "--pitch-high", "40"], "pitch_low 90 is above pitch_high 40; swap them"),
     (["--instruments", "piano"], "at least one instrument other than player_instrument"),
     (["--config", "CONFIG"], "[engine]: temperature must be within 0.05..5, got 0"),
+    (["--style", "Swing"], "unknown style 'Swing'; choose from:"),
+    (["--instruments", "Kazoo"], "unknown instrument 'Kazoo'; choose from:"),
 ])
 def test_bad_values_exit_2_before_an_engine_starts(tmp_path, args, problem):
     (tmp_path / "live.toml").write_text("[engine]\ntemperature = 0\n")
