@@ -37,10 +37,11 @@ from .recorder import PLAYER_FALLBACK_CHANNEL
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo.mid", metavar="FILE.mid", help="recording (default demo.mid)")
     parser.add_argument("--png", default=None, metavar="FILE.png", help="piano roll (default: beside --out)")
-    parser.add_argument("--style", default="folk")
+    parser.add_argument("--style", default="folk", help="the engine's style, any case (default %(default)s)")
     parser.add_argument("--instruments", nargs="+", default=["strings"], metavar="NAME",
                         help=f"the model's instruments ({', '.join(INSTRUMENT_NAMES)})")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="sampling seed: same seed, same answers "
+                        "(default %(default)s)")
     parser.add_argument("--answer", type=float, default=3.0, metavar="S", help="seconds per answer")
     parser.add_argument("--pause", type=float, default=0.5, metavar="S", help="silence that triggers an answer")
     sound = parser.add_mutually_exclusive_group()

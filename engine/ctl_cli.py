@@ -24,14 +24,17 @@ from .server import ServerConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("status", "sessions", "set", "call", "watch"))
+    parser.add_argument("action", choices=("status", "sessions", "set", "call", "watch"),
+                        help="status: the server; sessions: its sessions; set: a parameter; call: any command; "
+                        "watch: print events as they come")
     parser.add_argument("rest", nargs="*", help="set: NAME VALUE, a session parameter (docs/protocol.md: "
                         f"{', '.join(PARAMS)}), checked against its range before it is sent; "
                         "call: COMMAND [JSON-ARGS]; watch: topics")
     parser.add_argument("--session", help="session id for set (default: all sessions)")
-    parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--pub-port", type=int, default=DEFAULT_PUB_PORT)
+    parser.add_argument("--host", default=DEFAULT_HOST, help="the server's host (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="its command port (default %(default)s)")
+    parser.add_argument("--pub-port", type=int, default=DEFAULT_PUB_PORT,
+                        help="its event port, for watch (default %(default)s)")
     parser.add_argument("--ipc", metavar="DIR", help="a server started with `serve --ipc DIR` (no TCP)")
     parser.add_argument("--local", metavar="PATH", help="send commands over the Unix socket of `serve --local "
                         "PATH` (events still come from the TCP or --ipc events endpoint)")

@@ -32,10 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "not with --keys)")
     parser.add_argument("--keys", metavar="DIR", help="CURVE keys from `musebridge keys DIR`")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per session step")
-    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="onnxruntime execution provider; auto: CUDA when onnxruntime-gpu sees a GPU, "
+                        "else CPU (default %(default)s)")
     parser.add_argument("--session-timeout", type=float, default=300.0, metavar="S",
                         help="close sessions unused for S seconds (default 300)")
-    parser.add_argument("--max-sessions", type=int, default=16)
+    parser.add_argument("--max-sessions", type=int, default=16,
+                        help="sessions open at once; one more is refused as overloaded (default %(default)s)")
     parser.add_argument("--spin-ms", type=float, default=0.3, metavar="MS",
                         help="after answering, poll this long without sleeping before blocking (default 0.3; "
                         "0: never spin; see docs/protocol.md)")

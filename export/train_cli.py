@@ -17,7 +17,10 @@ from .errors import ExportError
 
 log = logging.getLogger(__name__)
 
-_MODEL_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
+_MODEL_HELP = {"n_layer": "transformer blocks", "n_head": "attention heads per block",
+               "n_embd": "embedding width (a multiple of --n-head)", "block_size": "longest context in tokens",
+               "dropout": "dropout probability while training"}
+_MODEL_FLAGS = tuple(_MODEL_HELP)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model size preset (default: the shipped real-time model)")
     model = parser.add_argument_group("model (override the preset)")
     for name in _MODEL_FLAGS:
-        model.add_argument(f"--{name.replace('_', '-')}", type=float if name == "dropout" else int, default=None)
+        model.add_argument(f"--{name.replace('_', '-')}", type=float if name == "dropout" else int, default=None,
+                           help=_MODEL_HELP[name])
     parser.add_argument("--data", default=d.data, help="corpus folder holding tokens/train.npy, valid.npy")
     parser.add_argument("--out", default=d.out, help="folder for latest.pt, best.pt, loss.png, history.json")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt (model and optimizer)")
@@ -40,12 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="time budget in minutes (total, resumes included); the schedule decays within it")
     opt.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     opt.add_argument("--min-lr", type=float, default=d.min_lr, help="final learning rate")
-    opt.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    opt.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                     help="steps of linear learning-rate warmup (default %(default)s)")
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                     help="AdamW weight decay (default %(default)s)")
     opt.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")
     opt.add_argument("--eval-interval", type=int, default=d.eval_interval, help="steps between validations")
     opt.add_argument("--eval-windows", type=int, default=d.eval_windows, help="validation windows")
-    opt.add_argument("--seed", type=int, default=d.seed)
+    opt.add_argument("--seed", type=int, default=d.seed,
+                     help="seed of the weights and of the batches (default %(default)s)")
     opt.add_argument("--no-augment", action="store_true", help="train on the corpus as it is")
     opt.add_argument("--augment-prob", type=float, default=AugmentConfig.prob,
                      help="chance that a training window is augmented at all (the rest stay as written)")

@@ -28,7 +28,7 @@ def nested(argv):
     module.add_arguments(subparsers[argv[0]])
     return [a for a in subparsers[argv[0]]._actions if isinstance(a, argparse._SubParsersAction)]
 
-results = {{}}
+results, silent = {{}}, []
 todo = [[name] for name in cli.SUBCOMMANDS]
 for name in cli.SUBCOMMANDS:
     for action in nested([name]):
@@ -43,7 +43,15 @@ for argv in todo:
         except BaseException as exc:
             code = repr(exc)
     results[" ".join(argv)] = [code, out.getvalue(), err.getvalue()]
-print(json.dumps(results))
+    parser, subparsers = cli.build_parser()
+    module = __import__(cli.SUBCOMMANDS[argv[0]][0], fromlist=["run"])
+    module.add_arguments(subparsers[argv[0]])
+    command = subparsers[argv[0]]
+    for word in argv[1:]:
+        command = next(a for a in command._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    silent += [" ".join(argv) + " " + (a.option_strings or [a.dest])[0] for a in command._actions
+               if not a.help and a.dest != "help" and not isinstance(a, argparse._SubParsersAction)]
+print(json.dumps({{"results": results, "silent": silent}}))
 """
 
 
@@ -54,7 +62,9 @@ def _run_hidden(code: str) -> subprocess.CompletedProcess:
 def test_every_help_works_without_the_extras():
     proc = _run_hidden(HELP_ALL.format(hidden=HIDDEN))
     assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = report["results"]
+    assert report["silent"] == [], "every option says what it does"
     assert {"train", "export", "eval", "bench decode", "corpus build", "play", "demo"} <= set(results)
     for argv, (code, out, err) in results.items():
         assert code == 0, f"musebridge {argv} --help: exit {code}\n{err}"
