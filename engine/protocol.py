@@ -46,6 +46,11 @@ ERRORS: dict[str, str] = {
 }
 
 
+# Every topic the server publishes (docs/protocol.md, "Events"). A subscription to anything that is not a prefix of
+# one of them can never match, so the server does not keep it.
+TOPICS: tuple[str, ...] = ("server", "session", "note", "param", "telemetry")
+
+
 class ProtocolError(Exception):
     """A request the server refuses. `code` is a key of ERRORS; `request_id` is echoed when known."""
 

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,11 @@ from .local import LocalListener
 from .priority import ThreadPriority
 
 log = logging.getLogger(__name__)
+
+_TOPIC_NAMES = tuple(t.encode("ascii") for t in P.TOPICS)
+# Bytes of one message a subscriber may send (a ZMTP 3.1 SUBSCRIBE command carries its name, 10 bytes, before the
+# prefix); far above any prefix of TOPICS, far below what could cost memory. A larger one cuts the subscriber off.
+SUBSCRIPTION_LIMIT = 256
 
 
 SLICE_EVERY_S = 0.005  # a long request gets a slice at least this often, even under a stream of requests
@@ -111,12 +117,14 @@ class Server:
         self.jobs = Jobs(service.begin, self._events.extend)
         self.rep = self._ctx.socket(zmq.ROUTER)
         self.pub = self._ctx.socket(zmq.XPUB)  # a PUB that also tells us which topics anyone subscribed to
-        self._topics: set[bytes] = set()  # subscribed topic prefixes (b"" = everything)
+        self._topics: Counter[bytes] = Counter()  # subscriptions per topic prefix (b"" = everything)
         for sock in (self.rep, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, config.hwm)
             sock.setsockopt(zmq.RCVHWM, config.hwm)
         self.rep.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES * 4)  # larger frames: the peer is cut off
+        self.pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions pass _read_subscriptions before they count
+        self.pub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_LIMIT)
         if config.keys:
             self._secure(Path(config.keys))
         rep_ep, pub_ep = config.endpoints()
@@ -153,17 +161,26 @@ class Server:
             sock.curve_secretkey, sock.curve_publickey, sock.curve_server = private, public, True
 
     def _read_subscriptions(self) -> None:
-        """XPUB passes on the first subscription to a prefix (b"\\x01" + prefix) and the last unsubscription,
-        including that of a subscriber that went away (b"\\x00" + prefix)."""
+        """Apply the subscriptions that arrived (b"\\x01" + prefix) and unsubscriptions (b"\\x00" + prefix;
+        also sent for each subscription of a subscriber that went away). The XPUB is manual, so a subscription is
+        kept (by libzmq, per subscriber, and counted here) only when it is a prefix of a topic the server
+        publishes: memory for subscriptions is bounded by subscribers x prefixes of TOPICS, whatever is sent."""
         while True:
             try:
                 msg = self.pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if msg[:1] == b"\x01":
-                self._topics.add(msg[1:])
-            elif msg[:1] == b"\x00":
-                self._topics.discard(msg[1:])
+            kind, prefix = msg[:1], msg[1:]
+            if kind not in (b"\x00", b"\x01") or not any(t.startswith(prefix) for t in _TOPIC_NAMES):
+                continue
+            if kind == b"\x01":
+                self.pub.setsockopt(zmq.SUBSCRIBE, prefix)
+                self._topics[prefix] += 1
+            elif self._topics[prefix] > 0:
+                self.pub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+                self._topics[prefix] -= 1
+                if not self._topics[prefix]:
+                    del self._topics[prefix]
 
     def publish(self, topic: str, data: dict, session: str | None = None) -> None:
         """Send one event, unless no subscriber wants its topic (the JSON is then not even built). Sequence

@@ -466,9 +466,13 @@ def test_events_reach_subscribers_and_nobody_else_costs_anything(model):
         for sock, topic in ((watcher, b"telemetry"), (passer, b"")):
             sock.connect(srv.endpoints[1])
             sock.setsockopt(zmq.SUBSCRIBE, topic)
-        settle(lambda: srv._topics == {b"telemetry", b""})
+        twin = ctx.socket(zmq.SUB)  # a second subscriber to the same topic, leaving first
+        twin.connect(srv.endpoints[1])
+        twin.setsockopt(zmq.SUBSCRIBE, b"telemetry")
+        settle(lambda: srv._topics == {b"telemetry": 2, b"": 1})
         passer.close(linger=0)
-        settle(lambda: srv._topics == {b"telemetry"})
+        twin.close(linger=0)
+        settle(lambda: srv._topics == {b"telemetry": 1})
         srv.publish("note", {"notes": []})  # nobody wants it
         srv.publish("telemetry", {"tokens": 1, "ms": 0.5})
         assert watcher.poll(2000)
@@ -659,3 +663,46 @@ def wait_gone(pid: int, timeout: float) -> bool:
             pass
         time.sleep(0.1)
     return False
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
+
+
+# A subscriber process flooding the events socket. It ends with os._exit: libzmq 4.3 crashes terminating a context
+# whose XSUB holds a subscription the server refused (the client's bug; the server is unharmed).
+FLOOD = """import os, sys, time, zmq
+ctx = zmq.Context()
+junk, huge = ctx.socket(zmq.XSUB), ctx.socket(zmq.XSUB)
+for sock in (junk, huge):
+    sock.connect(sys.argv[1])
+for i in range(20_000):
+    junk.send(b"\\x01zz-not-a-topic-%05d" % i)
+huge.send(b"\\x01" + b"s" * (8 << 20))
+time.sleep(3.0)
+os._exit(0)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the server's memory from /proc")
+def test_subscriptions_cannot_grow_the_servers_memory(server):
+    """20,000 subscriptions to topics that do not exist and one of 8 MB: neither is kept, the server's memory
+    stays where it was, and a real subscriber still gets its events."""
+    ctx = zmq.Context()
+    before = _rss_mb(server.proc.pid)
+    try:
+        watcher = ctx.socket(zmq.SUB)
+        watcher.connect(server.config.events_endpoint)
+        watcher.setsockopt(zmq.SUBSCRIBE, b"session")
+        flood = subprocess.run([sys.executable, "-c", FLOOD, server.config.events_endpoint], timeout=60)
+        assert flood.returncode == 0
+        with server.client() as c:
+            sid = c.call("session.create", instruments=["strings"])["session"]
+            c.call("session.close", session=sid)
+        assert watcher.poll(5000), "a subscriber to a real topic still gets its events"
+        assert watcher.recv_multipart()[0] == b"session"
+        grown = _rss_mb(server.proc.pid) - before
+        assert grown < 30, f"the server grew by {grown:.0f} MB"
+    finally:
+        ctx.destroy(linger=0)
