@@ -29,6 +29,7 @@ from .local import LocalConnection, direct_address
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5555  # request/reply
 DEFAULT_PUB_PORT = 5556  # events
+CANCEL_LINGER_S = 0.2  # how long the cancel of a request given up on may take to leave (in the background)
 
 
 class ClientError(EngineError):
@@ -178,7 +179,7 @@ class Client:
             left = deadline - time.monotonic()
             data = self._recv(left) if left > 0 else None
             if data is None:
-                self.close()  # drop whatever may still arrive for this request
+                self._abandon(rid)
                 raise ClientError(f"no reply to {cmd!r} from {self.config.endpoint} within {wait:g} s; "
                                   "is `musebridge serve` running?")
             try:
@@ -192,6 +193,20 @@ class Client:
                 code = reply.error_code or "internal"
                 raise ClientError(in_context(cmd, code, reply.error_message or code), code)
             return reply.result or {}
+
+    def _abandon(self, rid: str) -> None:
+        """Stop waiting for request `rid`: ask the server to cancel it, then close (dropping whatever may still
+        arrive for it). Over the direct transport closing is enough: the server cancels a closed connection's
+        requests. Over ZeroMQ the cancel is sent and the socket closed with a short linger, so the cancel still
+        leaves without the caller waiting for it."""
+        if self._sock is not None:
+            try:
+                self._send("cancel", {"request": rid})
+                self._sock.close(linger=int(CANCEL_LINGER_S * 1000))
+                self._sock = None
+            except ClientError:
+                pass
+        self.close()
 
     def ping(self, timeout: float = 0.5) -> bool:
         """True when a server answers `status` within `timeout` seconds."""

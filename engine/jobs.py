@@ -13,6 +13,11 @@ peer's replies keep its requests' order and a session never sees two requests at
 turns, one slice each, whenever no new request is waiting (the server's loop calls step()). At most MAX_WAITING
 requests wait; more are refused (`overloaded`), so a client piling requests behind a long one cannot grow the
 server's memory without bound.
+
+Cancelling: `cancel` is answered at once, never queued behind the requests it ends. It ends the sender's own
+requests (one by id, or all), running or waiting; each is answered `cancelled`. The server cancels a direct
+connection's requests when it closes, and the client cancels a request it stopped waiting for (engine/client.py).
+What a cancelled `generate` already generated stays in its session, as after a shorter request.
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ class Jobs:
 
     def submit(self, req: P.Request, send: Callable[[bytes], None], peer: Hashable) -> None:
         """A parsed request: its first slice now, or it waits behind its peer's or session's unfinished one."""
+        if req.cmd == "cancel":
+            count = self.cancel(peer, req.args.get("request"))
+            send(P.encode_reply(P.Reply(req.id, True, result={"cancelled": count})))
+            return
         session = req.args.get("session")
         job = Job(req, send, peer, session if isinstance(session, str) else None)
         if not self._blocked(job):
@@ -73,6 +82,21 @@ class Jobs:
             send(P.encode_reply(P.error_reply(P.ProtocolError(
                 "overloaded", f"{MAX_WAITING} requests already wait behind unfinished ones; wait for your replies "
                 "before sending more", req.id))))
+
+    def cancel(self, peer: Hashable, request_id: str | None = None) -> int:
+        """End `peer`'s unfinished requests (only the one with `request_id` when given), each answered
+        `cancelled`; returns how many."""
+        ended = [job for job in chain(self._running, self._waiting)
+                 if job.peer == peer and (request_id is None or job.req.id == request_id)]
+        for job in ended:
+            (self._running if job in self._running else self._waiting).remove(job)
+            if job.steps is not None:
+                job.steps.close()
+            job.send(P.encode_reply(P.error_reply(P.ProtocolError(
+                "cancelled", f"{job.req.cmd} cancelled before it finished", job.req.id))))
+        if ended:
+            self._release()
+        return len(ended)
 
     def step(self) -> bool:
         """One slice of the unfinished request whose turn it is; False when there is none."""

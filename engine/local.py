@@ -34,6 +34,7 @@ import socket
 import stat
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import protocol as P
@@ -121,6 +122,7 @@ class LocalListener:
 
     def __init__(self, path: str | None = None, port: int | None = None):
         self.path = path
+        self.on_drop: Callable[[_Conn], None] | None = None  # told of each connection that closes
         self.listeners: list[socket.socket] = []
         self.conns: dict[socket.socket, _Conn] = {}
         self._by_listener: dict[socket.socket, set[socket.socket]] = {}
@@ -208,7 +210,9 @@ class LocalListener:
         mine.add(sock)
 
     def _drop(self, sock: socket.socket) -> None:
-        self.conns.pop(sock, None)
+        conn = self.conns.pop(sock, None)
+        if conn is not None and self.on_drop is not None:
+            self.on_drop(conn)
         for mine in self._by_listener.values():
             mine.discard(sock)
         sock.close()

@@ -42,6 +42,7 @@ ERRORS: dict[str, str] = {
     "bad_argument": "an argument is missing, unknown, of the wrong type or out of range",
     "session_not_found": "no session with that id (closed, reclaimed after its timeout, or never created)",
     "overloaded": "the server has too many sessions or too much queued work; retry later",
+    "cancelled": "the request was cancelled (by `cancel`, or its client went away) before it finished",
     "internal": "the server failed on a valid request; it keeps running (a bug: please report)",
 }
 
@@ -143,6 +144,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
     },
     "anticipate": {"session": SESSION, "t": Arg(NUM, required=True, low=0.0, high=1e7)},  # session seconds
     "set": {"session": SESSION, **PARAMS},
+    "cancel": {"request": Arg(STR)},  # the id of one of the sender's own requests (default: all of them)
     "reset": {"session": SESSION},
 }
 

@@ -142,6 +142,7 @@ class Server:
         if config.local or config.direct_port is not None:
             try:
                 self.local = LocalListener(config.local, config.direct_port)
+                self.local.on_drop = self.jobs.cancel  # a client that hung up wants no more work done
             except EngineError as exc:
                 self.close()
                 raise ServerError(str(exc)) from None

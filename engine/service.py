@@ -38,6 +38,8 @@ from .tonality import key_name
 
 EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
 STREAM_CHUNK_TOKENS = 32  # generate publishes its notes after every this many tokens
+# Model steps one generate may cost (max_tokens x best_of candidates): about a minute of one core at 0.45 ms each.
+MAX_REQUEST_TOKENS = 131_072
 STEP_TOKENS = 2  # a generate (not `now`) yields to other requests after every this many model steps
 FEED_STEP_EVENTS = 2  # a feed yields to other requests after every this many events
 REREAD_TOKENS = 32  # a set that changes the prefix re-reads the window this many tokens a step (also idle's unit)
@@ -181,7 +183,7 @@ class Service:
             "set": self.set,
             "reset": self.reset,
         }
-        assert set(self._handlers) == set(P.COMMANDS)
+        assert set(self._handlers) == set(P.COMMANDS) - {"cancel"}  # cancel ends requests: engine/jobs.py
 
     def handle(self, cmd: str, args: dict) -> tuple[dict, list[Event]]:
         """Run a command to its end: (result, the events of all its steps in order)."""
@@ -286,6 +288,10 @@ class Service:
             raise _bad("generate: 'now' makes notes at the current time; give 'notes' or 'max_tokens', "
                        "not 'until'")
         best_of, budget, session = live.params.get("best_of", 1), args.get("max_tokens", 4096), live.session
+        if budget * best_of > MAX_REQUEST_TOKENS:
+            raise _bad(f"generate: max_tokens {budget} x best_of {best_of} is {budget * best_of:,} model steps; "
+                       f"one request may take {MAX_REQUEST_TOKENS:,}: lower max_tokens or best_of, or generate "
+                       "in parts")
         fed = (yield from _feed_steps(live, args["feed"])) if "feed" in args else {}
         steps = session.generate_steps(n_tokens=budget, n_notes=args.get("notes"), until_time=args.get("until"),
                                        best_of=best_of, max_tokens=budget, now=now)

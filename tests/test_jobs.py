@@ -193,3 +193,29 @@ def test_a_request_in_progress_keeps_its_session_and_its_last_step_is_no_pause(m
     assert not rig.service.idle(rig.jobs.sessions()) and session.pending == 1  # left to the request itself
     rig.drain()
     assert rig.jobs.sessions() == set() and rig.service.idle(rig.jobs.sessions()) and session.pending == 0
+
+
+def test_cancel_ends_the_senders_request_at_once_and_lets_what_waited_run(model):
+    rig = Rig(model)
+    a = rig.session()
+    long = rig.submit("script", "generate", session=a, max_tokens=100_000)
+    behind = rig.submit("script", "status")  # waits behind the long one (same peer)
+    other = rig.submit("bridge", "generate", session=a, notes=1, now=True)  # waits (same session)
+    stranger = rig.submit("other", "cancel", request=long)  # not theirs to cancel
+    assert rig.log[-1][1].result == {"cancelled": 0} and rig.jobs.running
+    cancel = rig.submit("script", "cancel", request=long)  # answered now, not behind its own long request
+    replies = {entry[1].id: entry[1] for entry in rig.log if entry[0] == "reply"}
+    assert replies[long].error_code == "cancelled" and replies[cancel].result == {"cancelled": 1}
+    assert replies[behind].ok and replies[other].ok  # started as soon as the long one ended
+    assert stranger in replies and not rig.jobs.running and rig.drain() == 0
+    made = rig.submit("script", "generate", session=a, notes=2, now=True)  # the session goes on
+    assert rig.replies()[-1] == made and [e[1] for e in rig.log if e[0] == "reply"][-1].ok
+
+
+def test_one_request_costs_at_most_a_bounded_number_of_model_steps(model):
+    rig = Rig(model)
+    sid = rig.session(best_of=16)
+    rig.submit("script", "generate", session=sid, max_tokens=100_000)
+    reply = rig.log[-1][1]
+    assert reply.error_code == "bad_argument" and "lower max_tokens or best_of" in reply.error_message
+    assert not rig.jobs.running

@@ -24,7 +24,7 @@ from musebridge.engine.local import HEADER, MAX_CONNECTIONS, FrameReader, LocalL
 
 from tests.model_fixtures import export_small
 from tests.net import free_port, wait_until
-from tests.test_server import Served, run_cli
+from tests.test_server import Served, abandoned_work_stops, run_cli
 
 
 @given(st.lists(st.binary(max_size=300), max_size=8), st.lists(st.integers(1, 50), min_size=1, max_size=20))
@@ -302,3 +302,13 @@ def test_running_out_of_file_descriptors_does_not_end_the_server(model):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     assert "Traceback" not in err and "cannot accept a connection" in err
+
+
+def test_a_direct_clients_requests_end_when_it_hangs_up(model):
+    port = free_port()
+    server = Served(model, "--direct-port", str(port))
+    server.wait_ready()
+    try:
+        abandoned_work_stops(server, direct_client(f"direct://127.0.0.1:{port}"))
+    finally:
+        server.stop()

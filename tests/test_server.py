@@ -706,3 +706,39 @@ def test_subscriptions_cannot_grow_the_servers_memory(server):
         assert grown < 30, f"the server grew by {grown:.0f} MB"
     finally:
         ctx.destroy(linger=0)
+
+
+def abandoned_work_stops(server, client) -> None:
+    """`client` gives up on a long generate (its timeout passes): the server stops generating for it, seen as
+    the session's streamed note events stopping, and the session serves the next request."""
+    ctx = zmq.Context()
+    try:
+        watcher = ctx.socket(zmq.SUB)
+        watcher.connect(server.config.events_endpoint)
+        watcher.setsockopt(zmq.SUBSCRIBE, b"note")
+        with server.client() as other:
+            sid = other.call("session.create", instruments=["strings"], seed=1)["session"]
+            time.sleep(0.3)  # the subscription reaches the server
+            with pytest.raises(ClientError, match="no reply"):
+                client.call("generate", session=sid, max_tokens=100_000, timeout=0.5)
+            client.close()
+            time.sleep(1.0)  # the cancel (or the closed connection) reaches the server
+
+            def notes_streamed() -> int:
+                count = 0
+                while watcher.poll(0):
+                    count += 1
+                    watcher.recv_multipart()
+                return count
+
+            assert notes_streamed() > 0, "the generate was streaming before its client gave up"
+            time.sleep(1.5)
+            assert notes_streamed() == 0, "nothing is generated for a client that gave up"
+            assert other.call("generate", session=sid, notes=1, now=True)["notes"]
+            other.call("session.close", session=sid)
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_request_its_client_gave_up_on_is_cancelled(server):
+    abandoned_work_stops(server, server.client())
