@@ -29,6 +29,7 @@ import orjson
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024  # requests larger than this are refused with "too_large"
+MAX_ERROR_CHARS = 500  # an error reply's message is at most this long (it never echoes a large payload)
 MAX_ID_CHARS = 64
 MIN_CONTEXT = 32  # the shortest session context, tokens
 
@@ -155,8 +156,8 @@ def check_args(cmd: str, args: dict, request_id: str | None = None) -> dict:
     unknown = sorted(set(args) - set(spec))
     if unknown:
         raise ProtocolError(
-            "bad_argument", f"{cmd}: unknown argument {unknown[0]!r}; expected: {', '.join(spec) or 'none'}",
-            request_id)
+            "bad_argument",
+            f"{cmd}: unknown argument {brief(unknown[0], 40)}; expected: {', '.join(spec) or 'none'}", request_id)
     for name, arg in spec.items():
         if name not in args:
             if arg.required:
@@ -184,7 +185,7 @@ def check_value(value: Any, arg: Arg) -> str | None:
     if too_low or arg.high is not None and value > arg.high:
         return f"must be {span(arg)}, got {value}"
     if arg.choices is not None and value not in arg.choices:
-        return f"must be one of {', '.join(arg.choices)}, got {value!r}"
+        return f"must be one of {', '.join(arg.choices)}, got {brief(value)}"
     if isinstance(value, list):
         if len(value) > arg.max_items:
             return f"has {len(value)} items, at most {arg.max_items}"
@@ -239,12 +240,14 @@ def parse_request(frames: list[bytes]) -> Request:
         raise ProtocolError("bad_request", f"'id' must be a non-empty string of at most {MAX_ID_CHARS} chars")
     if obj.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(
-            "version_mismatch", f"protocol version {obj.get('v')!r}; this server speaks {PROTOCOL_VERSION}", rid)
+            "version_mismatch",
+            f"protocol version {brief(obj.get('v'), 20)}; this server speaks {PROTOCOL_VERSION}", rid)
     cmd, args = obj.get("cmd"), obj.get("args", {})
     if not isinstance(cmd, str) or not isinstance(args, dict):
         raise ProtocolError("bad_request", "'cmd' must be a string and 'args' an object", rid)
     if cmd not in COMMANDS:
-        raise ProtocolError("unknown_command", f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", rid)
+        raise ProtocolError("unknown_command",
+                            f"unknown command {brief(cmd, 40)}; commands: {', '.join(COMMANDS)}", rid)
     return Request(rid, cmd, check_args(cmd, args, rid))
 
 
@@ -265,8 +268,18 @@ def encode_reply(reply: Reply) -> bytes:
                                   error_message=f"the reply could not be encoded as JSON ({exc})"))
 
 
+def brief(value, limit: int = 120) -> str:
+    """repr(value) for an error message, cut to `limit` characters: a reply never echoes a large payload."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text):,} characters)"
+
+
 def error_reply(exc: ProtocolError) -> Reply:
-    return Reply(exc.request_id, False, error_code=exc.code, error_message=str(exc))
+    """The reply to a refused request; its message is cut to MAX_ERROR_CHARS whatever built it."""
+    message = str(exc)
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[: MAX_ERROR_CHARS - 20]}... ({len(message):,} characters)"
+    return Reply(exc.request_id, False, error_code=exc.code, error_message=message)
 
 
 def decode_reply(frame: bytes) -> Reply:

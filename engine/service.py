@@ -116,13 +116,13 @@ def message_from_dict(event: dict) -> Timed:
     fields = dict(event)
     t = fields.pop("t", None)
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1e7:
-        raise _bad(f"event {event!r}: 't' must be seconds >= 0")
+        raise _bad(f"event {P.brief(event)}: 't' must be seconds >= 0")
     if fields.get("type") not in EVENT_TYPES:
-        raise _bad(f"event {event!r}: 'type' must be one of {', '.join(EVENT_TYPES)}")
+        raise _bad(f"event {P.brief(event)}: 'type' must be one of {', '.join(EVENT_TYPES)}")
     try:
         return Timed(float(t), mido.Message(**fields))
     except (TypeError, ValueError) as exc:
-        raise _bad(f"event {event!r}: {exc}") from None
+        raise _bad(f"event {P.brief(event)}: {exc}") from None
 
 
 def _fed_event(event: dict) -> tuple[bool, Timed]:
@@ -130,10 +130,10 @@ def _fed_event(event: dict) -> tuple[bool, Timed]:
     own notes (a note-off on the channel it was generated on): a harmony voice ended with the player's note."""
     engine = event.get("engine", False)
     if not isinstance(engine, bool):
-        raise _bad(f"event {event!r}: 'engine' must be true or false")
+        raise _bad(f"event {P.brief(event)}: 'engine' must be true or false")
     item = message_from_dict({k: v for k, v in event.items() if k != "engine"})
     if engine and not ends_note(item.msg):
-        raise _bad(f"event {event!r}: an engine event can only end an engine note (note_off)")
+        raise _bad(f"event {P.brief(event)}: an engine event can only end an engine note (note_off)")
     return engine, item
 
 
@@ -222,7 +222,8 @@ class Service:
         sid = args["session"]
         live = self.sessions.get(sid)
         if live is None:
-            raise P.ProtocolError("session_not_found", f"no session {sid!r}; create one with session.create")
+            raise P.ProtocolError("session_not_found",
+                                  f"no session {P.brief(sid, 40)}; create one with session.create")
         live.last_seen = time.monotonic()
         return sid, live
 

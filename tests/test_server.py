@@ -742,3 +742,21 @@ def abandoned_work_stops(server, client) -> None:
 
 def test_a_request_its_client_gave_up_on_is_cancelled(server):
     abandoned_work_stops(server, server.client())
+
+
+def test_error_replies_never_echo_a_large_payload(server):
+    """A refused request's reply names what was wrong in a few hundred characters, however large the offending
+    value was (a client that stops reading cannot make the server hold 60 KB per error)."""
+    big = "x" * 50_000
+    with server.client() as c:
+        sid = c.call("session.create", instruments=["strings"])["session"]
+        attempts = [("feed", {"session": sid, "events": [{"t": 0, "type": "note_on", "note": 60, "junk": big}]}),
+                    ("feed", {"session": sid, "events": [{"t": 0, "type": big}]}),
+                    ("set", {"session": sid, "mode": big}),
+                    ("generate", {"session": big[:4000], "notes": 1})]
+        for cmd, args in attempts:
+            with pytest.raises(ClientError) as err:
+                c.call(cmd, **args)
+            assert len(str(err.value)) <= P.MAX_ERROR_CHARS + 40, cmd
+            assert "characters)" in str(err.value), cmd
+        c.call("session.close", session=sid)
