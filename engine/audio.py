@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import wave
 from pathlib import Path
 
 from .errors import EngineError
+from .files import atomic_write
 
 SOUNDFONT_ENV = "MUSEBRIDGE_SOUNDFONT"  # a soundfont chosen by the user, before any of the places below
 
@@ -132,33 +132,23 @@ def render_wav(midi_path: str | os.PathLike, wav_path: str | os.PathLike,
     if head != b"MThd":
         raise AudioError(f"{midi}: not a Standard MIDI file (no MThd header); render a .mid file")
     synth, font = check_tools(soundfont)
-    folder = wav.parent if str(wav.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{wav.name}.", suffix=".tmp.wav", dir=folder)
-    except OSError as exc:
-        raise AudioError(f"{wav}: cannot write in {folder} ({exc.strerror}); choose another path") from None
-    os.close(fd)
-    try:
+
+    def make(tmp: Path) -> None:
         # -n no MIDI input, -i no shell; the file type follows the .wav suffix. fluidsynth exits 0 after some
         # failures (a soundfont it cannot load, an output it cannot open), so its stderr and the file are checked.
-        proc = subprocess.run([synth, "-ni", "-g", str(GAIN), "-r", str(RATE), "-F", tmp, str(font), str(midi)],
-                              capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run([synth, "-ni", "-g", str(GAIN), "-r", str(RATE), "-F", str(tmp), str(font),
+                               str(midi)], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
         if proc.returncode != 0 or "fluidsynth: error" in proc.stderr:
-            reason = _reason(proc)
-            raise AudioError(f"{wav}: fluidsynth could not render {midi} ({reason}); "
+            raise AudioError(f"{wav}: fluidsynth could not render {midi} ({_reason(proc)}); "
                              f"try `fluidsynth -ni -F {wav} {font} {midi}` to see why")
-        _check_wav(Path(tmp), wav)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, wav)
+        _check_wav(tmp, wav)
+
+    try:
+        return atomic_write(wav, make, AudioError, suffix=".tmp.wav")
     except subprocess.TimeoutExpired:
         raise AudioError(f"{wav}: fluidsynth took more than {timeout_s:g} s to render {midi}; "
                          "render a shorter file") from None
-    except OSError as exc:
-        raise AudioError(f"{wav}: cannot write ({exc.strerror or exc}); choose another path") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return wav
 
 
 def _check_wav(tmp: Path, wav: Path) -> None:

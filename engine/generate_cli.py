@@ -26,6 +26,7 @@ from . import audio, pianoroll
 from . import generate as G
 from .catalog import style_of
 from .errors import EngineError
+from .files import target_path
 from .generate_args import add_arguments, build_config, make_folder, outputs
 from .midifile import Conductor, MidiEvents, notes_from_events, read_midi
 from .retime import at_tempo, crop
@@ -67,6 +68,7 @@ def _take(engine: Engine, source: MidiEvents | None, args, config: G.GenerateCon
 
 def _check_writable(*paths: str | None) -> None:
     for path in filter(None, paths):
+        target_path(path)  # not over a device node, folder or pipe (engine/files.py)
         folder = Path(path).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise EngineError(f"{path}: cannot write there (folder {folder} is missing or read-only); "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from mido.midifiles.meta import KeySignatureError
 from . import vocab as V
 from .codec import MAX_TIME_S, SUSTAIN_CC, EventEncoder, Timed, decode_tokens
 from .errors import MidiFileError
+from .files import atomic_write
 from .instruments import INSTRUMENT_NAMES, instrument_class
 
 DEFAULT_TEMPO = 500_000  # microseconds per beat (120 bpm), as in the MIDI file standard
@@ -370,23 +370,11 @@ def _conductor_track(conductor: Conductor, tick_of) -> mido.MidiTrack:
 
 
 def _save_atomic(mid: mido.MidiFile, path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise MidiFileError(f"{path}: folder {folder} does not exist; create it or choose another output path")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise MidiFileError(f"{path}: cannot write in {folder} ({exc.strerror}); choose another path") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def make(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             mid.save(file=fh)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise MidiFileError(f"{path}: cannot write ({exc.strerror}); choose another path") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, make, MidiFileError)
 
 
 def decode_to_file(tokens, path: str | os.PathLike, **decoder_kw) -> list[Timed]:

@@ -7,10 +7,10 @@ legend names them ("model: strings"). Written atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import EngineError
+from .files import atomic_write
 from .instruments import INSTRUMENT_NAMES
 from .midifile import Note
 
@@ -62,16 +62,7 @@ def draw(parts: dict[str, list[Note]], path: str | os.PathLike, title: str = "")
 
 
 def _save(fig, path: Path, plt) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise EngineError(f"{path}: cannot write ({exc.strerror}); choose another path") from None
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

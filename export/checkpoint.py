@@ -13,12 +13,12 @@ Writes are atomic (temporary file then rename).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from musebridge.engine import vocab as V
+from musebridge.engine.files import atomic_write
 
 from .errors import CheckpointError
 from .model import GPT, GPTConfig
@@ -41,14 +41,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, train: dict | None = No
     }
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save(state, tmp), CheckpointError)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[GPT, dict]:

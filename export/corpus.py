@@ -21,13 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from musebridge.engine import vocab as V
+from musebridge.engine.files import atomic_write
 
 from .band import MMA_HELP, band_styles, mma_available
 from .corpus_build import BuildConfig, PieceResult, piece_path, run_pieces
@@ -157,18 +157,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """Call write(fileobj) on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Call write(fileobj) on a temporary file beside `path`, then rename it over `path` (engine/files.py)."""
 
+    def make(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            write(fh)
+
+    atomic_write(path, make, CorpusError, make_folder=True)
 
 def _write_lines(path: Path, records: list[dict]) -> None:
     text = "".join(json.dumps(r, sort_keys=False) + "\n" for r in records)

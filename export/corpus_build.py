@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,12 +21,14 @@ from pathlib import Path
 import numpy as np
 from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
+from musebridge.engine.files import atomic_write
 from musebridge.engine.instruments import INSTRUMENT_NAMES
 from musebridge.engine.midifile import encode_file
 
 from .band import BandConfig, BandError, render_band
 from .corpus_convert import EmptyPiece, TooLong, convert_score
 from .corpus_sources import PieceSpec
+from .errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +111,7 @@ def _copy_midi(spec: PieceSpec, target: Path, max_seconds: float) -> None:
         raise EmptyPiece("no notes")
     if encoded.duration > max_seconds:
         raise TooLong(f"{encoded.duration / 60:.1f} min is longer than the {max_seconds / 60:.0f} min limit")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(spec.path, "rb") as src:
-            shutil.copyfileobj(src, out)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(target, lambda tmp: shutil.copyfile(spec.path, tmp), ExportError)
 
 
 def _ensure(spec: PieceSpec, config: BuildConfig, target: Path) -> bool:

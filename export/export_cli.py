@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
+from musebridge.engine.files import atomic_write
 from musebridge.engine.runtime import Model, RuntimeOptions
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ExportError
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,9 @@ def parity(model, path: str | Path, tokens: list[int], steps: int = 20) -> float
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
-
+    """Write JSON atomically (engine/files.py)."""
+    text = json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text), ExportError, make_folder=True)
 
 def run(args: argparse.Namespace) -> int:
     # torch and onnx are imported here, not at the top: `musebridge export --help` works without the train extra.

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError, MidiFileError
+from musebridge.engine.files import atomic_write
 from musebridge.engine.follow import FOLLOW_PARTS, FollowConfig
 from musebridge.engine.midifile import read_midi
 from musebridge.engine.sampler import SamplingConfig
@@ -146,16 +145,8 @@ def strict(value):
 
 def _write_json(result: dict, path: str) -> None:
     """Write atomically: the file appears complete or not at all."""
-    folder = Path(path).parent
-    fd, tmp = tempfile.mkstemp(prefix=".judge.", suffix=".tmp", dir=folder if str(folder) else ".")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(strict(result), fh, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
+    text = json.dumps(strict(result), indent=1, allow_nan=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text), ExportError)
 
 def run(args: argparse.Namespace) -> int:
     from musebridge.engine.session import Engine  # noqa: PLC0415

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -30,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 from musebridge.engine import vocab as V
+from musebridge.engine.files import atomic_write
 
 from .dataset import load_split, split_paths
+from .errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -185,16 +186,12 @@ def save(path: str | os.PathLike, model: NgramModel, scores: dict) -> None:
         for name in _FIELDS:  # counts, totals and types are whole numbers below 2**32
             value = getattr(table, name)
             arrays[f"o{k}_{name}"] = value if name.endswith("keys") else value.astype(np.uint32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def make(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez adds ".npz" to a name without it
             np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a corpus's cache is for everyone who reads the corpus
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, make, ExportError, make_folder=True)
 
 
 def load(path: str | os.PathLike) -> tuple[NgramModel, dict]:

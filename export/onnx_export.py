@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from musebridge.engine.files import atomic_write
 from onnx import TensorProto, helper, numpy_helper
 
+from .errors import ExportError
 from .model import GPT, GPTConfig, rope_tables
 
 log = logging.getLogger(__name__)
@@ -159,17 +161,7 @@ def set_metadata(onnx_model: onnx.ModelProto, state: dict) -> None:
 
 def save_atomic(onnx_model: onnx.ModelProto, path: str | os.PathLike) -> None:
     """Write the model to a temporary file in the target folder, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(onnx_model, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared and packaged
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: onnx.save(onnx_model, str(tmp)), ExportError, make_folder=True)
 
 
 def export_model(model: GPT, state: dict, path: str | os.PathLike) -> onnx.ModelProto:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from musebridge.engine.files import atomic_write
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -286,10 +287,10 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), CheckpointError)
+    finally:
+        plt.close(fig)
 
 
 def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False) -> dict:

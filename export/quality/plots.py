@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+from musebridge.engine.files import atomic_write
 from musebridge.engine.pianoroll import matplotlib_or_error
+
+from ..errors import ExportError
 
 COLOURS = {"real": "#1f5fbf", "model": "#d9480f", "chance": "#868e96"}
 SHARES = ("in_key", "long_share", "never_released", "ioi_overlap", "silence")
@@ -103,11 +106,7 @@ def _rect(start: float, end: float, pitch: int, colour: str):
 
 
 def _save(fig, path: Path, plt) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), ExportError)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()

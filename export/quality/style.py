@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from musebridge.engine.files import atomic_write
 from musebridge.engine.midifile import Note, notes_from_events
 
+from ..errors import ExportError
 from . import metrics as M
 from .prompts import Source, read_source
 
@@ -131,8 +133,9 @@ def training_set(sources: Sequence[Source], cache_dir: str | os.PathLike | None)
             styles.append(source.style)
     x = np.array(rows) if rows else np.zeros((0, len(FEATURES)))
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, x=x, styles=np.array(styles))
-        os.replace(tmp, cache)
+        def make(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, x=x, styles=np.array(styles))
+
+        atomic_write(cache, make, ExportError, make_folder=True)
     return x, styles
