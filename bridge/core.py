@@ -61,6 +61,8 @@ class Bridge:
         self.counts = {"in": 0, "out": 0, "malformed": 0}
         self.latencies: deque[float] = deque(maxlen=1000)  # player/trigger -> first engine note sent, seconds
         self._next_reconnect = 0.0
+        self._lost_at = 0.0  # when the engine was last lost (clock seconds)
+        self.supervisor = None  # the engine process this bridge started (launcher.EngineProcess): revived
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
         self._stopped = False
@@ -123,6 +125,10 @@ class Bridge:
         except EngineLost as exc:
             self._lost(str(exc), now)
             return
+        if self.lost_reason:
+            log.warning("engine back after %.1f s", now - self._lost_at)
+        if self.supervisor is not None:
+            self.supervisor.answered()
         self.engine_ok, self.lost_reason = True, ""
         self._sync_session(now)
 
@@ -131,7 +137,7 @@ class Bridge:
         0: session time restarts now, and the mode starts over."""
         if self.link.opened != self._opened:
             self._opened = self.link.opened
-            self.origin = now
+            self.origin = now - self.link.resumed_at  # a re-created session was fed the player's last seconds
             self.mode.enter(now)
 
     # -- time ------------------------------------------------------------------------------------------------
@@ -300,6 +306,8 @@ class Bridge:
             if not self.engine_ok:
                 if now >= self._next_reconnect:
                     self._next_reconnect = now + RECONNECT_S
+                    if self.supervisor is not None:
+                        self.supervisor.revive()
                     self._connect(now)
                 return
             self.link.keepalive()
@@ -321,6 +329,7 @@ class Bridge:
     def _lost(self, reason: str, now: float) -> None:
         if self.engine_ok or not self.lost_reason:
             log.warning("engine lost: %s; silencing and retrying every %g s", reason, RECONNECT_S)
+            self._lost_at = now
         self.engine_ok, self.lost_reason = False, reason
         self._next_reconnect = now + RECONNECT_S
         self.link.drop()

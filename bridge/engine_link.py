@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 
 import mido
@@ -24,6 +25,8 @@ from .errors import BridgeError, EngineLost
 
 log = logging.getLogger(__name__)
 
+RECENT_S = 8.0  # seconds of the player's recent events a re-created session is fed again (after a lost engine)
+RECENT_EVENTS = 512  # and at most this many
 KEEPALIVE_S = 20.0  # touch the session this often: the server reclaims idle sessions (300 s by default)
 LIVE_CONTEXT = 256  # tokens of the past a live session sees unless told (at most the model's block size):
 # as good as the whole 1,024 on the test split (1.1677 vs 1.1667 nats/token) and quicker to answer (docs/live.md)
@@ -58,6 +61,8 @@ class EngineLink:
         self._now = clock_now
         self._last_call = 0.0
         self.opened = 0  # sessions created so far (each starts its timeline at 0)
+        self.resumed_at = 0.0  # session seconds the last re-created session's replayed context ends at
+        self._recent: deque[dict] = deque(maxlen=RECENT_EVENTS)  # player events fed (protocol dicts)
         self.key = "-"  # the key the engine hears, as its last generate reply said
 
     def _call(self, cmd: str, **args) -> dict:
@@ -83,7 +88,27 @@ class EngineLink:
         self.session = self._call("session.create", **self.params)["session"]
         self.opened += 1
         log.info("engine session %s: %s", self.session, self.params)
+        self._replay()
         return self.session
+
+    def _replay(self) -> None:
+        """A session re-created after a loss hears the player's last RECENT_S seconds again, from time 0, so
+        it resumes in the same key, register and texture; resumed_at is where that context ends."""
+        self.resumed_at = 0.0
+        if not self._recent:
+            return
+        first = self._recent[0]["t"]
+        replay = [{**e, "t": round(e["t"] - first, 6)} for e in self._recent]
+        self._recent.clear()
+        self.feed(replay)
+        self.resumed_at = replay[-1]["t"]
+        log.info("engine session %s: resumed with the last %.1f s the player played", self.session,
+                 self.resumed_at)
+
+    def _remember(self, events: list[dict]) -> None:
+        self._recent.extend(events)
+        while self._recent and self._recent[-1]["t"] - self._recent[0]["t"] > RECENT_S:
+            self._recent.popleft()
 
     def close(self) -> None:
         if self._client is not None and self.session is not None:
@@ -103,7 +128,9 @@ class EngineLink:
 
     def feed(self, events: list[dict]) -> dict:
         """Player events (protocol dicts, session seconds). Returns the reply (rolled_back, time)."""
-        return self._call("feed", session=self.session, events=events)
+        reply = self._call("feed", session=self.session, events=events)
+        self._remember(events)
+        return reply
 
     def anticipate(self, t: float) -> None:
         """Tell the engine the player may play at session time t (s): it prepares the time shift (no reply
@@ -122,6 +149,7 @@ class EngineLink:
         """generate with until (session seconds) / notes / max_tokens (and now, feed: protocol events fed
         first); returns (events, timeline end s)."""
         result = self._call("generate", session=self.session, **limits)
+        self._remember(limits.get("feed", []))
         self.key = result.get("key", self.key)
         events = [e for e in (from_wire(n) for n in result.get("notes", [])) if e is not None]
         return events, float(result.get("time", 0.0))

@@ -50,12 +50,48 @@ class EngineTarget:
                             keys=self.keys)
 
 
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # waits before each further restart of a dying engine
+
+
 class EngineProcess:
     """A `musebridge serve` child listening on TCP and on the direct endpoint `direct` (a Unix socket in
-    `folder`, a private folder of its own); stop() ends it (SIGTERM, then SIGKILL) and removes the folder."""
+    `folder`, a private folder of its own); stop() ends it (SIGTERM, then SIGKILL) and removes the folder.
+    revive() starts it again with the same command when it died (the bridge supervises the engine it started),
+    waiting longer before each further restart of an engine that keeps dying (RESTART_BACKOFF_S)."""
 
-    def __init__(self, proc: subprocess.Popen, direct: str | None = None, folder: str | None = None):
+    def __init__(self, proc: subprocess.Popen, direct: str | None = None, folder: str | None = None,
+                 cmd: list[str] | None = None, priority: int = 0):
         self.proc, self.direct, self.folder = proc, direct, folder
+        self.cmd, self.priority = cmd, priority
+        self.restarts = 0  # restarts since the engine last answered
+        self._not_before = 0.0  # time.monotonic() before which no restart is tried
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def last_error(self) -> str:
+        """The last line the server wrote to stderr ('' when none)."""
+        self.proc.errors.seek(0)
+        lines = self.proc.errors.read().strip().splitlines()
+        return lines[-1] if lines else ""
+
+    def revive(self) -> bool:
+        """Start the engine again when its process has ended (not waiting for it to answer: the bridge's
+        reconnects find it). True when a new process was started now."""
+        if self.alive() or self.cmd is None or time.monotonic() < self._not_before:
+            return False
+        code = self.proc.returncode
+        wait = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+        self.restarts += 1
+        self._not_before = time.monotonic() + wait
+        log.warning("the engine process ended (exit %s); starting it again (restart %d)", code, self.restarts)
+        self.proc.errors.close()
+        self.proc = _spawn(self.cmd, self.priority)
+        return True
+
+    def answered(self) -> None:
+        """The engine answers again: the next death starts the backoff over."""
+        self.restarts = 0
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
@@ -65,6 +101,7 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc.errors.close()
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -91,6 +128,17 @@ def _direct_endpoint() -> tuple[str, str | None, list[str]]:
     return f"direct://{DIRECT_HOST}:{port}", None, ["--direct-port", str(port)]
 
 
+def _spawn(cmd: list[str], priority: int) -> subprocess.Popen:
+    """Start the server; its stderr goes to an unnamed temporary file (a pipe nobody reads would fill and stop
+    it), read back by last_error()."""
+    errors = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+    proc.errors = errors
+    if priority:
+        _realtime(proc.pid, priority)
+    return proc
+
+
 def reachable(target: EngineTarget, timeout: float = 0.5) -> bool:
     with Client(target.client_config()) as client:
         return client.ping(timeout=timeout)
@@ -114,16 +162,14 @@ def ensure_engine(target: EngineTarget) -> EngineProcess | None:
         cmd += ["--live-priority", str(target.live_priority)]
     cmd += [*listen, "--parent", str(os.getpid())]  # it stops when this process is gone, even killed
     log.info("starting the engine: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if target.realtime_priority:
-        _realtime(proc.pid, target.realtime_priority)
-    started = EngineProcess(proc, direct, folder)
+    proc = _spawn(cmd, target.realtime_priority)
+    started = EngineProcess(proc, direct, folder, cmd, target.realtime_priority)
     deadline = time.monotonic() + target.wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = (proc.stderr.read() or "").strip().splitlines()
+            err = started.last_error()
             started.stop()
-            raise EngineLost(f"the engine server exited ({err[-1] if err else proc.returncode}); "
+            raise EngineLost(f"the engine server exited ({err or proc.returncode}); "
                              "try `musebridge serve` to see why")
         if reachable(target, timeout=0.5):
             return started

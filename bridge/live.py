@@ -17,17 +17,19 @@ from .clock import Clock, MonotonicClock
 from .config import BridgeConfig
 from .core import Bridge
 from .engine_link import EngineLink, EngineWatcher
-from .launcher import EngineTarget
+from .launcher import EngineProcess, EngineTarget
 from .ports import Backend
 
 
 class LiveSession:
     """Opens the ports and an engine session on enter (PortError / EngineLost), stops everything on exit."""
 
-    def __init__(self, config: BridgeConfig, backend: Backend, target: EngineTarget, clock: Clock | None = None):
+    def __init__(self, config: BridgeConfig, backend: Backend, target: EngineTarget, clock: Clock | None = None,
+                 engine: EngineProcess | None = None):
         self.clock = clock or MonotonicClock()
         self.link = EngineLink(target.client_config(), {**config.engine, "mode": config.mode}, self.clock.now)
         self.bridge = Bridge(config, backend, self.link, self.clock)
+        self.bridge.supervisor = engine  # the engine this process started: restarted when it dies
         self.watcher = EngineWatcher(target.client_config(), lambda: self.link.session, self.bridge.engine_lost,
                                      self.bridge.engine_params)
         self._started = False

@@ -141,14 +141,14 @@ def run(args: argparse.Namespace) -> int:
     if server is not None:
         target = replace(target, direct=server.direct)  # our own engine: the direct fast path
     try:
-        return _play(config, backend, target, quiet=args.no_status)
+        return _play(config, backend, target, quiet=args.no_status, engine=server)
     finally:
         if server is not None:
             server.stop()
 
 
-def _play(config: BridgeConfig, backend, target: EngineTarget, quiet: bool) -> int:
-    live = LiveSession(config, backend, target)
+def _play(config: BridgeConfig, backend, target: EngineTarget, quiet: bool, engine=None) -> int:
+    live = LiveSession(config, backend, target, engine=engine)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

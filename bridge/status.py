@@ -26,7 +26,12 @@ def status_text(bridge) -> str:
     err = percentile_ms([abs(e) for e in list(bridge.scheduler.errors_s)], 99)
     if err is not None:
         parts.append(f"timing p99 {err:.2f} ms")
-    parts.append(f"engine {bridge.link.session} ok" if bridge.engine_ok else f"engine lost ({bridge.lost_reason})")
+    if bridge.engine_ok:
+        parts.append(f"engine {bridge.link.session} ok")
+    else:
+        restarts = getattr(bridge.supervisor, "restarts", 0)
+        restarting = f"; restarting it ({restarts})" if restarts else ""
+        parts.append(f"engine lost ({bridge.lost_reason}{restarting})")
     return " | ".join(parts)
 
 

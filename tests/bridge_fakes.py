@@ -25,6 +25,7 @@ class FakeLink:
         self.session = None
         self.key = "-"
         self.opened = 0
+        self.resumed_at = 0.0
         self.alive = True
         self.time = 0.0
         self.epoch = 0

@@ -35,8 +35,8 @@ def model(tmp_path_factory):
 
 
 class Server:
-    def __init__(self, model, *extra):
-        self.target = EngineTarget(port=free_port(), pub_port=free_port(), timeout=2.0)
+    def __init__(self, model, *extra, target=None):
+        self.target = target or EngineTarget(port=free_port(), pub_port=free_port(), timeout=2.0)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "musebridge", "serve", "--model", str(model), "--port", str(self.target.port),
              "--pub-port", str(self.target.pub_port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -218,3 +218,27 @@ def test_without_unix_sockets_a_started_engine_is_reached_over_direct_tcp(model,
             assert c.call("status")["sessions"] == 0
     finally:
         started.stop()
+
+
+def test_a_session_re_created_after_a_loss_hears_the_players_last_seconds(model):
+    """The engine dies and comes back on the same ports: the bridge's new session is fed what the player played
+    in the last seconds (re-timed from 0), so it resumes in context, and the bridge's session time follows."""
+    first = Server(model)
+    link = EngineLink(first.target.client_config(), {"instruments": ["strings"], "player_instrument": "piano"},
+                      time.monotonic)
+    link.open()
+    played = [{"t": 20.0 + k, "type": "note_on", "note": 60 + k, "velocity": 80} for k in range(4)]
+    link.feed([{"t": 1.0, "type": "note_on", "note": 50, "velocity": 80}, *played])  # 1.0: too old to replay
+    first.proc.kill()
+    first.proc.wait()
+    with pytest.raises(EngineLost):
+        link.feed([])
+    link.drop()
+    second = Server(model, target=first.target)  # a server on the same ports
+    try:
+        link.open()
+        assert link.opened == 2 and link.resumed_at == 3.0
+        assert link.feed([])["time"] >= 3.0  # the replayed notes are on the new session's timeline
+    finally:
+        link.close()
+        second.stop()

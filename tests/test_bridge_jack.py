@@ -337,3 +337,66 @@ def test_a_take_survives_a_kill_of_play_and_is_recovered_at_the_next_start(jack,
     assert not unreleased_note_ons(list(mido.merge_tracks(mid.tracks)))
     with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}", timeout=0.3)) as c:
         assert wait_until(lambda: not c.ping(timeout=0.3), timeout=15.0), "the engine follows its parent"
+
+
+def _children(pid: int, word: str) -> list[int]:
+    """Processes whose parent is `pid` and whose command line has `word`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and word in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the engine process in /proc")
+def test_play_restarts_the_engine_it_started_after_a_kill_and_harmony_returns(jack, model, tmp_path):
+    port, pub = free_port(), free_port()
+    wait_gone("MuseBridge")
+    cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
+           str(model), "--port", str(port), "--pub-port", str(pub), "--no-status", "--instruments", "strings",
+           "--seed", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peer = None
+
+    def voices_answer(first_note: int) -> bool:
+        """Play notes until strings answer one (up to 40 tries); every note is released."""
+        before = len(peer.note_ons(STRINGS))
+        for note in range(first_note, first_note + 40):
+            peer.send(mido.Message("note_on", note=note % 24 + 60, velocity=80))
+            time.sleep(0.4)
+            peer.send(mido.Message("note_off", note=note % 24 + 60))
+            if len(peer.note_ons(STRINGS)) > before:
+                return True
+        return False
+
+    try:
+        assert wait_for_line(proc, "Ctrl-C to stop", timeout=90.0), "play reports it is ready"
+        peer = JackPeer("MuseBridge In", "MuseBridge Out", client="restart peer", wait_s=60.0, callback=False)
+        assert voices_answer(0), "harmony before the engine is killed"
+        engines = _children(proc.pid, "serve")
+        assert len(engines) == 1
+        os.kill(engines[0], signal.SIGKILL)
+        assert voices_answer(100), "harmony returns once play has restarted its engine"
+        restarted = _children(proc.pid, "serve")
+        assert restarted and restarted != engines
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        time.sleep(0.1)
+        assert proc.returncode == 0, err
+        assert "starting it again" in err and "engine back after" in err
+        assert not unreleased_note_ons(peer.messages()), "no note hangs across the engine's death"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if peer is not None:
+            peer.close()
