@@ -16,6 +16,7 @@ from musebridge.engine.model_file import default_model_path
 from tests.model_fixtures import export_small
 from tests.net import free_port
 from tests.test_audio import needs_synth, wav_samples
+from tests.test_writers import hanging
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def test_demo_records_both_parts_and_draws_them(demo):
     assert "first answer note" in proc.stdout and "wrote" in proc.stdout
     assert not list(folder.glob(".*tmp*"))  # nothing half-written left behind
     assert not [line for line in proc.stderr.splitlines() if line.startswith("INFO")]
+    assert hanging(folder / "demo.mid") == []  # every note released (tests/test_writers.py covers the rest)
 
 
 @needs_synth
