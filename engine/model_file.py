@@ -2,7 +2,9 @@
 
 An exported model (see export/onnx_export.py) carries JSON metadata: its graph format, the model config, the
 vocabulary fingerprint of the codec it was trained with, and training/data summaries. The engine refuses a file
-whose format or vocabulary differs from its own, with one line naming the file and the fix.
+whose format or vocabulary differs from its own, with one line naming the file and the fix. A file that carries
+the checksum of its graph (engine/model_checksum.py) is checked against it before onnxruntime reads it: a
+corrupt file is refused with one line instead of playing wrong notes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from . import vocab as V
 from .errors import ModelError
+from .model_checksum import verify
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +136,15 @@ def open_session(path: str | os.PathLike | None, providers: list[str], threads: 
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
     try:
+        checked = verify(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model ({exc.strerror}); check the path") from None
+    try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes for every kind of bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: cannot load the model ({first[:200]}); the file is truncated or not "
                          "an ONNX model, export it again") from None
     info = check_metadata(dict(session.get_modelmeta().custom_metadata_map), str(path))
-    log.debug("loaded %s on %s", path, session.get_providers())
+    log.debug("loaded %s on %s (checksum %s)", path, session.get_providers(), "checked" if checked else "absent")
     return session, info

@@ -4,6 +4,10 @@ The fp32 graph is checked against the checkpoint (logits of a prefill and of cac
 scored on held-out tokens: the corpus's test split (export.corpus.load_split) when it exists, else the bundled
 chorale. With --int8 (dynamic int8) or --int4 (block-wise int4, MatMulNBits) the MatMul weights are quantized and
 the NLL change is reported.
+
+`musebridge export --stamp MODEL.onnx` writes the checksum of an existing model file's graph into its metadata
+(engine/model_checksum.py; the file is rewritten atomically, every other byte kept), for a file exported before
+files carried one.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by `musebridge train`")
-    parser.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="ONNX file to write")
+    parser.add_argument("checkpoint", metavar="CKPT", nargs="?", help="checkpoint written by `musebridge train`")
+    parser.add_argument("-o", "--output", metavar="MODEL.onnx", help="ONNX file to write (required with CKPT)")
+    parser.add_argument("--stamp", metavar="MODEL.onnx", help="instead of exporting: write the checksum of this "
+                        "model file's weights into its metadata (the engine checks it at load)")
     quant = parser.add_mutually_exclusive_group()
     quant.add_argument("--int8", action="store_true", help="quantize MatMul weights to int8 (dynamic)")
     quant.add_argument("--int4", action="store_true", help="quantize MatMul weights to block-wise int4 "
@@ -109,7 +115,27 @@ def _write_json(path: Path, obj: dict) -> None:
     text = json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text), ExportError, make_folder=True)
 
+def stamp(path: str) -> int:
+    """`--stamp MODEL.onnx`: print the checksum written; 1 with one line on error."""
+    from musebridge.engine.model_checksum import stamp_file
+
+    try:
+        print(f"{path}: graph sha256 {stamp_file(path)}")
+    except EngineError as exc:
+        print(f"musebridge export: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.stamp:
+        if args.checkpoint or args.output:
+            print("musebridge export: --stamp MODEL.onnx takes no checkpoint or -o", file=sys.stderr)
+            return 2
+        return stamp(args.stamp)
+    if not args.checkpoint or not args.output:
+        print("musebridge export: give a checkpoint and -o MODEL.onnx (or --stamp MODEL.onnx)", file=sys.stderr)
+        return 2
     # torch and onnx are imported here, not at the top: `musebridge export --help` works without the train extra.
     from .checkpoint import load_checkpoint
     from .onnx_export import export_model, quantize_int4, quantize_int8

@@ -15,7 +15,8 @@ engine's rollback (truncation) and window slide (drop, rotate kept keys back) ma
 The engine binds each present_* output to the same buffer as past_* (IO binding): no copy of the cache per step.
 
 Metadata (model.metadata_props, JSON strings): musebridge.format, musebridge.config, musebridge.vocab,
-musebridge.train, musebridge.data.
+musebridge.train, musebridge.data; and musebridge.graph_sha256, the checksum of the graph's bytes in the file
+(engine/model_checksum.py), which every file written here carries and the engine checks at load.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import onnx
 import torch
 from musebridge.engine.files import atomic_write
+from musebridge.engine.model_checksum import CHECKSUM_KEY, stamped
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
@@ -160,8 +162,10 @@ def set_metadata(onnx_model: onnx.ModelProto, state: dict) -> None:
 
 
 def save_atomic(onnx_model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write the model to a temporary file in the target folder, then rename it over `path`."""
-    atomic_write(path, lambda tmp: onnx.save(onnx_model, str(tmp)), ExportError, make_folder=True)
+    """Write the model, with the checksum of its graph (a checksum it carried is replaced), to a temporary file in
+    the target folder, then rename it over `path`."""
+    data = stamped(onnx_model.SerializeToString())
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), ExportError, make_folder=True)
 
 
 def export_model(model: GPT, state: dict, path: str | os.PathLike) -> onnx.ModelProto:
@@ -219,7 +223,8 @@ def _quantized(src, dst, quantize) -> None:
     try:
         q = quantize(tmp)
         del q.metadata_props[:]
-        q.metadata_props.extend(onnx.load(str(src), load_external_data=False).metadata_props)
+        q.metadata_props.extend(p for p in onnx.load(str(src), load_external_data=False).metadata_props
+                                if p.key != CHECKSUM_KEY)  # save_atomic writes the quantized graph's own
         save_atomic(q, dst)
     finally:
         restore()
