@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from musebridge.engine.client import Client, ClientConfig
 from musebridge.engine.local import DIRECT_HOST
@@ -115,11 +118,46 @@ def _realtime(pid: int, priority: int) -> None:
         log.debug("engine server keeps normal priority: %s", exc)
 
 
+# A started engine's private folder, in the temporary folder: musebridge-<pid of the program that made it>-<random>
+_FOLDER = re.compile(r"musebridge-(\d+)-[A-Za-z0-9_]+")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_folders(parent: str | os.PathLike | None = None) -> list[str]:
+    """Remove the private folders (and their socket) left in `parent` (default: the temporary folder) by
+    programs that were killed before they could (kill -9): only this user's folders whose owner process, named
+    in the folder's name, is gone; never a live one. Returns the folders removed."""
+    removed = []
+    for entry in Path(parent or tempfile.gettempdir()).glob("musebridge-*"):
+        match = _FOLDER.fullmatch(entry.name)
+        try:
+            st = entry.lstat()
+        except OSError:
+            continue
+        if not match or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or _alive(int(match[1])):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(str(entry))
+        log.info("removed %s, left by process %s, which is gone", entry, match[1])
+    return removed
+
+
 def _direct_endpoint() -> tuple[str, str | None, list[str]]:
     """(endpoint, private folder or None, serve options) for a started server's direct transport: a Unix socket
-    in a folder only we can enter; loopback TCP on a free port where the system has no Unix sockets."""
+    in a folder only we can enter, named after this process (see remove_stale_folders); loopback TCP on a free
+    port where the system has no Unix sockets."""
     if hasattr(socket, "AF_UNIX"):
-        folder = tempfile.mkdtemp(prefix="musebridge-")
+        remove_stale_folders()
+        folder = tempfile.mkdtemp(prefix=f"musebridge-{os.getpid()}-")
         path = os.path.join(folder, "engine.sock")
         return f"unix://{path}", folder, ["--local", path]
     with socket.socket() as probe:
