@@ -54,14 +54,19 @@ class ClientConfig:
     """Where the server is and how long to wait. endpoint: tcp://, ipc:// (ZeroMQ), unix://PATH (the server's
     --local socket) or direct://127.0.0.1:PORT (its --direct-port): the same requests, a faster path
     (engine/local.py). timeout: seconds per request. keys: a folder made by `musebridge keys`
-    (client.key_secret and server.key) for CURVE, or None."""
+    (server.key and a client pair) for CURVE, or None. client: the name of that client pair (NAME.key_secret, as
+    `musebridge keys DIR --client NAME` makes it; default client.key_secret)."""
 
     endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
     events_endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PUB_PORT}"
     timeout: float = 2.0
     keys: str | None = None
+    client: str = "client"
 
     def __post_init__(self):
+        if not self.client.isidentifier():
+            raise ClientError(f"client key name {self.client!r} must be letters, digits and _ (the NAME of "
+                              "`musebridge keys DIR --client NAME`)", "bad_argument")
         try:
             direct_address(self.endpoint)
         except EngineError as exc:
@@ -105,10 +110,12 @@ class Client:
 
         folder = Path(self.config.keys)
         try:
-            sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(folder / "client.key_secret")
+            secret = folder / f"{self.config.client}.key_secret"
+            sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(secret)
             sock.curve_serverkey, _ = zmq.auth.load_certificate(folder / "server.key")
         except (OSError, ValueError) as exc:
-            raise ClientError(f"keys in {folder}: {exc}; create them with `musebridge keys {folder}`",
+            add = "" if self.config.client == "client" else f" --client {self.config.client}"
+            raise ClientError(f"keys in {folder}: {exc}; create them with `musebridge keys {folder}{add}`",
                               "keys") from None
 
     def _open(self, kind: int, endpoint: str) -> zmq.Socket:

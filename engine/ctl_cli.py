@@ -6,6 +6,7 @@
                                                           against the protocol's table, engine/limits.py)
     musebridge ctl call session.create '{"style": "bach", "instruments": ["strings"]}'
     musebridge ctl watch [TOPIC ...]                      print the event stream until Ctrl-C
+    musebridge ctl status --host HOST --keys DIR [--client NAME]   CURVE, with the client pair NAME.key_secret
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "PATH` (events still come from the TCP or --ipc events endpoint)")
     parser.add_argument("--direct-port", type=int, metavar="PORT",
                         help="send commands over the loopback TCP port of `serve --direct-port PORT`")
-    parser.add_argument("--keys", metavar="DIR", help="CURVE keys folder (client.key_secret, server.key)")
+    parser.add_argument("--keys", metavar="DIR", help="CURVE keys folder (server.key and a client pair)")
+    parser.add_argument("--client", default="client", metavar="NAME", help="with --keys: use the client pair "
+                        "NAME.key_secret made by `musebridge keys DIR --client NAME` (default: client)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
 
 
@@ -103,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
         endpoint = f"unix://{args.local}"
     elif args.direct_port is not None:
         endpoint = f"direct://{DIRECT_HOST}:{args.direct_port}"
-    config = ClientConfig(endpoint=endpoint, events_endpoint=events, timeout=args.timeout, keys=args.keys)
+    try:
+        config = ClientConfig(endpoint=endpoint, events_endpoint=events, timeout=args.timeout, keys=args.keys,
+                              client=args.client)
+    except ClientError as exc:
+        print(f"musebridge ctl: {exc}", file=sys.stderr)
+        return 2
     with Client(config) as client:
         try:
             if args.action == "watch":

@@ -233,7 +233,7 @@ class LocalListener:
 def _listen_unix(path: str) -> socket.socket:
     if _AF_UNIX is None:
         raise EngineError("this system has no Unix sockets: use --direct-port PORT (loopback TCP), not --local")
-    _check_folder(Path(path).parent)
+    check_private_folder(Path(path).parent)
     _remove_stale(path)
     listener = socket.socket(_AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # the socket file is born 0600: no window where others could connect
@@ -264,8 +264,9 @@ def _listen_tcp(port: int) -> socket.socket:
     return listener
 
 
-def _check_folder(folder: Path) -> None:
-    """The socket's folder must exist and be writable by nobody but its owner (or be sticky, like /tmp)."""
+def check_private_folder(folder: Path) -> None:
+    """A socket's folder must exist and be writable by nobody but its owner (or be sticky, like /tmp): no one else
+    can then replace the socket file (used for --local and for `serve --ipc DIR`)."""
     try:
         st = folder.stat()
     except OSError as exc:

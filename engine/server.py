@@ -6,22 +6,26 @@ request (a `generate` of many tokens) runs in slices between the others' request
 no request waits, let the service run the last sampled tokens through the model (their forward pass is kept off
 the reply's path), and, after a request on the direct transport, poll a moment longer without sleeping
 (ServerConfig.spin_s).
-ROUTER replies to a client that stopped reading are dropped at the high-water mark, and the XPUB drops for slow
+ROUTER replies to a client that stopped reading are dropped at the high-water mark (REPLY_HWM replies queued per
+client; its requests are then dropped for a while), and the XPUB drops for slow
 subscribers (and builds no event for a topic nobody subscribed to), so one slow or vanished client never stalls
 another. Sessions unused for `session_timeout` seconds are reclaimed.
 
 Security: loopback by default. Binding any other address requires CURVE keys (`musebridge keys DIR`); then only
-clients whose public key is in DIR/authorized/ may connect.
+clients whose public key is in DIR/authorized/ may connect. `--ipc DIR` sockets are mode 0600 in a folder only
+their owner can write (made 0700 when missing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from . import protocol as P
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
 from .errors import EngineError
 from .jobs import Jobs
-from .local import LocalListener
+from .local import LocalListener, check_private_folder
 from .priority import ThreadPriority
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,11 @@ SUBSCRIPTION_LIMIT = 256
 
 
 SLICE_EVERY_S = 0.005  # a long request gets a slice at least this often, even under a stream of requests
+# Replies queued for one ZeroMQ client before it counts as not reading. A client's own I/O thread takes replies off
+# the server as they come (into its queue of 1,000), so only a client that stopped reading and filled that queue
+# and the kernel's buffers reaches this; the server then holds at most REPLY_HWM of its replies.
+REPLY_HWM = 16
+STALLED_S = 1.0  # a client found not reading has its requests dropped (unread, unanswered) for this long
 
 
 class ServerError(EngineError):
@@ -81,6 +90,24 @@ class ServerConfig:
             return f"ipc://{self.ipc}/musebridge-rep", f"ipc://{self.ipc}/musebridge-pub"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"tcp://{host}:{self.port}", f"tcp://{host}:{self.pub_port}"
+
+
+@contextlib.contextmanager
+def private_ipc(folder: str | None) -> Iterator[None]:
+    """Around the binds of `serve --ipc DIR`: DIR is made (mode 0700) when missing and must be writable by its
+    owner alone (engine/local.py), and the socket files are born 0600 (libzmq makes them under the umask):
+    only this user can connect, as to --local. Nothing for TCP endpoints."""
+    if folder is None:
+        yield
+        return
+    with contextlib.suppress(FileExistsError):
+        Path(folder).mkdir(mode=0o700, parents=True)
+    check_private_folder(Path(folder))
+    old = os.umask(0o177)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def is_loopback(host: str) -> bool:
@@ -123,14 +150,22 @@ class Server:
             sock.setsockopt(zmq.SNDHWM, config.hwm)
             sock.setsockopt(zmq.RCVHWM, config.hwm)
         self.rep.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES * 4)  # larger frames: the peer is cut off
+        self.rep.setsockopt(zmq.SNDHWM, REPLY_HWM)
+        self.rep.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue says so (EAGAIN) instead of dropping quietly
+        self._stalled: dict[bytes, float] = {}  # ZeroMQ client -> time.monotonic() it was found not reading
         self.pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions pass _read_subscriptions before they count
         self.pub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_LIMIT)
         if config.keys:
             self._secure(Path(config.keys))
         rep_ep, pub_ep = config.endpoints()
         try:
-            self.rep.bind(rep_ep)
-            self.pub.bind(pub_ep)
+            with private_ipc(config.ipc):
+                self.rep.bind(rep_ep)
+                self.pub.bind(pub_ep)
+        except (EngineError, OSError) as exc:
+            self.close()
+            why = isinstance(exc, OSError) and f"cannot make --ipc {config.ipc}: {exc.strerror}; choose another"
+            raise ServerError(why or str(exc)) from None
         except zmq.ZMQError as exc:
             self.close()
             raise ServerError(f"cannot listen on {rep_ep} / {pub_ep}: {exc}; is another server running? "
@@ -237,6 +272,8 @@ class Server:
         if self.config.parent is not None and os.getppid() != self.config.parent:
             log.warning("process %d, which started this server, is gone: stopping", self.config.parent)
             self._stop = True
+        for identity in [i for i, at in self._stalled.items() if time.monotonic() - at > 60 * STALLED_S]:
+            del self._stalled[identity]  # a client gone for good
         for sid in self.service.reap(self.config.session_timeout):
             self.publish("session", {"state": "reclaimed", "timeout_s": self.config.session_timeout}, sid)
 
@@ -306,13 +343,22 @@ class Server:
         except zmq.Again:
             return
         identity = frames[0]
+        if identity in self._stalled:
+            if time.monotonic() - self._stalled[identity] < STALLED_S:
+                self.jobs.cancel(("zmq", identity))  # nobody will read what they would make
+                return
+            del self._stalled[identity]  # try again: this request's reply shows whether it reads now
         self.receive(frames[1:], lambda reply: self._reply(identity, reply), ("zmq", identity))
 
     def _reply(self, identity: bytes, reply: bytes) -> None:
+        """Queue a reply for a ZeroMQ client; when REPLY_HWM replies already wait for it, drop this one and drop
+        its requests for STALLED_S: memory for unread replies is at most REPLY_HWM replies per client."""
         try:
             self.rep.send_multipart([identity, b"", reply], flags=zmq.NOBLOCK)
         except zmq.Again:
-            log.debug("reply dropped: client is not reading")
+            if identity not in self._stalled:
+                log.warning("a client is not reading its replies: its requests are dropped")
+            self._stalled[identity] = time.monotonic()
         except zmq.ZMQError as exc:
             log.debug("reply dropped: %s", exc)
 
