@@ -15,7 +15,7 @@ Counts: the messages sent by kind; whether play and its engine stayed up (the en
 restarts an engine that dies, which would hide a crash), tracebacks on play's stderr, play's exit code after a
 SIGTERM at the end, the notes left hanging on its output once it has stopped (a note-on without its note-off,
 CC123 not counted as a release), and whether the take was written and reads back. RSS of play and its engine at
-the start and the end.
+the start and the end (`--no-record`: without the take, which play keeps in memory until it stops).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def fuzz(args, tmp: str) -> dict:
     rng = random.Random(args.seed)
     kinds, weights = zip(*KINDS, strict=True)
     take = f"{tmp}/take.mid"
-    proc, engine = start_play(tmp, args.model, args.mode, ["--thru"], record=take)
+    proc, engine = start_play(tmp, args.model, args.mode, ["--thru"], record=None if args.no_record else take)
     peer = JackPeer("MuseBridge In", "MuseBridge Out", client="fuzz peer", wait_s=60.0, callback=False)
     rss0 = {"play": rss_mb(proc.pid), "engine": rss_mb(engine) if engine else None}
     sent, refused = Counter(), 0
@@ -174,6 +174,8 @@ def fuzz(args, tmp: str) -> dict:
         peer.close()
     err = stderr_of(proc)
     try:
+        if args.no_record:
+            raise FileNotFoundError("not recorded (--no-record)")
         mid = mido.MidiFile(take)
         take_notes = sum(1 for m in mido.merge_tracks(mid.tracks) if m.type == "note_on" and m.velocity)
         take_hanging = len(unreleased_note_ons(list(mido.merge_tracks(mid.tracks))))
@@ -198,6 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages to send (default 1,000,000)")
     parser.add_argument("--rate", type=float, default=1500.0, help="messages a second (default 1,500)")
     parser.add_argument("--mode", default="harmonize", help="play's mode (default harmonize; --thru always on)")
+    parser.add_argument("--no-record", action="store_true", help="without --record (play keeps a take in memory)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
 
