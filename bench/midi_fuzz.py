@@ -143,7 +143,8 @@ def fuzz(args, tmp: str) -> dict:
                 next_check += 10.0
                 alive = proc.poll() is None and engine in _children(proc.pid, "serve")
                 print(json.dumps({"s": round(time.perf_counter() - t0), "sent": n, "heard": len(peer.heard),
-                                  "play_alive": proc.poll() is None, "engine_same": alive}),
+                                  "play_alive": proc.poll() is None, "engine_same": alive,
+                                  "play_rss_mb": rss_mb(proc.pid)}),
                       file=sys.stderr, flush=True)
                 if not alive:
                     break
