@@ -5,8 +5,9 @@ process answers them, and its RSS (/proc/PID/status VmRSS) is compared before an
 
 Each client is a DEALER with a one-message receive queue and a 4 KB kernel receive buffer, so replies pile up on
 the server, not in the client. Requests: `session.list` over 16 open sessions (about 9 KB of reply each, cheap to
-make), then `generate` with `notes` (about 13 KB each for 100 notes). --reply-hwm starts the server with another
-engine/server.py REPLY_HWM (1000: the per-client queue of the ZeroMQ default, as before the bound).
+make), then `generate` with `notes` (about 13 KB each for 100 notes). --reply-hwm N starts the server with
+ZeroMQ queueing N replies per client and no bound on the replies waiting in engine/replies.py (1000: ZeroMQ's
+default queue, as before the bound).
 Prints one JSON line: RSS before and after (MB), growth, seconds.
 """
 
@@ -23,8 +24,8 @@ import zmq
 from musebridge.engine import protocol as P
 from musebridge.engine.client import Client, ClientConfig
 
-SERVE = ("import sys; import musebridge.engine.server as S; S.REPLY_HWM = int(sys.argv[1]); "
-         "from musebridge.cli import main; sys.exit(main(sys.argv[2:]))")
+SERVE = ("import sys; import musebridge.engine.replies as R; R.ZMQ_HWM = int(sys.argv[1]); "
+         "R.OUTBOX_BYTES = R.TOTAL_BYTES = 1 << 40; from musebridge.cli import main; sys.exit(main(sys.argv[2:]))")
 INSTRUMENTS = ["piano", "chromatic", "organ", "guitar", "bass", "strings", "voice", "brass", "reed", "pipe"]
 
 
@@ -126,7 +127,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--requests", type=int, default=3000, help="session.list posts per client")
     parser.add_argument("--generates", type=int, default=2, help="generate (notes 100) posts per client")
-    parser.add_argument("--reply-hwm", type=int, help="start the server with this REPLY_HWM")
+    parser.add_argument("--reply-hwm", type=int, help="start the server with ZeroMQ queueing this many replies "
+                        "per client and no other bound (1000: as before the bound)")
     args = parser.parse_args()
     print(json.dumps(measure(args.model, args.clients, args.requests, args.generates, args.reply_hwm)))
     return 0

@@ -23,6 +23,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol as P
+from .connection import find_key
 from .errors import EngineError
 from .local import LocalConnection, direct_address
 
@@ -55,12 +56,14 @@ class ClientConfig:
     --local socket) or direct://127.0.0.1:PORT (its --direct-port): the same requests, a faster path
     (engine/local.py). timeout: seconds per request. keys: a folder made by `musebridge keys`
     (server.key and a client pair) for CURVE, or None. client: the name of that client pair (NAME.key_secret, as
-    `musebridge keys DIR --client NAME` makes it; default client.key_secret)."""
+    `musebridge keys DIR --client NAME` makes it; default client.key_secret). secret: the server's
+    connection-file key (None: read from the connection file of `endpoint`, engine/connection.py)."""
 
     endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
     events_endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PUB_PORT}"
     timeout: float = 2.0
     keys: str | None = None
+    secret: str | None = None
     client: str = "client"
 
     def __post_init__(self):
@@ -82,6 +85,7 @@ class Client:
         self._sock: zmq.Socket | None = None
         self._local: LocalConnection | None = None
         self._address = direct_address(self.config.endpoint)  # None: ZeroMQ
+        self._key: str | None = self.config.secret  # None: not looked up yet
         self._sub: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None  # connection events of _sub (see dropped())
         self._topics: set[str] = set()
@@ -132,7 +136,9 @@ class Client:
 
     def _send(self, cmd: str, args: dict) -> str:
         rid = f"{self._prefix}{next(self._ids)}"
-        payload = P.encode_request(P.Request(rid, cmd, args))
+        if self._key is None:
+            self._key = find_key(self.config.endpoint) or ""
+        payload = P.encode_request(P.Request(rid, cmd, args, self._key))
         address = self._address
         if address is None:
             try:  # never block: a server that stopped reading fills the queue (1,000 requests) in 10 s of posts
@@ -198,6 +204,8 @@ class Client:
                 continue  # a late reply to an earlier, timed-out request
             if not reply.ok:
                 code = reply.error_code or "internal"
+                if code == "unauthorized" and self._rekey():
+                    return self.call(cmd, timeout, **args)  # the server restarted with a new key
                 raise ClientError(in_context(cmd, code, reply.error_message or code), code)
             return reply.result or {}
 
@@ -214,6 +222,13 @@ class Client:
             except ClientError:
                 pass
         self.close()
+
+    def _rekey(self) -> bool:
+        """Read the connection file again; True when it holds a key other than the one refused."""
+        if self.config.secret is not None:
+            return False
+        old, self._key = self._key, find_key(self.config.endpoint) or ""
+        return self._key != old
 
     def ping(self, timeout: float = 0.5) -> bool:
         """True when a server answers `status` within `timeout` seconds."""

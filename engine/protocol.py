@@ -21,6 +21,7 @@ float. Numpy scalars and arrays are written as numbers and lists, dict keys as s
 
 from __future__ import annotations
 
+import hmac
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,6 +30,7 @@ import orjson
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024  # requests larger than this are refused with "too_large"
+RUNTIME_HINT = "$MUSEBRIDGE_RUNTIME_DIR, $XDG_RUNTIME_DIR/musebridge or ~/.local/share/musebridge/runtime"
 MAX_ERROR_CHARS = 500  # an error reply's message is at most this long (it never echoes a large payload)
 MAX_ID_CHARS = 64
 MIN_CONTEXT = 32  # the shortest session context, tokens
@@ -43,6 +45,7 @@ ERRORS: dict[str, str] = {
     "bad_argument": "an argument is missing, unknown, of the wrong type or out of range",
     "session_not_found": "no session with that id (closed, reclaimed after its timeout, or never created)",
     "overloaded": "the server has too many sessions or too much queued work; retry later",
+    "unauthorized": "the request lacks the key of the server's connection file (engine/connection.py)",
     "cancelled": "the request was cancelled (by `cancel`, or its client went away) before it finished",
     "internal": "the server failed on a valid request; it keeps running (a bug: please report)",
 }
@@ -209,9 +212,12 @@ def span(arg: Arg) -> str:
 
 @dataclass(frozen=True)
 class Request:
+    """key: the server's connection-file key ("" when the client has none; engine/connection.py)."""
+
     id: str
     cmd: str
     args: dict = field(default_factory=dict)
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -224,11 +230,13 @@ class Reply:
 
 
 def encode_request(req: Request) -> bytes:
-    return _dumps({"v": PROTOCOL_VERSION, "id": req.id, "cmd": req.cmd, "args": req.args})
+    obj = {"v": PROTOCOL_VERSION, "id": req.id, "cmd": req.cmd, "args": req.args}
+    return _dumps({**obj, "key": req.key} if req.key else obj)
 
 
-def parse_request(frames: list[bytes]) -> Request:
-    """Decode and validate one request (the frames after the ZeroMQ routing envelope)."""
+def parse_request(frames: list[bytes], secret: str | None = None) -> Request:
+    """Decode and validate one request (the frames after the ZeroMQ routing envelope). secret: the key a
+    request must carry (None: none needed); checked before the command, so a stranger learns nothing more."""
     if len(frames) != 1:
         raise ProtocolError("bad_request", f"a request is exactly one frame, got {len(frames)}")
     if len(frames[0]) > MAX_MESSAGE_BYTES:
@@ -242,13 +250,16 @@ def parse_request(frames: list[bytes]) -> Request:
         raise ProtocolError(
             "version_mismatch",
             f"protocol version {brief(obj.get('v'), 20)}; this server speaks {PROTOCOL_VERSION}", rid)
-    cmd, args = obj.get("cmd"), obj.get("args", {})
-    if not isinstance(cmd, str) or not isinstance(args, dict):
-        raise ProtocolError("bad_request", "'cmd' must be a string and 'args' an object", rid)
+    cmd, args, key = obj.get("cmd"), obj.get("args", {}), obj.get("key", "")
+    if not isinstance(cmd, str) or not isinstance(args, dict) or not isinstance(key, str):
+        raise ProtocolError("bad_request", "'cmd' and 'key' must be strings and 'args' an object", rid)
+    if secret is not None and not hmac.compare_digest(key.encode(), secret.encode()):
+        raise ProtocolError("unauthorized", "request without this server's key; a client of the same user reads "
+                            f"it from the server's connection file in {RUNTIME_HINT}", rid)
     if cmd not in COMMANDS:
         raise ProtocolError("unknown_command",
                             f"unknown command {brief(cmd, 40)}; commands: {', '.join(COMMANDS)}", rid)
-    return Request(rid, cmd, check_args(cmd, args, rid))
+    return Request(rid, cmd, check_args(cmd, args, rid), key)
 
 
 def encode_reply(reply: Reply) -> bytes:

@@ -6,8 +6,8 @@ request (a `generate` of many tokens) runs in slices between the others' request
 no request waits, let the service run the last sampled tokens through the model (their forward pass is kept off
 the reply's path), and, after a request on the direct transport, poll a moment longer without sleeping
 (ServerConfig.spin_s).
-ROUTER replies to a client that stopped reading are dropped at the high-water mark (REPLY_HWM replies queued per
-client; its requests are then dropped for a while), and the XPUB drops for slow
+ROUTER replies wait in bounded memory for a client that reads late, and one that stopped reading is cut off
+(engine/replies.py; its requests are then dropped for a while), and the XPUB drops for slow
 subscribers (and builds no event for a topic nobody subscribed to), so one slow or vanished client never stalls
 another. Sessions unused for `session_timeout` seconds are reclaimed.
 
@@ -33,10 +33,12 @@ import zmq
 
 from . import protocol as P
 from .client import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT
+from .connection import new_key, remove_connection, write_connection
 from .errors import EngineError
 from .jobs import Jobs
 from .local import LocalListener, check_private_folder
 from .priority import ThreadPriority
+from .replies import ReplyQueue
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,6 @@ SUBSCRIPTION_LIMIT = 256
 
 
 SLICE_EVERY_S = 0.005  # a long request gets a slice at least this often, even under a stream of requests
-# Replies queued for one ZeroMQ client before it counts as not reading. A client's own I/O thread takes replies off
-# the server as they come (into its queue of 1,000), so only a client that stopped reading and filled that queue
-# and the kernel's buffers reaches this; the server then holds at most REPLY_HWM of its replies.
-REPLY_HWM = 16
-STALLED_S = 1.0  # a client found not reading has its requests dropped (unread, unanswered) for this long
 
 
 class ServerError(EngineError):
@@ -150,9 +147,8 @@ class Server:
             sock.setsockopt(zmq.SNDHWM, config.hwm)
             sock.setsockopt(zmq.RCVHWM, config.hwm)
         self.rep.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES * 4)  # larger frames: the peer is cut off
-        self.rep.setsockopt(zmq.SNDHWM, REPLY_HWM)
-        self.rep.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue says so (EAGAIN) instead of dropping quietly
-        self._stalled: dict[bytes, float] = {}  # ZeroMQ client -> time.monotonic() it was found not reading
+        ReplyQueue.configure(self.rep)
+        self.replies = ReplyQueue(self.rep)
         self.pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions pass _read_subscriptions before they count
         self.pub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_LIMIT)
         if config.keys:
@@ -174,6 +170,10 @@ class Server:
         self.local: LocalListener | None = None
         self._poller_key: tuple | None = None
         self._poller: zmq.Poller | None = None
+        # Local clients prove they are this user's with the key of a connection file only this user can read
+        # (engine/connection.py); CURVE keys authenticate clients instead when the server has them.
+        self.key = None if config.keys else new_key()
+        self.connection_file = None
         if config.local or config.direct_port is not None:
             try:
                 self.local = LocalListener(config.local, config.direct_port)
@@ -181,6 +181,15 @@ class Server:
             except EngineError as exc:
                 self.close()
                 raise ServerError(str(exc)) from None
+        if self.key is not None:
+            try:
+                self.connection_file = write_connection({
+                    "commands": rep_ep, "events": pub_ep, "port": None if config.ipc else config.port,
+                    "pub_port": None if config.ipc else config.pub_port, "ipc": config.ipc, "local": config.local,
+                    "direct_port": config.direct_port, "key": self.key})
+            except (EngineError, OSError) as exc:
+                self.close()
+                raise ServerError(f"cannot write the connection file: {exc}") from None
 
     def _secure(self, folder: Path) -> None:
         import zmq.auth  # noqa: PLC0415
@@ -239,7 +248,7 @@ class Server:
         if frames and frames[0] == b"":
             frames = frames[1:]  # DEALER/REQ delimiter
         try:
-            req = P.parse_request(frames)
+            req = P.parse_request(frames, self.key)
         except P.ProtocolError as exc:
             send(P.encode_reply(P.error_reply(exc)))
             return
@@ -272,8 +281,7 @@ class Server:
         if self.config.parent is not None and os.getppid() != self.config.parent:
             log.warning("process %d, which started this server, is gone: stopping", self.config.parent)
             self._stop = True
-        for identity in [i for i, at in self._stalled.items() if time.monotonic() - at > 60 * STALLED_S]:
-            del self._stalled[identity]  # a client gone for good
+        self.replies.forget_old()
         for sid in self.service.reap(self.config.session_timeout):
             self.publish("session", {"state": "reclaimed", "timeout_s": self.config.session_timeout}, sid)
 
@@ -289,6 +297,9 @@ class Server:
             self._poller.register(self.pub, zmq.POLLIN)
             for fd in local:
                 self._poller.register(fd, zmq.POLLIN | (zmq.POLLOUT if fd in sending else 0))
+        if self.replies.waiting:  # replies wait for clients to read: come back soon to send them
+            self.replies.flush()
+            timeout_ms = min(timeout_ms, 2)
         ready = self._poller.poll(timeout_ms)  # (zmq socket or fd, flags); pyzmq reports plain sockets by fd
         for key, flags in ready:
             if key is self.pub:
@@ -343,24 +354,10 @@ class Server:
         except zmq.Again:
             return
         identity = frames[0]
-        if identity in self._stalled:
-            if time.monotonic() - self._stalled[identity] < STALLED_S:
-                self.jobs.cancel(("zmq", identity))  # nobody will read what they would make
-                return
-            del self._stalled[identity]  # try again: this request's reply shows whether it reads now
-        self.receive(frames[1:], lambda reply: self._reply(identity, reply), ("zmq", identity))
-
-    def _reply(self, identity: bytes, reply: bytes) -> None:
-        """Queue a reply for a ZeroMQ client; when REPLY_HWM replies already wait for it, drop this one and drop
-        its requests for STALLED_S: memory for unread replies is at most REPLY_HWM replies per client."""
-        try:
-            self.rep.send_multipart([identity, b"", reply], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            if identity not in self._stalled:
-                log.warning("a client is not reading its replies: its requests are dropped")
-            self._stalled[identity] = time.monotonic()
-        except zmq.ZMQError as exc:
-            log.debug("reply dropped: %s", exc)
+        if self.replies.stalled(identity):
+            self.jobs.cancel(("zmq", identity))  # nobody will read what they would make
+            return
+        self.receive(frames[1:], lambda reply: self.replies.send(identity, reply), ("zmq", identity))
 
     def stop(self, *_signal_args) -> None:
         self._stop = True
@@ -370,6 +367,8 @@ class Server:
         signal.signal(signal.SIGTERM, self.stop)
 
     def close(self) -> None:
+        remove_connection(getattr(self, "connection_file", None))
+        self.connection_file = None
         if getattr(self, "local", None) is not None:
             self.local.close()
             self.local = None

@@ -14,6 +14,7 @@ Event dicts on the wire (feed arguments and generated notes) are mido message fi
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from collections import deque
 from collections.abc import Collection, Generator
@@ -255,7 +256,7 @@ class Service:
         if params.get("context", block) > block:
             raise _bad(f"context {params['context']} is longer than this model's {block} tokens")
         session = self.engine.new_session(session_config(params, self.engine.model.info.data))
-        sid = f"s{next(self._ids)}"
+        sid = f"s{next(self._ids)}-{secrets.token_hex(6)}"  # readable, and not guessed by another client
         self.sessions[sid] = LiveSession(session, params)
         return {"session": sid, "params": params}, [("session", sid, {"state": "created", "params": params})]
 

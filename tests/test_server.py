@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -17,12 +18,13 @@ from musebridge.bridge.engine_link import EngineLink
 from musebridge.bridge.errors import BridgeError
 from musebridge.engine import protocol as P
 from musebridge.engine.client import Client, ClientConfig, ClientError
+from musebridge.engine.connection import find_key, runtime_dir
 from musebridge.engine.errors import EngineError
 from musebridge.engine.keys_cli import make_keys
 
 from tests.fuzz import bad_frames
 from tests.model_fixtures import export_small
-from tests.net import free_port
+from tests.net import free_port, wait_until
 
 
 class Served:
@@ -274,14 +276,22 @@ def test_fuzz_ten_thousand_bad_messages(server):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.connect(server.config.endpoint)
-    for i in range(10_000):
-        sock.send_multipart(bad_frames(rng, i))
+    key = find_key(server.config.endpoint)
     replies = 0
-    while sock.poll(2000):
-        frames = sock.recv_multipart()
-        reply = P.decode_reply(frames[-1])
-        assert not reply.ok and reply.error_code in P.ERRORS
-        replies += 1
+
+    def read(wait_ms: int) -> int:
+        count = 0
+        while sock.poll(wait_ms):
+            reply = P.decode_reply(sock.recv_multipart()[-1])
+            assert not reply.ok and reply.error_code in P.ERRORS
+            count += 1
+        return count
+
+    for i in range(10_000):
+        sock.send_multipart(bad_frames(rng, i, key))
+        if i % 100 == 99:  # a client that reads its replies (one that does not is cut off: engine/replies.py)
+            replies += read(0)
+    replies += read(2000)
     assert replies >= 9000  # every well-framed message got an error reply
     sock.close(0)
     ctx.term()
@@ -347,7 +357,7 @@ def test_a_failing_command_is_an_internal_error_and_the_server_survives():
     srv = Server(ServerConfig(port=free_port(), pub_port=free_port()), Broken())
     try:
         sent = []
-        srv.receive([b"", P.encode_request(P.Request("7", "status", {}))], sent.append, "test")
+        srv.receive([b"", P.encode_request(P.Request("7", "status", {}, srv.key))], sent.append, "test")
         reply = P.decode_reply(sent[0])
         assert (reply.id, reply.ok, reply.error_code) == ("7", False, "internal")
         assert "boom" in reply.error_message
@@ -365,9 +375,9 @@ def test_a_result_or_event_json_cannot_carry_fails_that_reply_only(caplog):
 
     srv = Server(ServerConfig(port=free_port(), pub_port=free_port()), Sets())
     try:
-        srv._topics.add(b"")  # as if a subscriber wanted every topic: the event is built
+        srv._topics[b""] += 1  # as if a subscriber wanted every topic: the event is built
         sent = []
-        srv.receive([b"", P.encode_request(P.Request("8", "status", {}))], sent.append, "test")
+        srv.receive([b"", P.encode_request(P.Request("8", "status", {}, srv.key))], sent.append, "test")
         srv._publish_pending()
         reply = P.decode_reply(sent[0])
         assert (reply.id, reply.ok, reply.error_code) == ("8", False, "internal")
@@ -760,3 +770,48 @@ def test_error_replies_never_echo_a_large_payload(server):
             assert len(str(err.value)) <= P.MAX_ERROR_CHARS + 40, cmd
             assert "characters)" in str(err.value), cmd
         c.call("session.close", session=sid)
+
+
+def test_requests_need_the_key_of_a_connection_file_only_the_user_can_read(model):
+    """Local access control: the server's key is in a 0600 file in a 0700 folder; a request without it is
+    refused (`unauthorized`) before its command is looked at; a client finds the key by itself, also after the
+    server restarted with a new one; the file goes when the server stops."""
+    server = Served(model)
+    server.wait_ready()
+    ctx = zmq.Context()
+    try:
+        files = [p for p in runtime_dir().glob("engine-*.json")
+                 if json.loads(p.read_text())["port"] == server.port]
+        assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+        assert stat.S_IMODE(runtime_dir().stat().st_mode) == 0o700
+        key = find_key(server.config.endpoint)
+        assert key and len(key) == 64
+        stranger = ctx.socket(zmq.DEALER)
+        stranger.connect(server.config.endpoint)
+        for attempt in ("", "0" * 64):
+            stranger.send_multipart([b"", P.encode_request(P.Request("1", "session.list", {}, attempt))])
+            assert stranger.poll(5000)
+            reply = P.decode_reply(stranger.recv_multipart()[-1])
+            assert (reply.ok, reply.error_code) == (False, "unauthorized")
+            assert "connection file" in reply.error_message
+        stranger.send_multipart([b"", P.encode_request(P.Request("2", "session.list", {}, key))])
+        assert stranger.poll(5000) and P.decode_reply(stranger.recv_multipart()[-1]).ok
+        with server.client() as c:
+            sid = c.call("session.create", instruments=["strings"])["session"]
+            assert len(sid) > 10  # not "s1": another client cannot guess it
+            server.stop()
+            assert not files[0].exists(), "the connection file goes with its server"
+            restarted = subprocess.Popen(
+                [sys.executable, "-m", "musebridge", "serve", "--model", str(model), "--port", str(server.port),
+                 "--pub-port", str(server.pub_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                assert wait_until(lambda: find_key(server.config.endpoint) not in (None, key), timeout=60)
+                assert c.call("status", timeout=10.0)["protocol"] == P.PROTOCOL_VERSION  # re-read the new key
+            finally:
+                restarted.terminate()
+                restarted.wait(20)
+    finally:
+        ctx.destroy(linger=0)
+        if server.proc.poll() is None:
+            server.stop()
+
