@@ -67,8 +67,8 @@ def test_quantize_to_sixteenths_and_triplets():
 
 
 def test_quantize_leaves_times_alone_while_the_transport_is_stopped():
-    """Found by tests/test_bridge_property.py: with the transport stopped the beat position stands still, and
-    every note of a plan snapped to the one grid line there (five notes at once)."""
+    """With the transport stopped the beat position stands still, so quantize leaves times as they are rather than
+    snapping every note of a plan to the one grid line there (all of them at once)."""
     f = ClockFollower(ClockConfig(bpm=120, quantize="1/4"), start=0.0)
     f.handle(1.0, mido.Message("stop"))
     assert [f.quantize(t, not_before=1.0) for t in (1.1, 1.3, 1.7)] == [1.1, 1.3, 1.7]

@@ -240,8 +240,8 @@ def test_generate_follows_the_external_clock_and_its_transport():
 
 @pytest.mark.parametrize("how", ["transport", "stop_cc", "cc123"])
 def test_accompany_pauses_when_silenced_until_the_player_or_the_transport(how):
-    """Found by tests/test_bridge_property.py: silenced by a transport stop (or the stop CC, or CC123),
-    accompany planned again at its next tick and played on."""
+    """Silenced by a transport stop (or the stop CC, or CC123), accompany plans nothing at its next ticks: it stays
+    stopped until the transport continues or the player plays."""
     rig = Rig("accompany")
     rig.run(0.5)
     assert rig.note_ons(STRINGS)
@@ -315,8 +315,8 @@ def test_feedback_through_a_loopback_port_is_suppressed():
 
 
 def test_a_players_cc123_like_one_just_sent_is_still_obeyed():
-    """Found by tests/test_bridge_property.py: the bridge's own CC123 (a transport stop's panic) made the
-    player's CC123 within the echo window look like its echo, and the note passed thru meanwhile kept sounding."""
+    """A player's CC123 within the echo window of the bridge's own CC123 (a transport stop's panic) is the
+    player's, not that echo: it is obeyed, and the note passed thru meanwhile is silenced."""
     rig = Rig("respond", thru=True)
     rig.play(on(55), off(55))
     rig.play(mido.Message("stop"))  # panic: CC123 value 0 on channel 1 goes out
@@ -439,8 +439,8 @@ def test_record_writes_both_parts(tmp_path):
 
 
 def test_a_key_held_when_the_take_stops_ends_there_in_the_recording(tmp_path):
-    """Found by tests/test_bridge_property.py: a key still down at the end (or struck twice without a release)
-    was written as a note-on without a note-off."""
+    """A key still down when the take stops (or struck twice without a release) ends there in the recording:
+    every note-on in the file has its note-off."""
     path = tmp_path / "take.mid"
     rig = Rig("respond", record=str(path))
     rig.play(on(60))
@@ -500,8 +500,9 @@ def test_a_panic_during_an_engine_request_drops_its_answer():
 
 @pytest.mark.parametrize("mode", ["harmonize", "generate", "respond"])
 def test_a_mode_switch_that_finds_the_engine_gone_leaves_a_working_bridge(mode):
-    """Found by tests/test_bridge_property.py: a mode CC while the engine had just gone raised inside the switch
-    before the new mode was entered, and the half-made mode then failed the silencing (the worker thread died)."""
+    """A mode CC while the engine has just gone enters the new mode without raising (the switch's engine request
+    fails quietly), silencing still works and the worker thread lives on; the bridge enters the mode again once the
+    engine is back."""
     rig = Rig("accompany", thru=True)
     rig.play(on(60))
     rig.link.alive = False
@@ -545,8 +546,8 @@ def test_an_unexpected_error_in_the_worker_silences_and_the_worker_carries_on(ca
 
 
 def test_the_stop_cc_silences_even_with_the_engine_gone():
-    """Found by tests/test_bridge_property.py: the stop CC went through the engine worker, which ignores
-    everything while the engine is lost, so a note passed thru kept sounding."""
+    """The stop CC silences a note passed thru even while the engine is lost: it does not wait on the engine
+    worker, which ignores everything until the engine is back."""
     rig = Rig("respond", thru=True)
     rig.link.alive = False
     rig.play(off(55))  # the worker finds the engine gone (and silences)
@@ -571,9 +572,9 @@ def test_a_key_played_again_at_once_is_heard_not_taken_for_an_echo():
 
 
 def test_a_quantized_note_keeps_its_length_when_its_note_off_comes_in_a_later_request():
-    """Found by tests/test_bridge_property.py: the quantization shift of a note-on was kept only within one engine
-    reply, so a note-off that came in the next reply (an answer asked for in chunks) was not moved with it, was
-    due before its note-on and was dropped: the note sounded until max_note_s."""
+    """The quantization shift of a note-on is kept across engine replies: a note-off that comes in a later reply
+    (an answer asked for in chunks) moves with its note-on, so it is never due before it (and dropped, leaving the
+    note sounding until max_note_s)."""
     rig = Rig("respond", modes=ModeConfig(pause_s=0.2, answer_s=0.5), clock=ClockConfig(quantize="1/4"))
     phrase(rig, (55,))
     rig.run(1.0)  # the answer was planned in several requests, each note moved to the next beat, and it ended
@@ -583,9 +584,9 @@ def test_a_quantized_note_keeps_its_length_when_its_note_off_comes_in_a_later_re
 
 @pytest.mark.parametrize("relocate", [mido.Message("start"), mido.Message("songpos", pos=1)])
 def test_generate_relocated_while_playing_leaves_no_note_to_its_guard(relocate):
-    """Found by tests/test_bridge_property.py: a Start (or a song position) while generate played re-anchored its
-    beat mapping, and a note planned on the old mapping got its note-off, planned on the new one, before its
-    note-on: the note sounded until max_note_s. Now what was planned before is released first."""
+    """A Start (or a song position) while generate plays re-anchors its beat mapping; what was planned on the old
+    mapping is released first, so no note gets a note-off planned on the new mapping before its note-on (which
+    would leave it sounding until max_note_s)."""
     rig = Rig("generate", scheduler=SchedulerConfig(max_note_s=5.0))
     rig.run(0.01)  # planned ahead, nothing sounding yet
     rig.play(relocate)

@@ -137,8 +137,8 @@ def test_best_of_n_keeps_one_candidate(engine):
 
 
 def test_best_of_runs_in_rounds_that_never_cross_a_window_slide(engine):
-    """Found by tests/test_service_property.py: a candidate that filled the window slid it (committing its own
-    tokens), and taking the candidate back then failed ("cannot roll back into the committed past")."""
+    """Best-of runs its candidates in rounds that never cross a window slide: a candidate that slid the window
+    would commit its own tokens, and could then not be taken back ("cannot roll back into the committed past")."""
     s = engine.new_session(config(seed=4, context=48))
     before = len(s.tokens) + s.dropped
     s.generate(n_tokens=150, best_of=2)
@@ -312,9 +312,9 @@ def test_a_player_event_adds_at_most_player_body_tokens_after_its_time_shift(mes
 
 
 def test_anticipation_that_would_slide_the_window_adds_nothing(engine):
-    """A slide cannot be taken back: near a full window, anticipate() adds nothing (found by the property test
-    below: a tentative shift slid the window, and the stream then differed from a twin's; or the player's note
-    slid it after the kept shift had been computed over the longer window)."""
+    """A slide cannot be taken back: near a full window, anticipate() adds nothing, so a tentative shift never
+    slides the window (the stream stays the same as a twin's), and the player's note never slides it after the kept
+    shift was computed over the longer window (the property test below checks both at random)."""
     s = engine.new_session(config(seed=3, slide_tokens=16, context=64))
     while len(s.tokens) < s.cache.capacity - 4:
         s.generate(n_tokens=1)
