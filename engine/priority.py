@@ -3,9 +3,9 @@
 `musebridge play` starts its engine at SCHED_FIFO 1 where the system allows it, and the engine, once its model is
 loaded, serves at LIVE_PRIORITY (`serve --live-priority`; bridge/launcher.py): above the process threads of JACK's
 clients (5 under a jackd at its default 10), which would otherwise preempt a player's note in the middle of its
-model step (docs/benchmarks.md, "Live latency", stop 16). Long work must not keep those clients off a CPU: the
-model is loaded below them (loading at 6 held a CPU for seconds and hung a jackd in the real-port tests), and a
-long request's slices (a `generate` of many tokens, a whole file fed) run at BACKGROUND_PRIORITY. Linux only;
+model step (docs/benchmarks.md, "Live latency"). Long work must not keep those clients off a CPU: the model is
+loaded below them (loading at 6 holds a CPU for seconds, long enough to deadlock jackd in the real-port tests),
+and a long request's slices (a `generate` of many tokens, a whole file fed) run at BACKGROUND_PRIORITY. Linux only;
 elsewhere, and under any other policy, nothing changes.
 """
 

@@ -14,7 +14,7 @@ Commands and their arguments are a data table (COMMANDS); `parse_request` valida
 raises ProtocolError with a typed code; `encode_*`/`decode_*` are inverses (tested).
 
 JSON is strict RFC 8259 (orjson: a request's parse and its reply's encoding cost about a quarter of the standard
-library's after a player's pause, docs/benchmarks.md "Server round trip", stop 17): NaN, Infinity, a byte-order
+library's after a player's pause, docs/benchmarks.md "Server round trip"): NaN, Infinity, a byte-order
 mark, a lone surrogate escape or nesting deeper than 1,024 are `bad_json`; an integer beyond 64 bits is read as a
 float. Numpy scalars and arrays are written as numbers and lists, dict keys as strings, a non-finite float as null.
 """

@@ -65,8 +65,8 @@ class ServerConfig:
     is answered (and the sampled tokens are precomputed), keep polling without sleeping for this many seconds
     before blocking, so the next request of a burst (a bridge's second voice, a scripted loop) is picked up
     without the wake-up cost of a sleeping process (0 turns it off; CPU cost: at most spin_s per request). Not
-    after a ZeroMQ request: there the spinning thread kept the server's own ZeroMQ I/O thread, which sends the
-    reply, off a CPU (on 2 cores, docs/benchmarks.md "Server round trip", stop 17). parent: the process id of
+    after a ZeroMQ request: there a spinning thread keeps the server's own ZeroMQ I/O thread, which sends the
+    reply, off a CPU (on 2 cores, docs/benchmarks.md "Server round trip"). parent: the process id of
     the program that started this server (`musebridge play`): when it is gone, even killed, the server stops
     within about a second instead of lingering."""
 
