@@ -161,6 +161,7 @@ def fuzz(args, tmp: str) -> dict:
         play_alive = proc.poll() is None
         if play_alive:
             proc.send_signal(signal.SIGTERM)
+        term = time.perf_counter()
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -168,6 +169,7 @@ def fuzz(args, tmp: str) -> dict:
             proc.wait()
         time.sleep(0.3)  # the last note-offs cross JACK
         messages = peer.messages()
+        heard = list(peer.heard)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -192,6 +194,9 @@ def fuzz(args, tmp: str) -> dict:
             "engine_note_ons": sum(1 for m in messages if m.type == "note_on" and m.velocity and m.channel == 5),
             "hanging_before_stop": hanging_before_stop,
             "hanging_after_stop": len(unreleased_note_ons(messages)),
+            "hanging_detail": [{"channel": ch, "note": n, "last_note_on_s_before_sigterm": round(term - max(
+                t for t, m in heard if m.type == "note_on" and m.velocity and (m.channel, m.note) == (ch, n)), 3)}
+                for ch, n in sorted(unreleased_note_ons(messages))],
             "take_note_ons": take_notes, "take_hanging": take_hanging,
             "rss_mb_start": rss0, "rss_mb_end": rss1, "stderr_tail": err[-600:]}
 
