@@ -133,6 +133,8 @@ def recover_takes(take: str | os.PathLike) -> list[Path]:
             header, events = read_journal(path)
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(header.get("started", path.stat().st_mtime)))
             out = take.with_name(f"{take.stem}.recovered-{stamp}{take.suffix or '.mid'}")
+            if out.exists():  # another take recovered from the same second: never overwrite one
+                out = out.with_name(f"{take.stem}.recovered-{stamp}-{pid}{take.suffix or '.mid'}")
             write_midi(sorted(events, key=lambda e: e.time), out)
         except (OSError, ValueError, EngineError) as exc:
             log.warning("cannot recover the take journal %s: %s", path, exc)

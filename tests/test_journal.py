@@ -15,7 +15,7 @@ import pytest
 from musebridge.bridge.config import BridgeConfig
 from musebridge.bridge.core import Bridge
 from musebridge.bridge.errors import ConfigError
-from musebridge.bridge.journal import TakeJournal, journal_path, read_journal
+from musebridge.bridge.journal import TakeJournal, journal_path, read_journal, recover_takes
 from musebridge.bridge.ports import MemoryBackend, MemoryMidi
 from musebridge.bridge.recorder import Recorder
 from musebridge.engine.errors import EngineError
@@ -93,3 +93,14 @@ def test_a_take_that_cannot_be_written_at_the_end_stays_in_its_journal(tmp_path)
     with pytest.raises(EngineError, match=f"the take is kept in {journal_path(take)}"):
         recorder.write(take, 1.0)
     assert [m.type for _, m in read_journal(journal_path(take))[1]] == ["note_on", "note_off"]
+
+
+def test_two_takes_begun_in_the_same_second_are_both_recovered(tmp_path):
+    take = tmp_path / "take.mid"
+    for pid in (_dead_pid(), _dead_pid()):
+        journal_path(take, pid).write_text(
+            f'{{"take": "{take}", "pid": {pid}, "started": 1700000000}}\n'
+            f"0.100000 {mido.Message('note_on', note=60 + pid % 12, velocity=90).bin().hex()}\n")
+    recovered = recover_takes(take)
+    assert len(recovered) == 2 and len(set(recovered)) == 2 and all(p.is_file() for p in recovered)
+    assert not list(tmp_path.glob(".*.take"))
