@@ -260,15 +260,20 @@ def wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> bool:
     return False
 
 
+def start_play(model, port: int, pub: int, *extra: str) -> subprocess.Popen:
+    """`musebridge play` in harmonize mode on JACK, starting its own engine on these ports; strings answer."""
+    cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
+           str(model), "--port", str(port), "--pub-port", str(pub), "--no-status", "--instruments", "strings",
+           "--seed", "2", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_play_command_spawns_the_engine_records_and_silences_on_a_signal(jack, model, tmp_path, sig):
     port, pub = free_port(), free_port()
     record = tmp_path / "take.mid"
     wait_gone("MuseBridge")  # the previous play's ports
-    cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
-           str(model), "--port", str(port), "--pub-port", str(pub), "--record", str(record), "--no-status",
-           "--instruments", "strings", "--seed", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_play(model, port, pub, "--record", str(record))
     peer = None
     try:
         assert wait_for_line(proc, "Ctrl-C to stop", timeout=90.0), "play reports it is ready"
@@ -305,10 +310,7 @@ def test_a_take_survives_a_kill_of_play_and_is_recovered_at_the_next_start(jack,
     port, pub = free_port(), free_port()
     record = tmp_path / "take.mid"
     wait_gone("MuseBridge")
-    cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
-           str(model), "--port", str(port), "--pub-port", str(pub), "--record", str(record), "--no-status",
-           "--instruments", "strings", "--seed", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_play(model, port, pub, "--record", str(record))
     peer = None
     try:
         assert wait_for_line(proc, "Ctrl-C to stop", timeout=90.0), "play reports it is ready"
@@ -361,10 +363,7 @@ def _children(pid: int, word: str) -> list[int]:
 def test_play_restarts_the_engine_it_started_after_a_kill_and_harmony_returns(jack, model, tmp_path):
     port, pub = free_port(), free_port()
     wait_gone("MuseBridge")
-    cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
-           str(model), "--port", str(port), "--pub-port", str(pub), "--no-status", "--instruments", "strings",
-           "--seed", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_play(model, port, pub)
     peer = None
 
     def voices_answer(first_note: int) -> bool:
