@@ -22,6 +22,7 @@ from pathlib import Path
 
 import mido
 from musebridge.engine.codec import Timed
+from musebridge.engine.connection import process_alive
 from musebridge.engine.errors import EngineError
 from musebridge.engine.midifile import write_midi
 
@@ -110,13 +111,6 @@ def read_journal(path: str | os.PathLike) -> tuple[dict, list[Timed]]:
     return header, events
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -127,7 +121,7 @@ def recover_takes(take: str | os.PathLike) -> list[Path]:
     recovered = []
     for path in sorted(folder.glob(f".{take.name}.*{SUFFIX}")):
         pid = path.name[len(take.name) + 2 : -len(SUFFIX)]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
         try:
             header, events = read_journal(path)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musebridge.engine.client import Client, ClientConfig
+from musebridge.engine.connection import process_alive
 from musebridge.engine.local import DIRECT_HOST
 from musebridge.engine.priority import LIVE_PRIORITY
 
@@ -122,16 +123,6 @@ def _realtime(pid: int, priority: int) -> None:
 _FOLDER = re.compile(r"musebridge-(\d+)-[A-Za-z0-9_]+")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
 def remove_stale_folders(parent: str | os.PathLike | None = None) -> list[str]:
     """Remove the private folders (and their socket) left in `parent` (default: the temporary folder) by
     programs that were killed before they could (kill -9): only this user's folders whose owner process, named
@@ -143,7 +134,7 @@ def remove_stale_folders(parent: str | os.PathLike | None = None) -> list[str]:
             st = entry.lstat()
         except OSError:
             continue
-        if not match or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or _alive(int(match[1])):
+        if not match or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or process_alive(int(match[1])):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(str(entry))

@@ -53,7 +53,7 @@ def write_connection(info: dict) -> Path:
     folder = _private_folder()
     for stale in folder.glob("engine-*.json"):  # left by servers that were killed
         try:
-            if not _alive(json.loads(stale.read_text()).get("pid")):
+            if not process_alive(json.loads(stale.read_text()).get("pid")):
                 stale.unlink(missing_ok=True)
         except (OSError, ValueError, AttributeError):
             continue
@@ -68,7 +68,8 @@ def write_connection(info: dict) -> Path:
     return path
 
 
-def _alive(pid) -> bool:
+def process_alive(pid) -> bool:
+    """True when a process with this id runs (someone else's counts); False for a bad id."""
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError, TypeError):
@@ -103,7 +104,7 @@ def find_key(endpoint: str) -> str | None:
             info = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(info, dict) and _matches(info, endpoint) and _alive(info.get("pid")):
+        if isinstance(info, dict) and _matches(info, endpoint) and process_alive(info.get("pid")):
             key = info.get("key")
             return key if isinstance(key, str) else None
     return None
