@@ -45,7 +45,7 @@ _STOP = object()
 class Bridge:
     """One live session. backend: ports (rtmidi or in-memory); link: the engine session; clock: time source."""
 
-    def __init__(self, config: BridgeConfig, backend: Backend, link: EngineLink, clock: Clock):
+    def __init__(self, config: BridgeConfig, backend: Backend, link: EngineLink, clock: Clock, supervisor=None):
         self.config, self.backend, self.link, self.clock = config, backend, link, clock
         self.origin = clock.now()  # session time 0
         self.follower = ClockFollower(config.clock, start=self.origin)
@@ -62,7 +62,7 @@ class Bridge:
         self.latencies: deque[float] = deque(maxlen=1000)  # player/trigger -> first engine note sent, seconds
         self._next_reconnect = 0.0
         self._lost_at = 0.0  # when the engine was last lost (clock seconds)
-        self.supervisor = None  # the engine process this bridge started (launcher.EngineProcess): revived
+        self.supervisor = supervisor  # the engine process this bridge started (launcher.EngineProcess): revived
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
         self._stopped = False

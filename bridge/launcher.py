@@ -63,34 +63,41 @@ class EngineProcess:
     revive() starts it again with the same command when it died (the bridge supervises the engine it started),
     waiting longer before each further restart of an engine that keeps dying (RESTART_BACKOFF_S)."""
 
-    def __init__(self, proc: subprocess.Popen, direct: str | None = None, folder: str | None = None,
-                 cmd: list[str] | None = None, priority: int = 0):
-        self.proc, self.direct, self.folder = proc, direct, folder
-        self.cmd, self.priority = cmd, priority
+    def __init__(self, cmd: list[str], priority: int = 0, direct: str | None = None, folder: str | None = None):
+        self.cmd, self.priority, self.direct, self.folder = cmd, priority, direct, folder
         self.restarts = 0  # restarts since the engine last answered
         self._not_before = 0.0  # time.monotonic() before which no restart is tried
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start the server; its stderr goes to an unnamed temporary file (a pipe nobody reads would fill and
+        stop it), read back by last_error()."""
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.errors, text=True)
+        if self.priority:
+            _realtime(self.proc.pid, self.priority)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def last_error(self) -> str:
         """The last line the server wrote to stderr ('' when none)."""
-        self.proc.errors.seek(0)
-        lines = self.proc.errors.read().strip().splitlines()
+        self.errors.seek(0)
+        lines = self.errors.read().strip().splitlines()
         return lines[-1] if lines else ""
 
     def revive(self) -> bool:
         """Start the engine again when its process has ended (not waiting for it to answer: the bridge's
         reconnects find it). True when a new process was started now."""
-        if self.alive() or self.cmd is None or time.monotonic() < self._not_before:
+        if self.alive() or time.monotonic() < self._not_before:
             return False
         code = self.proc.returncode
         wait = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
         self.restarts += 1
         self._not_before = time.monotonic() + wait
         log.warning("the engine process ended (exit %s); starting it again (restart %d)", code, self.restarts)
-        self.proc.errors.close()
-        self.proc = _spawn(self.cmd, self.priority)
+        self.errors.close()
+        self._spawn()
         return True
 
     def answered(self) -> None:
@@ -105,7 +112,7 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc.errors.close()
+        self.errors.close()
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -157,17 +164,6 @@ def _direct_endpoint() -> tuple[str, str | None, list[str]]:
     return f"direct://{DIRECT_HOST}:{port}", None, ["--direct-port", str(port)]
 
 
-def _spawn(cmd: list[str], priority: int) -> subprocess.Popen:
-    """Start the server; its stderr goes to an unnamed temporary file (a pipe nobody reads would fill and stop
-    it), read back by last_error()."""
-    errors = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors, text=True)
-    proc.errors = errors
-    if priority:
-        _realtime(proc.pid, priority)
-    return proc
-
-
 def reachable(target: EngineTarget, timeout: float = 0.5) -> bool:
     with Client(target.client_config()) as client:
         return client.ping(timeout=timeout)
@@ -191,14 +187,13 @@ def ensure_engine(target: EngineTarget) -> EngineProcess | None:
         cmd += ["--live-priority", str(target.live_priority)]
     cmd += [*listen, "--parent", str(os.getpid())]  # it stops when this process is gone, even killed
     log.info("starting the engine: %s", " ".join(cmd))
-    proc = _spawn(cmd, target.realtime_priority)
-    started = EngineProcess(proc, direct, folder, cmd, target.realtime_priority)
+    started = EngineProcess(cmd, target.realtime_priority, direct, folder)
     deadline = time.monotonic() + target.wait_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if not started.alive():
             err = started.last_error()
             started.stop()
-            raise EngineLost(f"the engine server exited ({err or proc.returncode}); "
+            raise EngineLost(f"the engine server exited ({err or started.proc.returncode}); "
                              "try `musebridge serve` to see why")
         if reachable(target, timeout=0.5):
             return started

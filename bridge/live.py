@@ -28,8 +28,7 @@ class LiveSession:
                  engine: EngineProcess | None = None):
         self.clock = clock or MonotonicClock()
         self.link = EngineLink(target.client_config(), {**config.engine, "mode": config.mode}, self.clock.now)
-        self.bridge = Bridge(config, backend, self.link, self.clock)
-        self.bridge.supervisor = engine  # the engine this process started: restarted when it dies
+        self.bridge = Bridge(config, backend, self.link, self.clock, supervisor=engine)  # restarted when it dies
         self.watcher = EngineWatcher(target.client_config(), lambda: self.link.session, self.bridge.engine_lost,
                                      self.bridge.engine_params)
         self._started = False

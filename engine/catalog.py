@@ -14,7 +14,6 @@ silent instruments), and the docs say how well (docs/engine.md).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from . import vocab as V
@@ -66,9 +65,3 @@ def style_of(name: str, data: dict | None) -> str:
     """Shorthand: Catalog.from_data(data).style(name)."""
     return Catalog.from_data(data).style(name)
 
-
-def model_data(path: str | os.PathLike | None = None) -> dict:
-    """The training-data summary inside a model file (None: the bundled model); ModelError when it cannot load."""
-    from .model_file import choose_providers, open_session
-
-    return open_session(path, choose_providers("cpu"))[1].data

@@ -63,9 +63,7 @@ def write_connection(info: dict) -> Path:
     def make(tmp: Path) -> None:
         tmp.write_text(text)
 
-    path = atomic_write(folder / name, make)
-    os.chmod(path, 0o600)
-    return path
+    return atomic_write(folder / name, make, mode=0o600)
 
 
 def process_alive(pid) -> bool:

@@ -28,11 +28,11 @@ def target_path(path: str | os.PathLike, error: type[Exception] = EngineError) -
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], error: type[Exception] = EngineError,
-                 make_folder: bool = False, suffix: str = ".tmp") -> Path:
-    """Call write(temporary path) to make the content, then rename it over `path` (mode 0644); returns the path
-    written (a symlink's target). make_folder: create a missing folder, else refuse it. suffix: the temporary
-    file's (for writers that choose a format by it). Raises `error` with a one-line message naming the path and
-    the fix; nothing is left behind on failure."""
+                 make_folder: bool = False, suffix: str = ".tmp", mode: int = 0o644) -> Path:
+    """Call write(temporary path) to make the content, then rename it over `path` with permissions `mode`;
+    returns the path written (a symlink's target). make_folder: create a missing folder, else refuse it. suffix:
+    the temporary file's (for writers that choose a format by it). Raises `error` with a one-line message naming
+    the path and the fix; nothing is left behind on failure."""
     path = target_path(path, error)
     folder = path.parent if str(path.parent) else Path(".")
     if make_folder:
@@ -46,7 +46,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], error: 
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
         raise error(f"{path}: cannot write ({exc.strerror or exc}); choose another path") from None
