@@ -260,6 +260,15 @@ def wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> bool:
     return False
 
 
+def end_play(proc: subprocess.Popen, peer) -> None:
+    """After a test, whatever happened: play killed if still running, the JACK peer closed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if peer is not None:
+        peer.close()
+
+
 def start_play(model, port: int, pub: int, *extra: str) -> subprocess.Popen:
     """`musebridge play` in harmonize mode on JACK, starting its own engine on these ports; strings answer."""
     cmd = [sys.executable, "-m", "musebridge", "play", "--api", "jack", "--mode", "harmonize", "--model",
@@ -293,11 +302,7 @@ def test_play_command_spawns_the_engine_records_and_silences_on_a_signal(jack, m
         assert peer.note_ons(STRINGS), (err, peer.messages())
         assert not unreleased_note_ons(peer.messages()), "the signal silenced everything"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if peer is not None:
-            peer.close()
+        end_play(proc, peer)
     mid = mido.MidiFile(record)
     assert {"player", "strings"} <= {t.name for t in mid.tracks}
     with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}", timeout=0.3)) as c:
@@ -324,11 +329,7 @@ def test_a_take_survives_a_kill_of_play_and_is_recovered_at_the_next_start(jack,
         proc.kill()
         proc.wait(timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if peer is not None:
-            peer.close()
+        end_play(proc, peer)
     assert not record.exists(), "killed: the take itself was never written"
     recovered = recover_takes(record)
     assert len(recovered) == 1
@@ -394,8 +395,4 @@ def test_play_restarts_the_engine_it_started_after_a_kill_and_harmony_returns(ja
         assert "starting it again" in err and "engine back after" in err
         assert not unreleased_note_ons(peer.messages()), "no note hangs across the engine's death"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if peer is not None:
-            peer.close()
+        end_play(proc, peer)
