@@ -22,6 +22,9 @@ class GPTConfig:
     n_embd: int = 256
     dropout: float = 0.0
     rope_base: float = 10000.0
+    # Note tokens embedded as token + instrument part + pitch part (export/model.py), so what is learned about
+    # a pitch on one instrument carries to the others. The exported graph holds the summed table (no run cost).
+    factorized_notes: bool = False
 
     @property
     def head_size(self) -> int:
@@ -35,9 +38,9 @@ class GPTConfig:
 PRESETS: dict[str, GPTConfig] = {
     "tiny": GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64),
     "small": GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=512),
-    "default": GPTConfig(n_layer=4, n_head=4, n_embd=256, block_size=1024),
-    "large": GPTConfig(n_layer=8, n_head=8, n_embd=512, block_size=1024, dropout=0.1),
-    "xl": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=2048, dropout=0.1),
+    "default": GPTConfig(n_layer=4, n_head=4, n_embd=256, block_size=1024, factorized_notes=True),
+    "large": GPTConfig(n_layer=8, n_head=8, n_embd=512, block_size=1024, dropout=0.1, factorized_notes=True),
+    "xl": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=2048, dropout=0.1, factorized_notes=True),
 }
 
 
@@ -61,6 +64,8 @@ class TrainConfig:
     eval_windows: int = 64
     seed: int = 1337
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    mix: tuple[tuple[str, float], ...] | None = None  # (source, share of windows); None: by tokens
+    style_balance: float = 0.0  # 0: styles by their tokens .. 1: every style alike, within each source
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "auto"  # auto: bfloat16 (or float16) autocast on CUDA, float32 on CPU
     threads: int | None = None  # torch CPU threads per process (None: torch's default)

@@ -14,6 +14,7 @@ from musebridge.engine import vocab as V
 from .band import MMA_HELP, BandConfig, mma_available
 from .corpus import CorpusError, build, default_root, stale_tokens, stats
 from .corpus_build import BuildConfig
+from .live_corpus import build_live
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=BandConfig.per_piece,
         metavar="K",
         help="band versions per melody, each in another style (default: %(default)s, at most 5)",
+    )
+    b.add_argument(
+        "--perform",
+        type=int,
+        default=2,
+        metavar="K",
+        help="play every notated train and valid piece K times on piano with the performer, as live-like "
+        "training material (default: %(default)s; 0: none; docs/corpus.md)",
     )
     b.add_argument("--retry-failed", action="store_true", help="try pieces that failed before again")
     b.add_argument("--force", action="store_true", help="convert every piece again, even if its .mid exists")
@@ -150,11 +159,14 @@ def run(args: argparse.Namespace) -> int:
         if args.corpus_command == "build":
             config = _config(args)
             report = build(config)
+            live = build_live(config.root, args.perform, config.jobs, config.quiet)
             skipped = ", ".join(f"{n} {r}" for r, n in sorted(report.skipped.items())) or "none"
             print(
                 f"corpus {config.root}: {report.pieces} pieces ({report.converted} converted now), "
                 f"skipped: {skipped}; {report.seconds:.0f} s"
             )
+            if live:
+                print("live-like renderings: " + ", ".join(f"{n} in {split}" for split, n in live.items()))
             return 0
         root = args.root or default_root()
         info = stats(root)

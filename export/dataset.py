@@ -14,6 +14,13 @@ one is augmented on its own. A re-inserted prefix is trained like any piece star
 and set tokens at position 0, and what follows a prefix at a real start); only the first token after it, which
 follows the prefix in no real piece, is not a loss target.
 
+Sources and mix: a piece is "notated" (the corpus as written), "band" (band parts over a melody, export/band.py)
+or "live" (a notated piece played on piano by the performer, export/live_corpus.py; its own splits live-train and
+live-valid). `load_training` joins a split with its live split. By default windows are drawn in proportion to
+tokens; `mix_weights` instead gives each source a share of the windows and, within a source, flattens the
+styles (style_balance 0: in proportion to their tokens, 1: every style equally), so that the piano renderings can
+dominate and folk melodies (70% of the notated pieces) do not.
+
 A share START_PROB of the windows starts exactly at the beginning of the piece its drawn position falls in. Without
 them the model never learns what follows a prefix at the very start of its input (there it is almost always a
 re-inserted prefix with no target after it), which is exactly where every engine session and every evaluated
@@ -35,6 +42,8 @@ from .augment import AugmentConfig, augment, prefix_length
 from .errors import DataError
 
 START_PROB = 0.1  # share of training windows that start at a piece's first token (see the module docstring)
+SOURCES = ("notated", "band", "live")
+LIVE_MARK = "@live"  # in a live rendering's id: "<piece id>@live<k>" (export/live_corpus.py)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,64 @@ class TokenData:
         return {name: int(n) for name, n in zip(INSTRUMENT_NAMES, per_class, strict=True)}
 
 
+def piece_source(piece_id: str, style: str) -> str:
+    """"live", "band" or "notated": where a piece of a corpus split comes from (by its id)."""
+    if LIVE_MARK in piece_id:
+        return "live"
+    return "band" if piece_id.startswith(f"{style}-band-") else "notated"
+
+
+def concat(parts: list[TokenData]) -> TokenData:
+    """One TokenData holding the pieces of `parts` in order (tokens copied into memory)."""
+    if len(parts) == 1:
+        return parts[0]
+    tokens = np.concatenate([p.tokens for p in parts])
+    starts = np.cumsum([0] + [len(p.tokens) for p in parts[:-1]])
+    offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts, strict=True)])
+    return TokenData(tokens, offsets.astype(np.int64), sum((p.ids for p in parts), ()),
+                     sum((p.styles for p in parts), ()))
+
+
+def load_training(root: str | os.PathLike, split: str) -> TokenData:
+    """A split joined with its live-like renderings (live-<split>) when the corpus has them."""
+    data = load_split(root, split)
+    if split_paths(root, f"live-{split}")[0].is_file():
+        live = load_split(root, f"live-{split}")
+        if len(live):
+            return concat([data, live])
+    return data
+
+
+def mix_weights(data: TokenData, mix: dict[str, float] | None, style_balance: float = 0.0) -> np.ndarray | None:
+    """Per-piece sampling weight per token (None: every token alike). mix: the share of windows for each source
+    (normalized over the sources the data has; a source left out gets none); style_balance in [0, 1]: within a
+    source, style s gets a share proportional to tokens(s) ** (1 - style_balance). Raises DataError when the
+    mix leaves no source with data."""
+    if not 0 <= style_balance <= 1:
+        raise DataError(f"style balance must be between 0 and 1, not {style_balance}")
+    if not mix and style_balance == 0:
+        return None
+    lengths = np.diff(data.offsets).astype(np.float64)
+    keys = [(piece_source(i, s), s) for i, s in zip(data.ids, data.styles, strict=True)]
+    tokens: dict[tuple[str, str], float] = {}
+    for key, n in zip(keys, lengths, strict=True):
+        tokens[key] = tokens.get(key, 0.0) + n
+    present = {src for src, _ in tokens}
+    if mix:
+        shares = {src: mix.get(src, 0.0) for src in present}
+    else:  # sources keep their token shares
+        shares = {src: sum(n for (s, _), n in tokens.items() if s == src) for src in present}
+    if sum(shares.values()) <= 0:
+        raise DataError(f"the mix {mix} gives no windows to the sources this corpus has "
+                        f"({', '.join(sorted(present))}); give one of them a share")
+    norm = sum(shares.values())
+    style_mass = {key: n ** (1.0 - style_balance) for key, n in tokens.items()}
+    source_mass = {src: sum(m for (s, _), m in style_mass.items() if s == src) for src in present}
+    per_token = {(src, st): shares[src] / norm * style_mass[src, st] / source_mass[src] / tokens[src, st]
+                 for src, st in tokens}
+    return np.array([per_token[k] for k in keys], dtype=np.float64)
+
+
 def split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path, Path]:
     base = Path(root) / "tokens"
     return base / f"{split}.npy", base / f"{split}.offsets.npy", base / f"{split}.json"
@@ -91,7 +158,7 @@ def load_split(root: str | os.PathLike, split: str) -> TokenData:
     except (OSError, ValueError) as exc:
         raise DataError(f"corpus split {split!r} in {root} is unreadable ({exc}); rebuild it") from None
     ids, styles = tuple(meta.get("ids", ())), tuple(meta.get("styles", ()))
-    if len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != len(tokens) or len(styles) != len(offsets) - 1:
+    if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(tokens) or len(styles) != len(offsets) - 1:
         raise DataError(f"corpus split {split!r} in {root} is inconsistent (offsets/tokens/styles); rebuild it")
     return TokenData(tokens, offsets, ids, styles)
 
@@ -131,7 +198,8 @@ class WindowSampler:
     """Packed windows from a TokenData split. Batches are a pure function of (seed, rank, step)."""
 
     def __init__(self, data: TokenData, block_size: int, augment_config: AugmentConfig | None = None,
-                 seed: int = 0):
+                 seed: int = 0, weights: np.ndarray | None = None):
+        """weights: per piece, the sampling weight of each of its tokens (mix_weights); None: all alike."""
         if len(data) == 0 or len(data.tokens) == 0:
             raise DataError("the corpus split is empty; build a corpus with pieces in it")
         self.data = data
@@ -139,6 +207,19 @@ class WindowSampler:
         self.augment_config = augment_config
         self.seed = seed
         self.prefix_len = data.prefix_lengths()
+        self.weights = weights
+        if weights is not None:
+            self._mass = np.cumsum(np.diff(data.offsets) * weights)  # cumulative weighted tokens, per piece
+
+    def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n window start positions: uniform over tokens, or over weighted tokens."""
+        if self.weights is None:
+            return rng.integers(0, len(self.data.tokens), size=n)
+        u = rng.random(n) * self._mass[-1]
+        piece = np.minimum(np.searchsorted(self._mass, u, side="right"), len(self.data) - 1)
+        before = np.where(piece > 0, self._mass[piece - 1], 0.0)
+        inside = ((u - before) / self.weights[piece]).astype(np.int64)
+        return np.minimum(self.data.offsets[piece] + inside, self.data.offsets[piece + 1] - 1)
 
     def window(self, start: int, length: int, rng: np.random.Generator | None = None) -> Window:
         """`length` tokens starting at token position `start` of the split (with its piece's prefix in front
@@ -166,7 +247,7 @@ class WindowSampler:
     def batch(self, batch_size: int, step: int, rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Inputs x and targets y, each (batch_size, block_size) int64; y is PAD where nothing is predicted."""
         rng = np.random.default_rng([self.seed, rank, step])
-        starts = rng.integers(0, len(self.data.tokens), size=batch_size)
+        starts = self._draw(rng, batch_size)
         at_start = rng.random(batch_size) < START_PROB
         piece_first = self.data.offsets[np.searchsorted(self.data.offsets, starts, side="right") - 1]
         starts = np.where(at_start, piece_first, starts)

@@ -5,6 +5,11 @@ KV cache; when the context fills it drops old entries (keeping the conditioning 
 recent keys back by the number of dropped positions (a rotation composes: R(p - d) = R(-d) R(p)), so the cache
 stays compact at positions 0..n-1 without recomputing a single projection. See docs/architecture.md.
 
+Token embeddings: one row per token, shared with the output layer. With `factorized_notes` a note token's row is
+its own row plus an instrument part and a pitch part (separately for note-on and note-off): 3,259 = 32 instrument
+classes x 128 pitches x 2 mostly, and most classes are rare in the data, so a pitch learned on piano or voice
+also moves the same pitch on a rare class. `token_table()` gives the summed table; the exported graph holds it.
+
 Shapes: B batch, T new tokens, P past (cached) tokens, L layers, H heads, D head size, C = H * D embedding size.
 """
 
@@ -95,11 +100,18 @@ class GPT(nn.Module):
         assert config.n_embd % config.n_head == 0 and config.head_size % 2 == 0
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.factorized_notes:
+            inst, pitch = note_parts(config.vocab_size)
+            self.register_buffer("note_inst", inst, persistent=False)
+            self.register_buffer("note_pitch", pitch, persistent=False)
+            # row 0 is the zero part of every other token (padding_idx keeps it zero)
+            self.inst_part = nn.Embedding(2 * V.N_INSTRUMENTS + 1, config.n_embd, padding_idx=0)
+            self.pitch_part = nn.Embedding(2 * V.N_PITCHES + 1, config.n_embd, padding_idx=0)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # weight tying
+        self.lm_head.weight = self.wte.weight  # weight tying (with factorized notes: tied to token_table())
         cos, sin = rope_tables(config)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -116,20 +128,34 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def token_table(self) -> torch.Tensor:
+        """(vocab, C): every token's embedding, which is also the output layer's weight."""
+        if not self.config.factorized_notes:
+            return self.wte.weight
+        return self.wte.weight + self.inst_part(self.note_inst) + self.pitch_part(self.note_pitch)
+
+    def _embed(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x (B, T, C), the token table) for token ids idx (B, T)."""
+        table = self.token_table()
+        return F.embedding(idx, table), table
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, ignore_index: int = V.PAD):
         """Training / scoring: idx (B, T) at positions 0..T-1. Returns logits (B, T, vocab) and the mean
         cross-entropy over targets (B, T) that are not `ignore_index` (None without targets)."""
         T = idx.shape[1]
         assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size"
-        x = self.drop(self.wte(idx))
+        x, table = self._embed(idx)
+        x = self.drop(x)
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         for block in self.blocks:
             x, _, _ = block(x, cos, sin)
-        logits = self.lm_head(self.ln_f(x))
+        logits = F.linear(self.ln_f(x), table)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
@@ -141,14 +167,14 @@ class GPT(nn.Module):
         """Incremental decoding: idx (B, T) new tokens at positions P..P+T-1 after a cache of P tokens.
         past_k/past_v (L, B, H, P, D). Returns logits (B, T, vocab), present_k/present_v (L, B, H, P+T, D)."""
         P, T = past_k.shape[3], idx.shape[1]
-        x = self.wte(idx)
+        x, table = self._embed(idx)
         cos, sin = self.rope_cos[P : P + T], self.rope_sin[P : P + T]
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             x, k, v = block(x, cos, sin, past_k[i], past_v[i])
             keys.append(k)
             values.append(v)
-        logits = self.lm_head(self.ln_f(x))
+        logits = F.linear(self.ln_f(x), table)
         return logits, torch.stack(keys), torch.stack(values)
 
     def empty_cache(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,6 +182,19 @@ class GPT(nn.Module):
         c = self.config
         shape = (c.n_layer, batch, c.n_head, 0, c.head_size)
         return torch.zeros(shape), torch.zeros(shape)
+
+
+def note_parts(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(instrument part, pitch part) row of every token (vocab_size,) int64: note-on rows 1..N, note-off rows
+    N+1..2N; 0 (the zero row) for every token that is not a note."""
+    inst = torch.zeros(vocab_size, dtype=torch.long)
+    pitch = torch.zeros(vocab_size, dtype=torch.long)
+    for half, kind in enumerate(("note_on", "note_off")):
+        start = V.OFFSETS[kind]
+        ids = torch.arange(V.N_INSTRUMENTS * V.N_PITCHES)
+        inst[start + ids] = 1 + half * V.N_INSTRUMENTS + ids // V.N_PITCHES
+        pitch[start + ids] = 1 + half * V.N_PITCHES + ids % V.N_PITCHES
+    return inst, pitch
 
 
 def rotate_keys(keys: torch.Tensor, shift: int, config: GPTConfig) -> torch.Tensor:

@@ -122,11 +122,12 @@ def build_graph(model: GPT) -> onnx.ModelProto:
     cos, sin = rope_tables(c)  # (block_size, D/2), the tables the torch model uses
     b.init("rope_cos", _np(cos))
     b.init("rope_sin", _np(sin))
-    res = b.node("Gather", [b.init("wte", _np(sd["wte.weight"])), "input_ids"], "x0", axis=0)
+    table = _np(model.token_table().detach())  # the summed table when note embeddings are factorized
+    res = b.node("Gather", [b.init("wte", table), "input_ids"], "x0", axis=0)
     h = _layernorm(b, res, sd, "blocks.0.ln_1", "l0_ln1")
     for i in range(c.n_layer):
         h, res = _block(b, h, res, sd, i, c)
-    b.node("MatMul", [h, b.init("lm_head_t", _np(sd["lm_head.weight"]).T)], "logits")
+    b.node("MatMul", [h, b.init("lm_head_t", table.T)], "logits")
 
     H, D = c.n_head, c.head_size
     cache = ["batch", H, "max_seq", D]

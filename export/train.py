@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .dataset import TokenData, WindowSampler, load_split
+from .dataset import TokenData, WindowSampler, load_training, mix_weights, piece_source
 from .errors import CheckpointError
 from .model import GPT, GPTConfig
 
@@ -101,6 +101,8 @@ def data_summary(root: str, train: TokenData, valid: TokenData) -> dict:
         "train_pieces": len(train), "train_tokens": int(len(train.tokens)),
         "valid_pieces": len(valid), "valid_tokens": int(len(valid.tokens)),
         "styles": {s: train.styles.count(s) for s in styles},
+        "sources": {src: sum(1 for i, s in zip(train.ids, train.styles, strict=True) if piece_source(i, s) == src)
+                    for src in ("notated", "band", "live")},
         "instruments": train.instrument_notes(),  # note-ons per class (musebridge styles shows both)
     }
 
@@ -117,7 +119,7 @@ class Trainer:
         self.device = pick_device(cfg.device, self.ddp)
         self.amp_dtype = autocast_dtype(cfg.dtype, self.device)
         self.out = Path(cfg.out)
-        self.train_data, self.valid_data = load_split(cfg.data, "train"), load_split(cfg.data, "valid")
+        self.train_data, self.valid_data = load_training(cfg.data, "train"), load_training(cfg.data, "valid")
         self.state = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "best_val": float("inf"), "history": []}
         ckpt = None
         if resume and (self.out / "latest.pt").is_file():
@@ -141,7 +143,8 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
         bs = self.model_cfg.block_size
-        self.train_sampler = WindowSampler(self.train_data, bs, cfg.augment, seed=cfg.seed)
+        weights = mix_weights(self.train_data, dict(cfg.mix) if cfg.mix else None, cfg.style_balance)
+        self.train_sampler = WindowSampler(self.train_data, bs, cfg.augment, seed=cfg.seed, weights=weights)
         self.valid_sampler = WindowSampler(self.valid_data, bs, None, seed=cfg.seed)
 
     def _autocast(self):

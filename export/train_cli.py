@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="tempo stretch factor range")
     opt.add_argument("--humanize-prob", type=float, default=AugmentConfig.humanize_prob,
                      help="chance to jitter a window's event times by +-1 grid step (10 ms)")
+    opt.add_argument("--mix", type=_mix, default=None, metavar="SRC=SHARE,...",
+                     help="share of training windows per source: notated, band, live (the performer's piano "
+                     "renderings, `corpus build --perform`), e.g. live=0.6,band=0.2,notated=0.2 (default: in "
+                     "proportion to tokens)")
+    opt.add_argument("--style-balance", type=float, default=0.0, metavar="B",
+                     help="within each source, 0: styles in proportion to their tokens .. 1: every style alike "
+                     "(default: %(default)s)")
     hw = parser.add_argument_group("hardware")
     hw.add_argument("--device", default=d.device, help="auto, cpu, cuda (torchrun: one GPU per process)")
     hw.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16", "float16"),
@@ -71,6 +78,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
     parser.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
                         help="no progress bar (logs only)")
+
+
+def _mix(text: str) -> tuple[tuple[str, float], ...]:
+    """`live=0.6,band=0.2,notated=0.2` -> (("live", 0.6), ...); argparse reports the ValueError's message."""
+    from .dataset import SOURCES
+
+    pairs = []
+    for item in text.split(","):
+        name, _, share = item.partition("=")
+        if name.strip() not in SOURCES:
+            raise argparse.ArgumentTypeError(
+                f"unknown source {name.strip()!r} in --mix; choose from {', '.join(SOURCES)}")
+        try:
+            value = float(share)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--mix {item!r}: give SOURCE=SHARE with a number, e.g. live=0.6") from None
+        if not 0 <= value <= 1e6:
+            raise argparse.ArgumentTypeError(f"--mix {item!r}: a share is a number >= 0")
+        pairs.append((name.strip(), value))
+    if sum(v for _, v in pairs) <= 0:
+        raise argparse.ArgumentTypeError("--mix gives no source a share above 0")
+    return tuple(pairs)
 
 
 def configs_from_args(args: argparse.Namespace):
@@ -87,6 +117,7 @@ def configs_from_args(args: argparse.Namespace):
         max_steps=args.max_steps, minutes=args.minutes, lr=args.lr, min_lr=args.min_lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
         eval_interval=args.eval_interval, eval_windows=args.eval_windows, seed=args.seed, augment=augment,
+        mix=args.mix, style_balance=args.style_balance,
         device=args.device, dtype=args.dtype, threads=args.threads, compile=args.compile,
         progress=not args.no_progress,
     )

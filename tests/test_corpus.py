@@ -35,6 +35,8 @@ from musebridge.export.corpus_sources import (  # noqa: E402
     source_pieces,
     tune_text,
 )
+from musebridge.export.dataset import LIVE_MARK, load_split  # noqa: E402
+from musebridge.export.live_corpus import LIVE_SPLITS, build_live  # noqa: E402
 
 from musebridge.cli import main  # noqa: E402
 
@@ -103,7 +105,7 @@ def _build(root: Path, midi: Path | None, jobs: int) -> int:
 
 def _snapshot(root: Path) -> dict:
     snap = {"index": (root / "index.jsonl").read_text()}
-    for split in C.SPLITS:
+    for split in C.SPLITS + tuple(LIVE_SPLITS.values()):
         for suffix in (".npy", ".offsets.npy", ".json"):
             snap[split + suffix] = (root / "tokens" / f"{split}{suffix}").read_bytes()
     return snap
@@ -152,6 +154,35 @@ def test_token_splits_match_index_and_codec(built):
             expected = encode_file(root / r["path"], r["style"]).tokens + (V.EOS,)
             assert piece.tolist() == list(expected)
             assert piece[0] == V.BOS and piece[1] == V.style_token(r["style"]) and piece[-1] == V.EOS
+
+
+def test_live_like_renderings_are_piano_with_pedal_for_train_and_valid(built):
+    root, _ = built
+    records = C.read_index(root)
+    for split, live in LIVE_SPLITS.items():
+        data = load_split(root, live)
+        notated = [r for r in records if r["split"] == split and not r["source"].startswith("band")]
+        assert len(data) <= 2 * len(notated) and (len(data) > 0 or not notated)
+        for i, (piece_id, style) in enumerate(zip(data.ids, data.styles, strict=True)):
+            base, _, k = piece_id.partition(LIVE_MARK)
+            assert k in ("0", "1") and {r["id"]: r["style"] for r in notated}[base] == style
+            piece = data.piece(i).tolist()
+            assert piece[:3] == [V.BOS, V.style_token(style), V.set_token(0)] and piece[-1] == V.EOS
+            kinds = {V.token_kind(t)[0] for t in piece}
+            assert "note_on" in kinds and "note_off" in kinds
+    pedalled = [t for t in load_split(root, "live-train").tokens.tolist() if V.token_kind(t)[0].startswith("pedal")]
+    assert pedalled, "the performer pedals"
+    assert build_live(root, 2) == {}  # up to date: nothing done
+
+
+def test_perform_zero_removes_the_live_splits(built, tmp_path):
+    root, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    assert build_live(copy, 0) == {}
+    assert not list((copy / "tokens").glob("live-*"))
+    with pytest.raises(C.CorpusError, match="0 to 8"):
+        build_live(copy, 9)
 
 
 def test_midi_folder_styles_and_corrupt_file(built):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from musebridge.engine import vocab as V
 from musebridge.export.augment import AugmentConfig, prefix_length
-from musebridge.export.dataset import WindowSampler, load_split, write_split
+from musebridge.export.dataset import (
+    WindowSampler,
+    load_split,
+    load_training,
+    mix_weights,
+    piece_source,
+    write_split,
+)
 from musebridge.export.errors import DataError
 from synth_corpus import write_corpus
 
@@ -100,3 +107,61 @@ def test_some_windows_start_at_a_piece_start_so_the_first_event_is_learned(corpu
                 piece_starts += 1
     # START_PROB of 400 windows, plus the few whose drawn position was a piece start anyway
     assert 0.05 * 400 < piece_starts < 0.2 * 400
+
+
+def mixed_split(tmp_path):
+    """Three sources in two styles: notated folk (long), notated bach, band folk, live folk renderings."""
+    body = [V.time_token(4), V.velocity_token(20), V.note_on_token(0, 60), V.time_token(10),
+            V.note_off_token(0, 60)]
+    pieces, ids, styles = [], [], []
+    for pid, style, reps in [("folk-a", "folk", 40), ("bach-b", "bach", 5), ("folk-band-folk-a", "folk", 10),
+                             ("folk-a@live0", "folk", 10), ("bach-b@live0", "bach", 10)]:
+        pieces.append(V.conditioning(style, [0]) + body * reps + [V.EOS])
+        ids.append(pid)
+        styles.append(style)
+    write_split(tmp_path, "train", pieces[:3], ids[:3], styles[:3])
+    write_split(tmp_path, "live-train", pieces[3:], ids[3:], styles[3:])
+    return load_training(tmp_path, "train")
+
+
+def drawn_share(data, weights, n=40_000):
+    sampler = WindowSampler(data, 16, None, seed=3, weights=weights)
+    starts = sampler._draw(np.random.default_rng(0), n)
+    pieces = np.searchsorted(data.offsets, starts, side="right") - 1
+    return np.bincount(pieces, minlength=len(data)) / n
+
+
+def test_training_split_joins_its_live_renderings(tmp_path):
+    data = mixed_split(tmp_path)
+    sources = [piece_source(i, s) for i, s in zip(data.ids, data.styles, strict=True)]
+    assert sources == ["notated", "notated", "band", "live", "live"]
+    assert data.piece(3)[:2].tolist() == [V.BOS, V.style_token("folk")]
+    assert data.offsets[-1] == len(data.tokens)
+
+
+def test_mix_gives_each_source_its_share_and_balances_styles(tmp_path):
+    data = mixed_split(tmp_path)
+    assert mix_weights(data, None, 0.0) is None
+    share = drawn_share(data, mix_weights(data, {"live": 0.6, "band": 0.2, "notated": 0.2}, 0.0))
+    assert share[3] + share[4] == pytest.approx(0.6, abs=0.02)
+    assert share[2] == pytest.approx(0.2, abs=0.02)
+    # inside "notated" the styles keep their token shares (folk 40 bodies, bach 5) at balance 0 ...
+    assert share[0] / share[1] == pytest.approx(len(data.piece(0)) / len(data.piece(1)), rel=0.2)
+    # ... and are drawn alike at balance 1
+    balanced = drawn_share(data, mix_weights(data, {"notated": 1.0}, 1.0))
+    assert balanced[0] == pytest.approx(0.5, abs=0.02) and balanced[2:].sum() == 0
+
+
+def test_mix_without_any_present_source_is_refused(tmp_path):
+    data = mixed_split(tmp_path)
+    with pytest.raises(DataError, match="give one of them a share"):
+        mix_weights(data, {"live": 0.0, "band": 0.0}, 0.0)
+    with pytest.raises(DataError, match="between 0 and 1"):
+        mix_weights(data, None, 1.5)
+
+
+def test_weighted_windows_still_start_with_their_pieces_prefix(tmp_path):
+    data = mixed_split(tmp_path)
+    sampler = WindowSampler(data, 24, None, seed=1, weights=mix_weights(data, {"live": 1.0}, 0.5))
+    x, _ = sampler.batch(64, step=0)
+    assert (x[:, 0] == V.BOS).all() and (x[:, 1] == V.style_token("folk")).sum() > 10

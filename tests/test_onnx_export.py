@@ -17,9 +17,9 @@ from musebridge.export.model import rotate_keys
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model, path = export_small(tmp_path_factory.mktemp("onnx"))
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "factorized-notes"])
+def exported(tmp_path_factory, request):
+    model, path = export_small(tmp_path_factory.mktemp("onnx"), factorized_notes=request.param)
     return model, path, Model.load(path, RuntimeOptions(provider="cpu"))
 
 
