@@ -19,7 +19,10 @@ from collections.abc import Callable
 
 import mido
 import zmq
+from musebridge.engine import wire
 from musebridge.engine.client import Client, ClientConfig, ClientError
+from musebridge.engine.protocol import ProtocolError
+from musebridge.engine.wire import to_wire  # noqa: F401 - what the bridge feeds is written by it
 
 from .errors import BridgeError, EngineLost
 
@@ -32,21 +35,12 @@ LIVE_CONTEXT = 256  # tokens of the past a live session sees unless told (at mos
 # as good as the whole 1,024 on the test split (1.1677 vs 1.1667 nats/token) and quicker to answer (docs/live.md)
 
 
-def to_wire(t: float, msg: mido.Message) -> dict:
-    """A player message at session time t (seconds) as a protocol event dict."""
-    fields = msg.dict()
-    fields.pop("time", None)
-    return {"t": round(max(t, 0.0), 6), **fields}
-
-
 def from_wire(event: dict) -> tuple[float, mido.Message] | None:
-    """A protocol event dict -> (session seconds, mido.Message); None for something unusable (logged)."""
-    fields = dict(event)
-    t = fields.pop("t", None)
+    """An engine event (engine/wire.py) -> (session seconds, mido.Message); None when unusable (logged)."""
     try:
-        return float(t), mido.Message(**fields)
-    except (TypeError, ValueError) as exc:
-        log.warning("ignoring unusable engine event %r: %s", event, exc)
+        return wire.from_wire(event)[0]
+    except ProtocolError as exc:
+        log.warning("ignoring unusable engine event: %s", exc)
         return None
 
 

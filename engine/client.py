@@ -1,7 +1,10 @@
 """Python client for the engine server: requests with timeouts (never blocks forever) and the event stream.
 
-    with Client() as c:                      # tcp://127.0.0.1:5555 and :5556 by default
-        print(c.call("status"))
+    with Client.connect() as c:              # tcp://127.0.0.1:5555 and :5556 by default
+        with c.session(style="bach", instruments=["strings"]) as s:    # mido messages in and out
+            s.feed(messages)
+            answer = list(s.generate(seconds=4))
+        print(c.call("status"))                                          # any request of docs/protocol.md
         sid = c.call("session.create", style="bach", instruments=["strings"])["session"]
         for event in c.events(timeout=1.0): ...
 
@@ -26,6 +29,7 @@ from . import protocol as P
 from .connection import find_key
 from .errors import EngineError
 from .local import LocalConnection, direct_address
+from .remote_session import RemoteSession
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5555  # request/reply
@@ -77,6 +81,8 @@ class ClientConfig:
 
 
 class Client:
+    """Requests (`call`, `post`), the event stream (`events`) and typed sessions (`session`) of one server."""
+
     def __init__(self, config: ClientConfig | None = None, context: zmq.Context | None = None):
         self.config = config or ClientConfig()
         self._ctx = context or zmq.Context.instance()
@@ -89,6 +95,30 @@ class Client:
         self._sub: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None  # connection events of _sub (see dropped())
         self._topics: set[str] = set()
+
+    @classmethod
+    def connect(cls, endpoint: str | None = None, timeout: float = 10.0, **config) -> Client:
+        """A client of the server at `endpoint` (default tcp://127.0.0.1:5555), waiting up to `timeout` seconds for
+        it to answer (a server just started takes a moment to load its model). config: other ClientConfig
+        fields. Raises ClientError (one line) when nothing answers."""
+        client = cls(ClientConfig(**({"endpoint": endpoint} if endpoint else {}), **config))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.call("status", timeout=min(0.5, timeout))
+                return client
+            except ClientError as exc:
+                if exc.code != "timeout" or time.monotonic() >= deadline:  # refused: say why at once
+                    client.close()
+                    if exc.code != "timeout":
+                        raise
+                    raise ClientError(f"no engine answers at {client.config.endpoint} after {timeout:g} s; start "
+                                      "one with `musebridge serve` (or pass its endpoint)") from None
+
+    def session(self, timeout: float | None = None, **params) -> RemoteSession:
+        """A new engine session (session.create with protocol.PARAMS names: style, instruments, ...), used with
+        mido messages: see engine/remote_session.py. timeout: seconds per request (default: the client's)."""
+        return RemoteSession(self, timeout=timeout, **params)
 
     def __enter__(self) -> Client:
         return self

@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import Collection, Generator
 from dataclasses import dataclass, field
 
-import mido
 import numpy as np
 
 from . import protocol as P
@@ -36,8 +35,8 @@ from .session_config import SessionConfig
 from .steps import at_once, finish
 from .timeline import ends_note
 from .tonality import key_name
+from .wire import from_wire, to_wire
 
-EVENT_TYPES = ("note_on", "note_off", "control_change", "program_change")
 STREAM_CHUNK_TOKENS = 32  # generate publishes its notes after every this many tokens
 # Model steps one generate may cost (max_tokens x best_of candidates): about a minute of one core at 0.45 ms each.
 MAX_REQUEST_TOKENS = 131_072
@@ -112,27 +111,10 @@ def follow_config(params: dict) -> FollowConfig:
         raise _bad(str(exc)) from None
 
 
-def message_from_dict(event: dict) -> Timed:
-    """A wire event -> Timed(seconds, mido.Message); raises ProtocolError(bad_argument) naming the problem."""
-    fields = dict(event)
-    t = fields.pop("t", None)
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1e7:
-        raise _bad(f"event {P.brief(event)}: 't' must be seconds >= 0")
-    if fields.get("type") not in EVENT_TYPES:
-        raise _bad(f"event {P.brief(event)}: 'type' must be one of {', '.join(EVENT_TYPES)}")
-    try:
-        return Timed(float(t), mido.Message(**fields))
-    except (TypeError, ValueError) as exc:
-        raise _bad(f"event {P.brief(event)}: {exc}") from None
-
-
 def _fed_event(event: dict) -> tuple[bool, Timed]:
     """A `feed` event -> (ends an engine note?, Timed). `"engine": true` marks the end of one of the engine's
     own notes (a note-off on the channel it was generated on): a harmony voice ended with the player's note."""
-    engine = event.get("engine", False)
-    if not isinstance(engine, bool):
-        raise _bad(f"event {P.brief(event)}: 'engine' must be true or false")
-    item = message_from_dict({k: v for k, v in event.items() if k != "engine"})
+    item, engine = from_wire(event)
     if engine and not ends_note(item.msg):
         raise _bad(f"event {P.brief(event)}: an engine event can only end an engine note (note_off)")
     return engine, item
@@ -152,12 +134,6 @@ def _feed_steps(live: LiveSession, events: list) -> Generator[list, None, dict]:
             live.last_seen = time.monotonic()
             yield []
     return {"fed": len(items), "rolled_back": rolled}
-
-
-def message_to_dict(item: Timed) -> dict:
-    fields = item.msg.dict()
-    fields.pop("time", None)
-    return {"t": round(item.time, 6), **fields}
 
 
 class Service:
@@ -301,7 +277,7 @@ class Service:
         notes, published, count, busy, resumed = [], 0, 0, 0.0, time.perf_counter()  # busy: s in its steps
         while True:
             try:
-                notes += [message_to_dict(e) for e in next(steps)]
+                notes += [to_wire(*e) for e in next(steps)]
             except StopIteration as done:
                 final = done.value
                 break
@@ -317,7 +293,7 @@ class Service:
             else:
                 yield []
             resumed = time.perf_counter()
-        out = notes if best_of <= 1 else [message_to_dict(e) for e in final]
+        out = notes if best_of <= 1 else [to_wire(*e) for e in final]
         tokens = len(session.tokens) + session.dropped - before
         ms = (busy + time.perf_counter() - resumed) * 1000
         if tokens:

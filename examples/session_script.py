@@ -18,7 +18,7 @@ from musebridge.engine.client import Client, ClientConfig, ClientError
 from musebridge.engine.codec import Timed
 from musebridge.engine.errors import EngineError
 from musebridge.engine.midifile import read_midi, write_midi
-from musebridge.engine.service import message_from_dict, message_to_dict
+from musebridge.engine.wire import from_wire, to_wire
 
 NOTE_TYPES = ("note_on", "note_off", "control_change")
 
@@ -46,7 +46,7 @@ def run_session(client: Client, player: list[Timed], args) -> list[dict]:
     end = max((e.time for e in player), default=0.0)
     engine_notes, switched, t = [], False, 0.0
     while t < end:
-        window = [message_to_dict(e) for e in player if t <= e.time < t + args.window]
+        window = [to_wire(*e) for e in player if t <= e.time < t + args.window]
         if window:
             client.call("feed", session=sid, events=window)
         if not switched and t + args.window >= end / 2:
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                 if client.ping(timeout=0.5):
                     break
                 time.sleep(0.1)
-            engine = [message_from_dict(n) for n in run_session(client, player, args)]
+            engine = [from_wire(n)[0] for n in run_session(client, player, args)]
         write_midi(sorted(player + engine, key=lambda e: e.time), args.midi_out)
         print(f"{len(player)} player events, {len(engine)} engine events -> {args.midi_out}")
         return 0
