@@ -1,4 +1,4 @@
-"""Live MIDI: ports, input capture, clock follower, output scheduler, held-note tracking, play modes.
+"""Live MIDI as a pipeline: ports -> input stage -> typed work events -> modes -> one output stage.
 
 Talks to the engine only through the engine's client. Importing it does nothing else (no threads, no ports).
 
@@ -11,8 +11,13 @@ Talks to the engine only through the engine's client. Importing it does nothing 
     midiclock.py     MIDI clock follower (24 ppqn, transport, song position, tempo), quantization grids
     feedback.py      echo suppression for loopback ports
     engine_link.py   the engine session over engine/client.py; the server event watcher
+    input.py         input stage: the callback queues; the input thread filters, maps CCs, silences, passes thru
+    work.py          typed work events from the input stage and the engine watcher to the worker
+    worker.py        engine worker: the current mode, connect / reconnect, mode switches
+    context.py       ModeContext: what a mode sees (engine, play on a timebase, release, now, tempo)
     modes.py         respond, accompany, harmonize, generate, thru
-    core.py          Bridge: input thread, engine worker, scheduler, modes, CC map, panic paths
+    output.py        output stage: note ids, quantization shift, held notes, harmony voices, the player's keys
+    core.py          Bridge: the pieces assembled, opened, started and stopped together
     recorder.py      both parts to a .mid (atomic)
     journal.py       the take on disk while it is played; recovery after a crash
     config.py        BridgeConfig, ModeConfig, CCMap; TOML settings

@@ -1,9 +1,10 @@
 """The play modes: respond, accompany, harmonize, generate, thru. Each decides when to ask the engine for notes.
 
 A mode gets player notes (wall time, message), ticks (the worker calls tick(now) every few ms), triggers (a CC),
-and transport changes, and talks to the engine and the scheduler through its host (bridge/core.py Bridge):
-host.feed(), host.link.generate(), host.play(), host.scheduler, host.session_time(), host.config.modes.
-No mode ever blocks the MIDI callback: all of this runs on the bridge's engine worker thread.
+and transport changes, and acts only through its context (bridge/context.py ModeContext): ask the engine, play
+its events on a timebase, release them, read the time and the tempo. The worker (bridge/worker.py) calls it; the
+output stage (bridge/output.py) knows what sounds. No mode ever blocks the MIDI callback: all of this runs on the
+bridge's engine worker thread. Times: `now`, `t` are seconds on the bridge clock.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import math
 import mido
 from musebridge.engine.vocab import GRID_S
 
+from .context import ModeContext
 from .notes import is_note_off, is_note_on
-from .scheduler import ENGINE
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,18 @@ class Mode:
 
     name = "base"
 
-    def __init__(self, host):
-        self.host = host
+    def __init__(self, ctx: ModeContext):
+        self.ctx = ctx
         self.state = "idle"
 
     def enter(self, now: float) -> None:
         self.state = "idle"
 
     def leave(self, now: float) -> None:
-        self.host.scheduler.release(ENGINE)
+        self.ctx.release()
 
     def player(self, t: float, msg: mido.Message, now: float) -> None:
-        self.host.feed([(t, msg)])
+        self.ctx.feed([(t, msg)])
 
     def trigger(self, now: float) -> None:
         pass
@@ -78,7 +79,7 @@ class RespondMode(Mode):
     def enter(self, now: float) -> None:
         self.state = "listening"
         self._heard = False
-        self._held: set[tuple[int, int]] = set()
+        self.ctx.forget_keys()  # a key already down when listening starts does not hold the answer back
         self._last = now
         self._offset = 0.0  # wall time - session time during an answer
         self._end = 0.0  # session time where the answer ends
@@ -87,24 +88,20 @@ class RespondMode(Mode):
 
     def player(self, t, msg, now) -> None:
         if self.state == "answering" and is_note_on(msg):
-            self.host.scheduler.release(ENGINE)  # the player cuts in: stop at once
+            self.ctx.release()  # the player cuts in: stop at once
             self.state = "listening"
-        key = (getattr(msg, "channel", 0), getattr(msg, "note", -1))
         if is_note_on(msg):
-            self._held.add(key)
             self._heard = True
-        elif is_note_off(msg):
-            self._held.discard(key)
         self._last = max(self._last, t)
-        self.host.feed([(t, msg)])
+        self.ctx.feed([(t, msg)])
 
     def _pause_s(self) -> float:
-        beats = self.host.config.modes.pause_beats
-        return self.host.config.modes.pause_s if beats is None else beats * self.host.follower.seconds_per_beat
+        beats = self.ctx.config.pause_beats
+        return self.ctx.config.pause_s if beats is None else beats * self.ctx.tempo.seconds_per_beat
 
     def _answer_s(self) -> float:
-        beats = self.host.config.modes.answer_beats
-        return self.host.config.modes.answer_s if beats is None else beats * self.host.follower.seconds_per_beat
+        beats = self.ctx.config.answer_beats
+        return self.ctx.config.answer_s if beats is None else beats * self.ctx.tempo.seconds_per_beat
 
     def trigger(self, now: float) -> None:
         if self.state == "listening":
@@ -112,7 +109,7 @@ class RespondMode(Mode):
 
     def tick(self, now: float) -> None:
         if self.state == "listening":
-            if self._heard and not self._held and now - self._last >= self._pause_s():
+            if self._heard and not self.ctx.keys_down() and now - self._last >= self._pause_s():
                 self._start_answer(now)
         elif self.state == "answering":
             self._continue_answer(now)
@@ -122,9 +119,9 @@ class RespondMode(Mode):
         chooses it (usually at once: its first or second token); a model that would wait longer first (time
         shifts) is not waited for: the note is then asked for `now` (one model step)."""
         self._heard = False
-        events, end = self.host.link.generate(notes=1, max_tokens=ANSWER_FIRST_TOKENS)
+        events, end = self.ctx.generate(notes=1, max_tokens=ANSWER_FIRST_TOKENS)
         if not any(is_note_on(m) for _, m in events):
-            more, end = self.host.link.generate(notes=1, max_tokens=ANSWER_NOW_TOKENS, now=True)
+            more, end = self.ctx.generate(notes=1, max_tokens=ANSWER_NOW_TOKENS, now=True)
             events += more
         first = next((t for t, m in events if is_note_on(m)), None)
         if first is None:
@@ -136,23 +133,22 @@ class RespondMode(Mode):
         self._end = first + self._answer_s()
         self._planned = end
         self.state = "answering"
-        self.host.play(events, lambda s: s + self._offset)
-        self.host.scheduler.run_due()
-        self.host.latencies.append(self.host.clock.now() - now)
+        self.ctx.play(events, lambda s: s + self._offset, flush=True)
+        self.ctx.measured(now)
 
     def _continue_answer(self, now: float) -> None:
-        modes = self.host.config.modes
+        modes = self.ctx.config
         session_now = now - self._offset
         if session_now >= self._end:
-            self.host.scheduler.release(ENGINE)  # the answer is over: end what still sounds
+            self.ctx.release()  # the answer is over: end what still sounds
             self.state = "listening"
             self._last = now
             return
         if self._planned < min(session_now + modes.horizon_s, self._end):
             until = min(self._planned + modes.chunk_s, self._end)
-            events, self._planned = self.host.link.generate(until=until)
+            events, self._planned = self.ctx.generate(until=until)
             self._planned = max(self._planned, until)
-            self.host.play(events, lambda s: s + self._offset)
+            self.ctx.play(events, lambda s: s + self._offset)
 
     def silenced(self, now: float) -> None:
         self.enter(now)
@@ -167,15 +163,15 @@ class AccompanyMode(Mode):
 
     def enter(self, now: float) -> None:
         self.state = "playing"
-        self._planned = self.host.session_time(now)
+        self._planned = self.ctx.session_time(now)
 
     def player(self, t, msg, now) -> None:
-        result = self.host.feed([(t, msg)])
+        result = self.ctx.feed([(t, msg)])
         if self.state != "playing":
             self.enter(now)
         elif result.get("rolled_back"):
-            self.host.scheduler.cancel_after(t, ENGINE)
-            self._planned = float(result.get("time", self.host.session_time(t)))
+            self.ctx.cancel_after(t)
+            self._planned = float(result.get("time", self.ctx.session_time(t)))
         self.tick(now)
 
     def transport(self, running: bool, now: float) -> None:
@@ -190,15 +186,15 @@ class AccompanyMode(Mode):
     def tick(self, now: float) -> None:
         if self.state != "playing":
             return
-        modes = self.host.config.modes
-        session_now = self.host.session_time(now)
+        modes = self.ctx.config
+        session_now = self.ctx.session_time(now)
         if self._planned < session_now - 1.0:  # far behind (after a pause): skip ahead, nothing to catch up
             self._planned = session_now
         if self._planned < session_now + modes.horizon_s:
             until = session_now + modes.horizon_s + modes.chunk_s
-            events, end = self.host.link.generate(until=until)
+            events, end = self.ctx.generate(until=until)
             self._planned = max(end, until)
-            self.host.play(events, self.host.wall_time)
+            self.ctx.play(events, self.ctx.wall_time)
 
 
 class HarmonizeMode(Mode):
@@ -211,8 +207,7 @@ class HarmonizeMode(Mode):
 
     def enter(self, now: float) -> None:
         self.state = "listening"
-        # player note -> its voices: (note-on as sent, the same note-on as the engine made it, on its channel)
-        self._voices: dict[tuple[int, int], list[tuple[mido.Message, mido.Message]]] = {}
+        self.ctx.forget_voices()
         self._last_player = -math.inf  # bridge clock time of the player's last note
         self._anticipated: int | None = None  # the grid step the engine was last told the player may play at
 
@@ -222,60 +217,53 @@ class HarmonizeMode(Mode):
         if is_note_on(msg):
             self._voice(key, t, msg)
             return
-        voices = self._voices.pop(key, []) if is_note_off(msg) else []
-        for sent, _ in voices:  # silenced first: the engine round trip comes after
-            self.host.scheduler.schedule(now, mido.Message("note_off", channel=sent.channel, note=sent.note),
-                                         ENGINE)
-        self.host.scheduler.run_due()
-        ends = [(t, mido.Message("note_off", channel=made.channel, note=made.note)) for _, made in voices]
-        self.host.feed([(t, msg)], engine_ends=ends)
+        made = self.ctx.end_voices(key if is_note_off(msg) else None, now)  # silenced before the round trip
+        ends = [(t, mido.Message("note_off", channel=m.channel, note=m.note)) for m in made]
+        self.ctx.feed([(t, msg)], engine_ends=ends)
 
     def _voice(self, key: tuple[int, int], t: float, msg: mido.Message) -> None:
         """The player's note is fed in the request for the first voice (one round trip), which sounds at once;
         the others follow from a second request."""
-        voices = self.host.config.modes.voices
-        first = self._sound(key, 1, msg.velocity, feed=self.host.wire([(t, msg)]))
+        voices = self.ctx.config.voices
+        first = self._sound(key, 1, msg.velocity, feed=[(t, msg)])
         if first:
-            self.host.latencies.append(self.host.clock.now() - t)
+            self.ctx.measured(t)
         if voices - first > 0:
             self._sound(key, voices - first, msg.velocity)
 
-    def _sound(self, key: tuple[int, int], n: int, velocity: int, feed: list[dict] | None = None) -> int:
-        extra = {"feed": feed} if feed else {}
-        events, _ = self.host.link.generate(notes=n, max_tokens=8 * n + 8, now=True, **extra)
-        now = self.host.clock.now()
+    def _sound(self, key: tuple[int, int], n: int, velocity: int, feed: list | None = None) -> int:
+        """Ask for n voices (the player's note fed first in the same request, when given) and sound them now,
+        off the grid; returns how many sounded."""
+        events, _ = self.ctx.generate(feed=feed or (), notes=n, max_tokens=8 * n + 8, now=True)
+        now = self.ctx.now()
         chosen = [(now, m.copy(velocity=velocity) if is_note_on(m) else m) for _, m in events
                   if is_note_on(m) or m.type == "program_change"]
-        sent = self.host.play(chosen, lambda w: w, quantize=False)  # voices sound now, not on the grid
-        self.host.scheduler.run_due()
-        started = [m for _, m in sent if is_note_on(m)]  # play() keeps every note-on, in order
-        made = [m for _, m in chosen if is_note_on(m)]
-        self._voices.setdefault(key, []).extend(zip(started, made, strict=False))
-        return len(started)
+        sent = self.ctx.play(chosen, lambda w: w, quantize=False, voices_of=key, flush=True)
+        return sum(1 for _, m in sent if is_note_on(m))
 
     def _coming_step(self, now: float) -> int | None:
         """The grid step a player event would land on ANTICIPATE_LEAD_S from now; None when the player has been
         quiet for longer than anticipate_s (or it is 0)."""
-        window = self.host.config.modes.anticipate_s
+        window = self.ctx.config.anticipate_s
         if not window or now - self._last_player > window:
             return None
-        return round((self.host.session_time(now) + ANTICIPATE_LEAD_S) / GRID_S)
+        return round((self.ctx.session_time(now) + ANTICIPATE_LEAD_S) / GRID_S)
 
     def tick(self, now: float) -> None:
         """At each grid step, tell the engine the player may play there (docs/protocol.md, "Anticipation")."""
         step = self._coming_step(now)
         if step is not None and step != self._anticipated:
             self._anticipated = step
-            self.host.link.anticipate(step * GRID_S)
+            self.ctx.anticipate(step * GRID_S)
 
     def wake_in(self, now: float) -> float:
         if self._coming_step(now) is None:
             return math.inf
-        x = (self.host.session_time(now) + ANTICIPATE_LEAD_S) / GRID_S
+        x = (self.ctx.session_time(now) + ANTICIPATE_LEAD_S) / GRID_S
         return (math.floor(x - 0.5) + 1.5 - x) * GRID_S + 1e-5  # just past the next step's start
 
     def silenced(self, now: float) -> None:
-        self._voices.clear()
+        self.ctx.forget_voices()
 
 
 class GenerateMode(Mode):
@@ -286,16 +274,16 @@ class GenerateMode(Mode):
     name = "generate"
 
     def enter(self, now: float) -> None:
-        session = self.host.engine_time()  # first: a lost engine leaves the mode idle (it is entered again)
-        self.state = "playing" if self.host.follower.running else "stopped"
+        session = self.ctx.engine_time()  # first: a lost engine leaves the mode idle (it is entered again)
+        self.state = "playing" if self.ctx.tempo.running else "stopped"
         self._anchor(now, session)
 
     def _anchor(self, now: float, session: float) -> None:
-        self._s0, self._b0 = session, self.host.follower.beat_at(now)
+        self._s0, self._b0 = session, self.ctx.tempo.beat_at(now)
         self._planned = session
 
     def _wall(self, s: float) -> float:
-        return self.host.follower.time_of_beat(self._b0 + (s - self._s0) / REF_SECONDS_PER_BEAT)
+        return self.ctx.tempo.time_of_beat(self._b0 + (s - self._s0) / REF_SECONDS_PER_BEAT)
 
     def player(self, t, msg, now) -> None:
         pass  # the model plays alone
@@ -303,27 +291,27 @@ class GenerateMode(Mode):
     def transport(self, running: bool, now: float) -> None:
         self.state = "playing" if running else "stopped"
         if running:  # what was planned on the old beat mapping would overlap what is planned on the new one
-            self.host.scheduler.release(ENGINE)
+            self.ctx.release()
             self._anchor(now, self._planned)
 
     def trigger(self, now: float) -> None:
         """The trigger CC resumes playing after a stop CC or CC123 (the clock permitting)."""
-        self.transport(self.host.follower.running, now)
+        self.transport(self.ctx.tempo.running, now)
 
     def silenced(self, now: float) -> None:
         self.state = "stopped"
 
     def tick(self, now: float) -> None:
-        if self.state != "playing" or not self.host.follower.running:
+        if self.state != "playing" or not self.ctx.tempo.running:
             return
-        modes = self.host.config.modes
-        beats_now = self.host.follower.beat_at(now)
+        modes = self.ctx.config
+        beats_now = self.ctx.tempo.beat_at(now)
         session_now = self._s0 + (beats_now - self._b0) * REF_SECONDS_PER_BEAT
         if self._planned < session_now + modes.horizon_s:
             until = session_now + modes.horizon_s + modes.chunk_s
-            events, end = self.host.link.generate(until=until)
+            events, end = self.ctx.generate(until=until)
             self._planned = max(end, until)
-            self.host.play(events, self._wall)
+            self.ctx.play(events, self._wall)
 
 
 MODE_CLASSES = {cls.name: cls for cls in (RespondMode, AccompanyMode, HarmonizeMode, GenerateMode, ThruMode)}

@@ -29,7 +29,7 @@ def status_text(bridge) -> str:
     if bridge.engine_ok:
         parts.append(f"engine {bridge.link.session} ok")
     else:
-        restarts = getattr(bridge.supervisor, "restarts", 0)
+        restarts = getattr(bridge.worker.supervisor, "restarts", 0)
         restarting = f"; restarting it ({restarts})" if restarts else ""
         parts.append(f"engine lost ({bridge.lost_reason}{restarting})")
     return " | ".join(parts)

@@ -115,11 +115,11 @@ class FakeLink:
 
 
 class Rig:
-    """A Bridge on in-memory ports with a FakeClock. keyboard: sends into the bridge's in port; heard: what the
-    bridge's out port sent, as (clock time, message)."""
+    """A Bridge on in-memory ports with a FakeClock (or time_source). keyboard: sends into the bridge's in port;
+    heard: what the bridge's out port sent, as (clock time, message)."""
 
-    def __init__(self, mode: str = "respond", link=None, **config):
-        self.clock = FakeClock()
+    def __init__(self, mode: str = "respond", link=None, time_source=None, **config):
+        self.clock = time_source or FakeClock()
         self.midi = MemoryMidi()
         self.link = link or FakeLink()
         self.config = replace(BridgeConfig(mode=mode), **config)

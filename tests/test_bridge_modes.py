@@ -122,7 +122,7 @@ def test_accompany_plays_along_ahead_and_replans_on_the_player():
     before = rig.note_ons(STRINGS)
     assert len(before) >= 8, "plays without waiting for the player"
     planned_to = rig.link.time
-    assert planned_to >= rig.bridge.session_time(rig.clock.now()) + 0.3 - 1e-6, "planned a horizon ahead"
+    assert planned_to >= rig.bridge.time.session(rig.clock.now()) + 0.3 - 1e-6, "planned a horizon ahead"
     cut = rig.clock.now()
     rig.play(on(60))  # earlier than the engine's plan: rolled back
     assert rig.link.epoch == 1
@@ -185,7 +185,7 @@ def test_harmonize_anticipates_each_grid_step_while_the_player_is_active():
         rig.clock.advance(wait)
         rig.bridge.pump()  # the worker wakes when the mode asked: one anticipation per step, on time
         assert len(rig.link.anticipated) == before + 1
-        sent.append((rig.bridge.session_time(rig.clock.now()), rig.link.anticipated[-1]))
+        sent.append((rig.bridge.time.session(rig.clock.now()), rig.link.anticipated[-1]))
     for when, t in sent:  # asked for just before the step starts (a note at t +- 5 ms lands on it)
         assert 0 < (round(t / GRID_S) - 0.5) * GRID_S - when <= ANTICIPATE_LEAD_S
     steps = [round(t / GRID_S) for _, t in sent]
@@ -290,8 +290,8 @@ def test_thru_passes_notes_and_asks_the_engine_nothing():
 def test_channel_filter_and_malformed_bytes():
     rig = Rig("thru", channel=1)
     rig.play(on(60, channel=0), on(61, channel=1))
-    rig.bridge.inbox.put((rig.clock.now(), [0x90, 200]))  # data byte out of range
-    rig.bridge.inbox.put((rig.clock.now(), [0xF7]))
+    rig.bridge.input.inbox.put((rig.clock.now(), [0x90, 200]))  # data byte out of range
+    rig.bridge.input.inbox.put((rig.clock.now(), [0xF7]))
     rig.play(off(61, channel=1))
     assert [(m.channel, m.note) for _, m in rig.heard] == [(1, 61), (1, 61)]
     assert rig.bridge.counts["malformed"] == 2
@@ -300,7 +300,7 @@ def test_channel_filter_and_malformed_bytes():
 def looped(mode: str) -> Rig:
     """A rig (thru on) whose out port feeds its in port: one loopback port carrying both directions."""
     rig = Rig(mode, thru=True)
-    rig.midi.listen("MuseBridge Out", lambda data: rig.bridge.inbox.put((rig.clock.now(), data)))
+    rig.midi.listen("MuseBridge Out", lambda data: rig.bridge.input.inbox.put((rig.clock.now(), data)))
     return rig
 
 
@@ -468,7 +468,8 @@ def test_harmonize_ignores_the_grid_and_respond_never_quantizes_into_the_past():
     rig.run(3.0)
     answer = rig.note_ons(STRINGS)
     assert answer and rig.bridge.scheduler.dropped_late == 0
-    assert all(abs((t - rig.bridge.origin) - round(t - rig.bridge.origin)) < 0.0051 for t, _ in answer), "on beats"
+    origin = rig.bridge.time.origin
+    assert all(abs((t - origin) - round(t - origin)) < 0.0051 for t, _ in answer), "on beats"
 
 
 def test_instrument_channels_are_configurable_and_program_changes_optional():
@@ -522,8 +523,7 @@ def test_an_unexpected_error_in_the_worker_silences_and_the_worker_carries_on(ca
     worker keeps serving (it never dies leaving notes sounding)."""
     from musebridge.bridge.clock import MonotonicClock
 
-    rig = Rig("accompany", thru=True)
-    rig.bridge.clock = rig.bridge.scheduler.clock = MonotonicClock()
+    rig = Rig("accompany", thru=True, time_source=MonotonicClock())
     ticks = []
 
     def broken_tick(now):

@@ -122,7 +122,7 @@ def _play(rig: Rig, actions: list) -> None:
             answer = {k for k in unreleased_note_ons(heard) if k[0] != PLAYER_CHANNEL}
             assert not answer, f"the answer still sounds after the player cut in: {answer}"
         if rig.bridge.mode.name == "harmonize":
-            voices = {(m.channel, m.note) for pairs in rig.bridge.mode._voices.values() for m, _ in pairs}
+            voices = rig.bridge.output.voices()
             orphans = {k for k in unreleased_note_ons(heard) if k[0] != PLAYER_CHANNEL} - voices
             assert not orphans, f"voices sounding for no held key: {orphans}"
     rig.bridge.stop()
