@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import LogitsRequest
 from .errors import EngineBug, EngineError, ModelError
 from .model_file import ModelInfo, choose_providers, open_session
 
@@ -44,7 +45,8 @@ class RuntimeOptions:
 
 
 class Model:
-    """A loaded model: the onnxruntime session and its metadata. Create caches with `new_cache()`."""
+    """A loaded model: the onnxruntime session and its metadata. Create caches with `new_cache()`. It is the
+    engine's inference backend (engine/backend.py `Backend`): `logits()` runs sessions' requests."""
 
     def __init__(self, session, info: ModelInfo, options: RuntimeOptions):
         self.session = session
@@ -68,6 +70,11 @@ class Model:
     def new_cache(self, capacity: int | None = None) -> KVCache:
         """A cache of `capacity` tokens (default: the model's block size; smaller is a shorter context)."""
         return KVCache(self, capacity)
+
+    def logits(self, requests: Sequence[LogitsRequest]) -> list[np.ndarray]:
+        """The inference backend (engine/backend.py): one (vocab,) float32 logits row per request, the logits
+        after its last token, a copy the caller owns. The graph has batch 1: one forward pass per request."""
+        return [request.cache.forward(request.tokens)[-1].copy() for request in requests]
 
     def end_profiling(self) -> str:
         """Stop profiling; returns the profile file name ('' when profiling is off)."""

@@ -85,7 +85,7 @@ def test_rollback_is_truncation_and_matches_a_fresh_session(engine):
     a = engine.new_session(config(seed=2))
     a.plan(until_time=3.0)
     assert a.speculative > 0
-    steps = a._steps
+    steps = a.timeline.entries.steps
     keep = sum(1 for s in steps if s <= 100)  # tokens planned at or before t = 1.0 s (prefix included)
     planned = len(a.tokens)
     counter = Counting(a.cache)
@@ -245,7 +245,7 @@ def test_a_sampled_token_runs_through_the_model_later_with_the_same_result(engin
     counter = Counting(lazy.cache)
     lazy.precompute()
     assert lazy.pending == 0 and counter.tokens == 1
-    eager._append(lazy.tokens[len(eager.tokens):], player=False)  # the same tokens, run at once
+    eager.timeline.append(lazy.tokens[len(eager.tokens):], player=False)  # the same tokens, run at once
     assert np.abs(lazy._next_logits() - eager._next_logits()).max() < 1e-4
     lazy.generate(n_tokens=1)
     lazy.insert(lazy.time, mido.Message("note_on", note=62, velocity=70))  # pending token and player's together
@@ -356,6 +356,6 @@ def test_anticipation_never_changes_the_token_stream(engine, ops):
                 s.commit(t)
             else:
                 s.plan(until_time=t + 0.1)
-    a._drop_tentative()
+    a.timeline.drop_tentative()
     assert a.tokens == b.tokens and a.dropped == b.dropped and a.time == b.time
     assert np.abs(a._next_logits() - b._next_logits()).max() < 1e-4
