@@ -85,11 +85,18 @@ class ModeContext:
         """Feed player messages (wall times) to the engine; returns its reply (rolled_back, time)."""
         return self._link.feed(self._wire(items, engine_ends))
 
-    def generate(self, feed: Timed = (), **limits) -> tuple[list[tuple[float, mido.Message]], float]:
-        """Ask the engine for notes (EngineLink.generate limits: until, notes, max_tokens, now); feed: player
-        messages (wall times) fed first in the same request. Returns (events at session times, timeline end)."""
-        wired = self._wire(feed)
-        return self._link.generate(**({"feed": wired} if wired else {}), **limits)
+    def generate(self, *, until: float | None = None, notes: int | None = None, max_tokens: int | None = None,
+                 now: bool = False, feed: Timed = ()) -> tuple[list[tuple[float, mido.Message]], float]:
+        """Ask the engine for notes up to session time `until`, or `notes` note-ons, in at most `max_tokens`
+        tokens; now: only note-ons at the current time (docs/protocol.md); feed: player messages (wall times)
+        fed first in the same request. Returns (events at session times, the engine's timeline end)."""
+        limits: dict = {k: v for k, v in (("until", until), ("notes", notes), ("max_tokens", max_tokens))
+                        if v is not None}
+        if now:
+            limits["now"] = True
+        if feed:
+            limits["feed"] = self._wire(feed)
+        return self._link.generate(**limits)
 
     def anticipate(self, session: float) -> None:
         """Tell the engine the player may play at this session time (no reply awaited)."""

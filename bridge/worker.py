@@ -92,12 +92,11 @@ class Worker:
     def _dispatch(self, event: WorkEvent, now: float) -> None:
         if self.engine_ok:
             self._sync_session(now)
-        if isinstance(event, EngineGone):
-            self.lost(event.reason, now)
-            return
-        if not self.engine_ok:
-            return  # nothing to do without an engine; thru still works on the input thread
         match event:
+            case EngineGone(reason):
+                self.lost(reason, now)
+            case _ if not self.engine_ok:
+                pass  # nothing to do without an engine; thru still works on the input thread
             case PlayerNote(t, msg):
                 self.output.player_key(msg)
                 self.mode.player(t, msg, now)
