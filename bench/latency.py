@@ -196,25 +196,26 @@ def measure_stages(port: int, pub_port: int, n: int, session: dict) -> dict:
     from musebridge.bridge.config import BridgeConfig, ModeConfig
     from musebridge.bridge.launcher import EngineTarget
     from musebridge.bridge.live import LiveSession
+    from musebridge.bridge.work import PlayerNote
 
     base = BridgeConfig(mode="harmonize", api="jack", in_name="stages In", out_name="stages Out")
     config = replace(base, modes=ModeConfig(voices=1), engine={**base.engine, **session})
     live = LiveSession(config, RtmidiBackend("jack"), EngineTarget(port=port, pub_port=pub_port))
     bridge = live.start()
     marks: dict[str, float] = {}
-    handle, process = bridge.handle_input, bridge.process
+    handle, process = bridge.input.handle, bridge.worker.process
 
     def handle_input(t, data):
         marks.setdefault("callback", t)
         marks.setdefault("input", time.perf_counter())
         handle(t, data)
 
-    def process_item(item):
-        if item[0] == "player" and item[2].type == "note_on":
+    def process_item(event):
+        if isinstance(event, PlayerNote) and event.msg.type == "note_on":
             marks.setdefault("worker", time.perf_counter())
-        process(item)
+        process(event)
 
-    bridge.handle_input, bridge.process = handle_input, process_item
+    bridge.input.handle, bridge.worker.process = handle_input, process_item
     bridge.scheduler.on_sent.append(
         lambda t, m, s: marks.setdefault("sent", time.perf_counter()) if m.type == "note_on" else None)
     peer = JackPeer("stages In", "stages Out", client="bench stages peer", wait_s=30)

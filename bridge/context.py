@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import mido
+from musebridge.engine.wire import to_wire
 
 from .clock import Clock
 from .config import ModeConfig
-from .engine_link import EngineLink, to_wire
+from .engine_link import EngineLink
 from .output import Events, Key, OutputStage
 
 Timed = Iterable[tuple[float, mido.Message]]
@@ -79,7 +80,7 @@ class ModeContext:
         channels) for engine notes the bridge ended itself, marked `"engine": true`."""
         session = self._time.session
         events = [to_wire(session(t), m) for t, m in items]
-        return events + [{**to_wire(session(t), m), "engine": True} for t, m in engine_ends]
+        return events + [to_wire(session(t), m, engine=True) for t, m in engine_ends]
 
     def feed(self, items: Timed, engine_ends: Timed = ()) -> dict:
         """Feed player messages (wall times) to the engine; returns its reply (rolled_back, time)."""

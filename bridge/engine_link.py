@@ -22,7 +22,6 @@ import zmq
 from musebridge.engine import wire
 from musebridge.engine.client import Client, ClientConfig, ClientError
 from musebridge.engine.protocol import ProtocolError
-from musebridge.engine.wire import to_wire  # noqa: F401 - what the bridge feeds is written by it
 
 from .errors import BridgeError, EngineLost
 
