@@ -12,7 +12,7 @@ client makes `status` calls back to back over ZeroMQ TCP and over the Unix socke
   busy     the control: as many processes spinning in a Python loop (`--hogs`, default 2: the flood keeps two
            processes busy, its sender and the server) and no bad input: what the same CPU load costs anyway;
   long     another process asks for `generate` of 4,096 tokens, again and again (a script writing a piece):
-           the server runs it in slices between the others' requests (engine/jobs.py).
+           the server runs it in slices between the others' requests (engine/server/jobs.py).
 Prints `status` p50/p99 per transport and state side by side from the same run, the flood's rate and error
 replies, and the server's CPU use in each state. `--realtime` runs the server and the `status` client at
 SCHED_FIFO, as `musebridge play` runs its engine where allowed.
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 import zmq
-from musebridge.engine import protocol as P
-from musebridge.engine.client import Client, ClientConfig
-from musebridge.engine.model_file import default_model_path
+from musebridge.engine.inference.model_file import default_model_path
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.client import Client, ClientConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.server_overhead import _one_server, _percentiles, _time  # noqa: E402

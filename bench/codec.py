@@ -33,8 +33,8 @@ from pathlib import Path
 
 import mido
 import numpy as np
-from musebridge.engine.codec import EventDecoder, EventEncoder
-from musebridge.engine.midifile import encode_file, read_midi
+from musebridge.engine.tokens.codec import EventDecoder, EventEncoder
+from musebridge.engine.tokens.midifile import encode_file, read_midi
 
 CORPUS = {  # corpus score -> music21.corpus.parse keywords
     "bach/bwv66.6": {},

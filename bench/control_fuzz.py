@@ -4,7 +4,7 @@
 
 One `musebridge serve` (ZeroMQ TCP, its Unix socket and its direct TCP port, as bench/server_overhead.py) with
 one open session. `--messages` messages over ZeroMQ (a DEALER socket) and as many over the direct transport
-(`--direct-port`, length-prefixed frames, engine/local.py), up to `--window` in flight at once, in rotation:
+(`--direct-port`, length-prefixed frames, engine/server/local.py), up to `--window` in flight at once, in rotation:
   tests/fuzz.py's bad frames (every other message): random bytes, malformed JSON, wrong frame counts (ZeroMQ;
     on the direct transport the frames are joined into one), mistyped requests, frames over the size limit;
   mutated requests (the rest): every command, with arguments dropped, added, of the wrong type, out of range,
@@ -12,7 +12,7 @@ one open session. `--messages` messages over ZeroMQ (a DEALER socket) and as man
     A `generate` always carries max_tokens <= 4, so no request runs long;
   direct transport only, one in 500: a header announcing more than the limit, or a frame cut short by a hang-up
     (the server closes or forgets that connection: a new one follows).
-With the server's connection-file key where it has one (engine/connection.py), so the arguments are checked.
+With the server's connection-file key where it has one (engine/server/connection.py), so the arguments are checked.
 Counts replies by code, messages left unanswered, whether the server is still running and answering `status`,
 and its RSS before and after (and after a `session.close` of the session).
 """
@@ -31,10 +31,10 @@ from collections import Counter
 from pathlib import Path
 
 import zmq
-from musebridge.engine import protocol as P
-from musebridge.engine.client import Client, ClientConfig
-from musebridge.engine.local import HEADER, frame
-from musebridge.engine.model_file import default_model_path
+from musebridge.engine.inference.model_file import default_model_path
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.client import Client, ClientConfig
+from musebridge.engine.server.local import HEADER, frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.server_overhead import _one_server  # noqa: E402
@@ -42,7 +42,7 @@ from bench.soak import rss_mb  # noqa: E402
 from tests.fuzz import bad_frames  # noqa: E402
 
 try:
-    from musebridge.engine.connection import find_key
+    from musebridge.engine.server.connection import find_key
 except ImportError:  # a server without connection files
     find_key = None
 

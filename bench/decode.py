@@ -58,7 +58,7 @@ def rss_mb() -> float:
 
 def prepare(args, folder: Path):
     """(torch GPT, path of the engine's ONNX file) with the same weights."""
-    from musebridge.engine import vocab as V
+    from musebridge.engine.tokens import vocab as V
     from musebridge.export.checkpoint import load_checkpoint
     from musebridge.export.model import GPT, GPTConfig
     from musebridge.export.onnx_export import export_model, quantize_int8
@@ -69,7 +69,7 @@ def prepare(args, folder: Path):
         import torch
 
         if args.model:
-            from musebridge.engine.runtime import Model
+            from musebridge.engine.inference.runtime import Model
 
             info = Model.load(args.model).info
             cfg = GPTConfig(n_layer=info.n_layer, n_head=info.n_head, n_embd=info.n_embd,
@@ -90,7 +90,7 @@ def prepare(args, folder: Path):
 
 
 def bench_engine(path: Path, threads: int, steps: int, rng) -> dict:
-    from musebridge.engine.runtime import Model, RuntimeOptions
+    from musebridge.engine.inference.runtime import Model, RuntimeOptions
 
     model = Model.load(path, RuntimeOptions(threads=threads, provider="cpu"))
     cache = model.new_cache()
@@ -192,10 +192,10 @@ def bench_hf(config, steps: int, rng) -> dict:
 
 def bench_long(path: Path, threads: int, tokens: int) -> dict:
     """One session of `tokens` generated tokens: per-token time (sampling and slides included) and RSS."""
-    from musebridge.engine.runtime import Model, RuntimeOptions
-    from musebridge.engine.sampler import SamplingConfig
-    from musebridge.engine.session import Session
-    from musebridge.engine.session_config import SessionConfig
+    from musebridge.engine.inference.runtime import Model, RuntimeOptions
+    from musebridge.engine.inference.sampler import SamplingConfig
+    from musebridge.engine.sessions.session import Session
+    from musebridge.engine.sessions.session_config import SessionConfig
 
     model = Model.load(path, RuntimeOptions(threads=threads, provider="cpu"))
     session = Session(model, SessionConfig(style="bach", instruments=(0, 5), player_instrument=0,

@@ -36,7 +36,7 @@ def stats(seconds) -> dict:
 
 def naive(path: Path, steps: int) -> dict:
     import onnxruntime as ort
-    from musebridge.engine.model_file import open_session
+    from musebridge.engine.inference.model_file import open_session
 
     session, info = open_session(path, ["CPUExecutionProvider"], threads=1)
     shape = (1, info.n_head, CTX - 1, info.head_size)
@@ -56,7 +56,7 @@ def naive(path: Path, steps: int) -> dict:
 
 
 def engine(path: Path, steps: int, threads: int, optimization: str = "all", spinning: bool = True) -> dict:
-    from musebridge.engine.runtime import Model, RuntimeOptions
+    from musebridge.engine.inference.runtime import Model, RuntimeOptions
 
     options = RuntimeOptions(threads=threads, provider="cpu", optimization=optimization, spinning=spinning)
     model = Model.load(path, options)
@@ -75,7 +75,7 @@ def op_profile(path: Path, steps: int) -> dict:
     """onnxruntime profile of one-token steps at 1024 context: microseconds per step spent in each op type."""
     import os
 
-    from musebridge.engine.runtime import Model, RuntimeOptions
+    from musebridge.engine.inference.runtime import Model, RuntimeOptions
 
     model = Model.load(path, RuntimeOptions(provider="cpu", profile=True))
     cache = model.new_cache()
@@ -122,7 +122,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
-    from musebridge.engine import vocab as V
+    from musebridge.engine.tokens import vocab as V
     from musebridge.export.checkpoint import load_checkpoint
     from musebridge.export.model import GPT, GPTConfig
     from musebridge.export.onnx_export import export_model, quantize_int4, quantize_int8

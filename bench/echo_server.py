@@ -4,13 +4,13 @@
     .venv/bin/python bench/echo_server.py unix PATH
     .venv/bin/python bench/echo_server.py direct PORT
 
-Each request (the protocol's JSON, engine/protocol.py, read and written with orjson as there) gets {"v": 1, "id":
-<its id>, "ok": true, "result": {}} on the same transport and in the same frames as `musebridge serve` answers it:
-a ZeroMQ ROUTER, or the direct transport's length-prefixed frames on a Unix socket or a loopback TCP port
-(engine/local.py), one client at a time. No validation, no service, no poller, no events: the least a Python server
-in one process can do per round trip. Measured with the same client and in the same pattern as the real server,
-what the real server costs beyond it is ours to cut; the floor itself is this machine's (its wake-ups, its caches)
-and Python's.
+Each request (the protocol's JSON, engine/server/protocol.py, read and written with orjson as there) gets {"v": 1,
+"id": <its id>, "ok": true, "result": {}} on the same transport and in the same frames as `musebridge serve`
+answers it: a ZeroMQ ROUTER, or the direct transport's length-prefixed frames on a Unix socket or a loopback TCP
+port (engine/server/local.py), one client at a time. No validation, no service, no poller, no events: the least a
+Python server in one process can do per round trip. Measured with the same client and in the same pattern as the
+real server, what the real server costs beyond it is ours to cut; the floor itself is this machine's (its wake-ups,
+its caches) and Python's.
 Runs until killed.
 """
 
@@ -21,7 +21,7 @@ import sys
 
 import orjson
 import zmq
-from musebridge.engine.local import HEADER  # the direct transport's frame header
+from musebridge.engine.server.local import HEADER  # the direct transport's frame header
 
 
 def answer(request: bytes) -> bytes:

@@ -13,11 +13,11 @@ import time
 
 import mido
 import numpy as np
-from musebridge.engine.codec import Timed
-from musebridge.engine.follow import FollowConfig
-from musebridge.engine.sampler import SamplingConfig
-from musebridge.engine.session import Engine
-from musebridge.engine.session_config import SessionConfig
+from musebridge.engine.inference.sampler import SamplingConfig
+from musebridge.engine.sessions.follow import FollowConfig
+from musebridge.engine.sessions.session import Engine
+from musebridge.engine.sessions.session_config import SessionConfig
+from musebridge.engine.tokens.codec import Timed
 
 
 def prompt(seconds: float = 60.0) -> list[Timed]:

@@ -38,7 +38,7 @@ from musebridge.bridge.config import ModeConfig  # noqa: E402
 from musebridge.bridge.engine_link import LIVE_CONTEXT  # noqa: E402
 from musebridge.bridge.rtmidi_ports import RtmidiBackend  # noqa: E402
 from musebridge.bridge.scheduler import Scheduler  # noqa: E402
-from musebridge.engine.runtime import Model  # noqa: E402
+from musebridge.engine.inference.runtime import Model  # noqa: E402
 
 from tests.jack import JackPeer, JackServer  # noqa: E402
 from tests.net import free_port  # noqa: E402
@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _model(path: str | None, folder: Path) -> tuple[str, str]:
     if path:
         return path, path
-    from musebridge.engine.model_file import default_model_path
+    from musebridge.engine.inference.model_file import default_model_path
 
     default = default_model_path()
     if Path(default).is_file():
@@ -242,7 +242,7 @@ def measure_stages(port: int, pub_port: int, n: int, session: dict) -> dict:
 def measure_engine(port: int, n: int, session: dict) -> tuple[list, list]:
     """Direct client round trips to the bridge's engine over TCP: status, and feed + generate(notes=1, now) sent
     as harmonize mode sends them (one `generate` request carrying the note in `feed`), ms."""
-    from musebridge.engine.client import Client, ClientConfig
+    from musebridge.engine.server.client import Client, ClientConfig
 
     rtt, work = [], []
     with Client(ClientConfig(endpoint=f"tcp://127.0.0.1:{port}", timeout=5.0)) as c:

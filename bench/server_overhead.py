@@ -4,8 +4,8 @@
 
 Measures, in one run on the same model: (a) in-process `Service.handle` for `status` and for a one-token
 `generate`, (b) the same requests through the Python client to a `musebridge serve` subprocess over loopback TCP
-(ZeroMQ), (c) over ZeroMQ ipc://, (d) over the server's local Unix socket (`--local`, engine/local.py: the path
-`musebridge play` uses), (e) over its direct loopback TCP port (`--direct-port`: the same frames as (d), no
+(ZeroMQ), (c) over ZeroMQ ipc://, (d) over the server's local Unix socket (`--local`, engine/server/local.py: the
+path `musebridge play` uses), (e) over its direct loopback TCP port (`--direct-port`: the same frames as (d), no
 ZeroMQ). The four servers run side by side and the requests go in interleaved blocks
 (`--rounds`), so every path sees the same load of a shared machine. The overhead of a path is its time minus
 (a), per round trip, p50/p99, in milliseconds. Then (f) the round trip alone (`status`, back to back) per
@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine.client import Client, ClientConfig
-from musebridge.engine.model_file import default_model_path
-from musebridge.engine.service import Service
-from musebridge.engine.session import Engine
+from musebridge.engine.inference.model_file import default_model_path
+from musebridge.engine.server.client import Client, ClientConfig
+from musebridge.engine.server.service import Service
+from musebridge.engine.sessions.session import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.net import free_port  # noqa: E402

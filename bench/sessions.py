@@ -24,8 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine.client import Client, ClientConfig, ClientError
-from musebridge.engine.model_file import default_model_path
+from musebridge.engine.inference.model_file import default_model_path
+from musebridge.engine.server.client import Client, ClientConfig, ClientError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.server_overhead import _one_server  # noqa: E402

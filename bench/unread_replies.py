@@ -6,8 +6,8 @@ process answers them, and its RSS (/proc/PID/status VmRSS) is compared before an
 Each client is a DEALER with a one-message receive queue and a 4 KB kernel receive buffer, so replies pile up on
 the server, not in the client. Requests: `session.list` over 16 open sessions (about 9 KB of reply each, cheap to
 make), then `generate` with `notes` (about 13 KB each for 100 notes). --reply-hwm N starts the server with
-ZeroMQ queueing N replies per client and no bound on the replies waiting in engine/replies.py (1000: ZeroMQ's
-default queue, as before the bound).
+ZeroMQ queueing N replies per client and no bound on the replies waiting in engine/server/replies.py (1000:
+ZeroMQ's default queue, as before the bound).
 Prints one JSON line: RSS before and after (MB), growth, seconds.
 """
 
@@ -21,10 +21,10 @@ import sys
 import time
 
 import zmq
-from musebridge.engine import protocol as P
-from musebridge.engine.client import Client, ClientConfig
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.client import Client, ClientConfig
 
-SERVE = ("import sys; import musebridge.engine.replies as R; R.ZMQ_HWM = int(sys.argv[1]); "
+SERVE = ("import sys; import musebridge.engine.server.replies as R; R.ZMQ_HWM = int(sys.argv[1]); "
          "R.OUTBOX_BYTES = R.TOTAL_BYTES = 1 << 40; from musebridge.cli import main; sys.exit(main(sys.argv[2:]))")
 INSTRUMENTS = ["piano", "chromatic", "organ", "guitar", "bass", "strings", "voice", "brass", "reed", "pipe"]
 

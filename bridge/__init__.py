@@ -10,7 +10,7 @@ Talks to the engine only through the engine's client. Importing it does nothing 
     scheduler.py     due-time sender: note ids, maximum note length, cancel/release/panic, silence epochs
     midiclock.py     MIDI clock follower (24 ppqn, transport, song position, tempo), quantization grids
     feedback.py      echo suppression for loopback ports
-    engine_link.py   the engine session over engine/client.py; the server event watcher
+    engine_link.py   the engine session over engine/server/client.py; the server event watcher
     input.py         input stage: the callback queues; the input thread filters, maps CCs, silences, passes thru
     work.py          typed work events from the input stage and the engine watcher to the worker
     worker.py        engine worker: the current mode, connect / reconnect, mode switches

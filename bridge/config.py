@@ -21,8 +21,8 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from musebridge.engine.instruments import INSTRUMENT_NAMES, INSTRUMENTS
-from musebridge.engine.protocol import MODES
+from musebridge.engine.server.protocol import MODES
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, INSTRUMENTS
 
 from .errors import ConfigError
 from .midiclock import ClockConfig

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import mido
-from musebridge.engine.wire import to_wire
+from musebridge.engine.server.wire import to_wire
 
 from .clock import Clock
 from .config import ModeConfig

@@ -19,7 +19,7 @@ import logging
 import threading
 
 from musebridge.engine.errors import EngineError
-from musebridge.engine.instruments import INSTRUMENT_NAMES, INSTRUMENTS
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, INSTRUMENTS
 
 from .clock import Clock
 from .config import BridgeConfig

@@ -1,4 +1,4 @@
-"""The bridge's only way to the engine: a session over engine/client.py, and a watcher for server events.
+"""The bridge's only way to the engine: a session over engine/server/client.py, and a watcher for server events.
 
     link = EngineLink(ClientConfig(...), {"style": "bach", "instruments": ["strings"]}, clock.now)
     link.open()                                  # session.create
@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import mido
 import zmq
-from musebridge.engine import wire
-from musebridge.engine.client import Client, ClientConfig, ClientError
-from musebridge.engine.protocol import ProtocolError
+from musebridge.engine.server import wire
+from musebridge.engine.server.client import Client, ClientConfig, ClientError
+from musebridge.engine.server.protocol import ProtocolError
 
 from .errors import BridgeError, EngineLost
 
@@ -35,7 +35,7 @@ LIVE_CONTEXT = 256  # tokens of the past a live session sees unless told (at mos
 
 
 def from_wire(event: dict) -> tuple[float, mido.Message] | None:
-    """An engine event (engine/wire.py) -> (session seconds, mido.Message); None when unusable (logged)."""
+    """An engine event (engine/server/wire.py) -> (session seconds, mido.Message); None when unusable (logged)."""
     try:
         return wire.from_wire(event)[0]
     except ProtocolError as exc:

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import mido
-from musebridge.engine.codec import Timed
-from musebridge.engine.connection import process_alive
 from musebridge.engine.errors import EngineError
-from musebridge.engine.midifile import write_midi
+from musebridge.engine.server.connection import process_alive
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import write_midi
 
 from .errors import ConfigError
 

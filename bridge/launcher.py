@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from musebridge.engine.client import Client, ClientConfig
-from musebridge.engine.connection import process_alive
-from musebridge.engine.local import DIRECT_HOST
-from musebridge.engine.priority import LIVE_PRIORITY
+from musebridge.engine.server.client import Client, ClientConfig
+from musebridge.engine.server.connection import process_alive
+from musebridge.engine.server.local import DIRECT_HOST
+from musebridge.engine.server.priority import LIVE_PRIORITY
 
 from .errors import EngineLost
 
@@ -32,8 +32,8 @@ class EngineTarget:
     SCHED_FIFO priority asked for a started server where the system allows it, above ordinary processes (so
     background load does not delay the live path); it loads its model at that priority and then serves at
     live_priority, above JACK's client threads (5 under a jackd at its default 10), which would otherwise
-    preempt a note's model step; long requests' slices run at 1 (engine/priority.py); 0: leave both alone.
-    direct: the direct endpoint of a server this process started (engine/local.py: unix://PATH, or
+    preempt a note's model step; long requests' slices run at 1 (engine/server/priority.py); 0: leave both alone.
+    direct: the direct endpoint of a server this process started (engine/server/local.py: unix://PATH, or
     direct://127.0.0.1:PORT where there are no Unix sockets); requests then go there, not through ZeroMQ's TCP
     (two thread wake-ups fewer per round trip; events still come over TCP)."""
 

@@ -13,7 +13,7 @@ import logging
 import math
 
 import mido
-from musebridge.engine.vocab import GRID_S
+from musebridge.engine.tokens.vocab import GRID_S
 
 from .context import ModeContext
 from .notes import is_note_off, is_note_on

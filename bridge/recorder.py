@@ -1,4 +1,5 @@
-"""Recording a live session, both parts, to a Standard MIDI file (written atomically by engine/midifile.py)."""
+"""Recording a live session, both parts, to a Standard MIDI file (written atomically by
+engine/tokens/midifile.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import threading
 from pathlib import Path
 
 import mido
-from musebridge.engine.codec import Timed
 from musebridge.engine.errors import EngineError
-from musebridge.engine.instruments import INSTRUMENTS
-from musebridge.engine.midifile import write_midi
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.instruments import INSTRUMENTS
+from musebridge.engine.tokens.midifile import write_midi
 
 from .journal import TakeJournal
 from .notes import HeldNotes, is_note_off, is_note_on

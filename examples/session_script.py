@@ -14,11 +14,11 @@ import subprocess
 import sys
 import time
 
-from musebridge.engine.client import Client, ClientConfig, ClientError
-from musebridge.engine.codec import Timed
 from musebridge.engine.errors import EngineError
-from musebridge.engine.midifile import read_midi, write_midi
-from musebridge.engine.wire import from_wire, to_wire
+from musebridge.engine.server.client import Client, ClientConfig, ClientError
+from musebridge.engine.server.wire import from_wire, to_wire
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import read_midi, write_midi
 
 NOTE_TYPES = ("note_on", "note_off", "control_change")
 

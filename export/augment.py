@@ -6,7 +6,8 @@ tokens). Sequences may start or end in the middle of a piece (the dataset augmen
 a note-off whose note-on lies before the window is moved exactly like its note-on would be.
 
 - transpose: every pitched note moves by the same number of semitones; drums never move. The allowed shifts
-  keep every instrument inside its range from engine/instruments.py (notes already outside stay no further out).
+  keep every instrument inside its range from engine/tokens/instruments.py (notes already outside stay no further
+  out).
 - stretch_time: event times (grid steps of vocab.GRID_S seconds) are multiplied by a factor and re-quantized.
 - shift_velocity: VEL bins move by a number of bins (4 MIDI velocity units per bin), clamped to the table.
 - humanize: each note and pedal event moves by a small random number of grid steps; token order is kept, so
@@ -21,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from musebridge.engine import vocab as V
-from musebridge.engine.instruments import DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
 
 _O = V.OFFSETS
 _NOTE_LO = _O["note_on"]

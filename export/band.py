@@ -21,9 +21,9 @@ from pathlib import Path
 
 import mido
 import numpy as np
-from musebridge.engine.codec import Timed
-from musebridge.engine.instruments import INSTRUMENT_NAMES, instrument_class
-from musebridge.engine.midifile import Conductor, Note, notes_from_events, read_midi, write_midi
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, instrument_class
+from musebridge.engine.tokens.midifile import Conductor, Note, notes_from_events, read_midi, write_midi
 
 from .harmony import Chord, Metre, bar_slots, beat_slots, chords_from_voices, harmonize, metre_of
 

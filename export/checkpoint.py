@@ -17,8 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from musebridge.engine import vocab as V
 from musebridge.engine.files import atomic_write
+from musebridge.engine.tokens import vocab as V
 
 from .errors import CheckpointError
 from .model import GPT, GPTConfig

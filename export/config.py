@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from musebridge.engine import vocab as V
+from musebridge.engine.tokens import vocab as V
 
 from .augment import AugmentConfig
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine import vocab as V
 from musebridge.engine.files import atomic_write
+from musebridge.engine.tokens import vocab as V
 
 from .band import MMA_HELP, band_styles, mma_available
 from .corpus_build import BuildConfig, PieceResult, piece_path, run_pieces
@@ -52,7 +52,7 @@ def default_root() -> Path:
 def codec_fingerprint() -> str:
     """sha1 of the engine code that turns .mid files into tokens (codec, MIDI reader, vocabulary, instruments):
     token files made with another fingerprint may be stale."""
-    from musebridge.engine import codec, instruments, midifile  # noqa: PLC0415
+    from musebridge.engine.tokens import codec, instruments, midifile  # noqa: PLC0415
 
     digest = hashlib.sha1()
     for module in (codec, midifile, V, instruments):

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
 from musebridge.engine.files import atomic_write
-from musebridge.engine.instruments import INSTRUMENT_NAMES
-from musebridge.engine.midifile import encode_file
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES
+from musebridge.engine.tokens.midifile import encode_file
 
 from .band import BandConfig, BandError, render_band
 from .corpus_convert import EmptyPiece, TooLong, convert_score

@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 
 import mido
-from musebridge.engine.codec import Timed
-from musebridge.engine.instruments import DRUM_CHANNEL, INSTRUMENTS, instrument_class, instrument_index
-from musebridge.engine.midifile import Conductor, MetreChange, TempoChange, write_midi
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.instruments import DRUM_CHANNEL, INSTRUMENTS, instrument_class, instrument_index
+from musebridge.engine.tokens.midifile import Conductor, MetreChange, TempoChange, write_midi
 
 from .corpus_sources import PieceSpec, tune_text
 

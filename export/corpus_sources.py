@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from musebridge.engine import vocab as V
+from musebridge.engine.tokens import vocab as V
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine import vocab as V
-from musebridge.engine.instruments import INSTRUMENT_NAMES
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES
 
 from .augment import AugmentConfig, augment, prefix_length
 from .errors import DataError

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import EventEncoder
 from musebridge.engine.errors import EngineError
-from musebridge.engine.midifile import encode_file
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import EventEncoder
+from musebridge.engine.tokens.midifile import encode_file
 
 from .dataset import TokenData, load_split
 from .errors import ExportError

@@ -31,8 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
+from musebridge.engine.tokens import vocab as V
 
 from . import ngram
 from .dataset import TokenData
@@ -42,8 +42,8 @@ from .scoring import flat_targets, load_scorer, target_starts
 
 log = logging.getLogger(__name__)
 
-# Token kinds as the table reports them: vocabulary segments (engine/vocab.py SEGMENTS) grouped. Conditioning
-# tokens are scored wherever they are targets: the prefix after BOS (style, instrument set).
+# Token kinds as the table reports them: vocabulary segments (engine/tokens/vocab.py SEGMENTS) grouped.
+# Conditioning tokens are scored wherever they are targets: the prefix after BOS (style, instrument set).
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("time", ("time",)),
     ("velocity", ("velocity",)),

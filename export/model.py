@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from musebridge.engine import vocab as V
+from musebridge.engine.tokens import vocab as V
 
 from .config import GPTConfig
 

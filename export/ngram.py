@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine import vocab as V
 from musebridge.engine.files import atomic_write
+from musebridge.engine.tokens import vocab as V
 
 from .dataset import load_split, split_paths
 from .errors import ExportError

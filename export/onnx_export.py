@@ -16,7 +16,7 @@ The engine binds each present_* output to the same buffer as past_* (IO binding)
 
 Metadata (model.metadata_props, JSON strings): musebridge.format, musebridge.config, musebridge.vocab,
 musebridge.train, musebridge.data; and musebridge.graph_sha256, the checksum of the graph's bytes in the file
-(engine/model_checksum.py), which every file written here carries and the engine checks at load.
+(engine/inference/model_checksum.py), which every file written here carries and the engine checks at load.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import numpy as np
 import onnx
 import torch
 from musebridge.engine.files import atomic_write
-from musebridge.engine.model_checksum import CHECKSUM_KEY, stamped
+from musebridge.engine.inference.model_checksum import CHECKSUM_KEY, stamped
+from musebridge.engine.inference.runtime import Model, RuntimeOptions
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
@@ -231,3 +232,19 @@ def _quantized(src, dst, quantize) -> None:
         restore()
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def parity(model, path: str | Path, tokens: list[int], steps: int = 20) -> float:
+    """Max abs logit difference between torch forward_cached and the ONNX graph: a prefill then `steps` steps."""
+    onnx_model = Model.load(path, RuntimeOptions(provider="cpu"))
+    cache = onnx_model.new_cache()
+    k, v = model.empty_cache()
+    n = min(len(tokens), model.config.block_size) - steps
+    worst = 0.0
+    with torch.no_grad():
+        ref, k, v = model.forward_cached(torch.tensor([tokens[:n]]), k, v)
+        worst = float(np.abs(cache.forward(tokens[:n]) - ref[0].numpy()).max())
+        for t in tokens[n : n + steps]:
+            ref, k, v = model.forward_cached(torch.tensor([[t]]), k, v)
+            worst = max(worst, float(np.abs(cache.forward([t]) - ref[0].numpy()).max()))
+    return worst

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import mido
 import numpy as np
-from musebridge.engine.codec import SUSTAIN_CC, Timed
-from musebridge.engine.midifile import Conductor, read_midi
+from musebridge.engine.tokens.codec import SUSTAIN_CC, Timed
+from musebridge.engine.tokens.midifile import Conductor, read_midi
 
 from .perform_score import (
     Clock,

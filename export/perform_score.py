@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from musebridge.engine.codec import Timed
-from musebridge.engine.instruments import DRUM_CHANNEL
-from musebridge.engine.midifile import Conductor, MetreChange, notes_from_events
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.instruments import DRUM_CHANNEL
+from musebridge.engine.tokens.midifile import Conductor, MetreChange, notes_from_events
 
 EPS_Q = 1e-6  # quarter notes: positions closer than this are simultaneous
 REST_Q = 0.125  # quarter notes: a silence in every voice at least this long is a rest (a 32nd note)

@@ -10,7 +10,7 @@ When the context fills, the window restarts from the prefix and the most recent 
 from __future__ import annotations
 
 import torch
-from musebridge.engine import vocab as V
+from musebridge.engine.tokens import vocab as V
 
 
 def allowed_mask(instruments: list[int] | tuple[int, ...] | None) -> torch.Tensor:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from musebridge.engine import vocab as V
-from musebridge.engine.protocol import MIN_CONTEXT
+from musebridge.engine.server.protocol import MIN_CONTEXT
+from musebridge.engine.tokens import vocab as V
 
 from .dataset import TokenData
 from .errors import ExportError
@@ -138,7 +138,7 @@ class OnnxScorer:
 
     def __init__(self, path: str | Path | None = None, context: int | None = None, device: str = "cpu",
                  threads: int = 1):
-        from musebridge.engine.runtime import Model, RuntimeOptions
+        from musebridge.engine.inference.runtime import Model, RuntimeOptions
 
         provider = "cuda" if device.startswith("cuda") else "cpu" if device == "cpu" else "auto"
         self.model = Model.load(path, RuntimeOptions(threads=threads, provider=provider))

@@ -15,22 +15,22 @@ from musebridge import __version__
 
 # name -> (module, one-line help). Only subcommands that work are listed here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("musebridge.bridge.demo_cli", "hear it: a call-and-response exchange on the bundled model"),
-    "tokens": ("musebridge.engine.tokens_cli", "tokenize a MIDI file: statistics, tokens, round trip"),
-    "generate": ("musebridge.engine.generate_cli", "generate offline: from scratch, --prompt, --melody"),
-    "styles": ("musebridge.engine.styles_cli", "the model's styles and instruments, with the data behind each"),
-    "serve": ("musebridge.engine.serve_cli", "run the engine server (ZeroMQ commands and events)"),
-    "ctl": ("musebridge.engine.ctl_cli", "talk to a running server: status, set, watch, call"),
-    "keys": ("musebridge.engine.keys_cli", "make CURVE keys for a server listening beyond loopback"),
-    "corpus": ("musebridge.export.corpus_cli", "build the training corpus (music21 corpus, MIDI folders); stats"),
-    "perform": ("musebridge.export.perform_cli", "play a notated MIDI file as a pianist would (seeded)"),
-    "train": ("musebridge.export.train_cli", "train a model on a token corpus (one device or torchrun DDP)"),
-    "judge": ("musebridge.export.judge_cli", "generate from held-out prompts in each mode: model vs real music"),
+    "demo": ("musebridge.commands.demo", "hear it: a call-and-response exchange on the bundled model"),
+    "tokens": ("musebridge.commands.tokens", "tokenize a MIDI file: statistics, tokens, round trip"),
+    "generate": ("musebridge.commands.generate", "generate offline: from scratch, --prompt, --melody"),
+    "styles": ("musebridge.commands.styles", "the model's styles and instruments, with the data behind each"),
+    "serve": ("musebridge.commands.serve", "run the engine server (ZeroMQ commands and events)"),
+    "ctl": ("musebridge.commands.ctl", "talk to a running server: status, set, watch, call"),
+    "keys": ("musebridge.commands.keys", "make CURVE keys for a server listening beyond loopback"),
+    "corpus": ("musebridge.commands.corpus", "build the training corpus (music21 corpus, MIDI folders); stats"),
+    "perform": ("musebridge.commands.perform", "play a notated MIDI file as a pianist would (seeded)"),
+    "train": ("musebridge.commands.train", "train a model on a token corpus (one device or torchrun DDP)"),
+    "judge": ("musebridge.commands.judge", "generate from held-out prompts in each mode: model vs real music"),
     "eval": ("musebridge.export.evaluate", "NLL per token and per note of a model vs an n-gram baseline"),
-    "export": ("musebridge.export.export_cli", "export a checkpoint to the engine's ONNX model (optional int8)"),
-    "play": ("musebridge.bridge.play_cli", "live through MIDI ports: respond, accompany, harmonize, generate"),
-    "ports": ("musebridge.bridge.ports_cli", "list MIDI input and output ports for --in / --out"),
-    "bench": ("musebridge.bench_cli", "benchmarks from bench/ (decode: engine vs torch vs HF latency)"),
+    "export": ("musebridge.commands.export", "export a checkpoint to the engine's ONNX model (optional int8)"),
+    "play": ("musebridge.commands.play", "live through MIDI ports: respond, accompany, harmonize, generate"),
+    "ports": ("musebridge.commands.ports", "list MIDI input and output ports for --in / --out"),
+    "bench": ("musebridge.commands.bench", "benchmarks from bench/ (decode: engine vs torch vs HF latency)"),
 }
 
 # Top-level modules of the optional extras (pyproject.toml) -> the extra that brings them.

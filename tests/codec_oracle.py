@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from musebridge.engine import vocab as V
-from musebridge.engine.instruments import DRUMS, PROGRAM_TO_CLASS
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import DRUMS, PROGRAM_TO_CLASS
 
 HALF_STEP = V.GRID_S / 2 + 1e-9
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from musebridge.engine import protocol as P
+from musebridge.engine.server import protocol as P
 
 SAMPLES = (b"", b"{", b"[]", b"null", b'{"v":1}')
 REQUESTS = ({"v": 1, "id": "x", "cmd": "feed", "args": {"session": 1}},

@@ -19,7 +19,7 @@ def make_model(seed: int = 0, **overrides):
 
 def export_small(folder: Path, seed: int = 0, **overrides) -> tuple[object, Path]:
     """(torch model, path of its fp32 ONNX export with full metadata)."""
-    from musebridge.engine import vocab as V
+    from musebridge.engine.tokens import vocab as V
     from musebridge.export.onnx_export import export_model
 
     model = make_model(seed, **overrides)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import mido
 import numpy as np
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import Timed, encode_events
-from musebridge.engine.instruments import DRUMS, INSTRUMENTS, instrument_index
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import Timed, encode_events
+from musebridge.engine.tokens.instruments import DRUMS, INSTRUMENTS, instrument_index
 from musebridge.export.dataset import write_split
 
 SCALE = (0, 2, 4, 5, 7, 9, 11)

@@ -1,4 +1,5 @@
-"""engine/audio.py: rendering a MIDI file to a WAV with fluidsynth, and playing it; errors leave nothing behind."""
+"""engine/render/audio.py: rendering a MIDI file to a WAV with fluidsynth, and playing it; errors leave nothing
+behind."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from musebridge.engine import audio
+from musebridge.engine.render import audio
 
 FONT = audio.find_soundfont() if not os.environ.get(audio.SOUNDFONT_ENV) else None
 HAVE_SYNTH = shutil.which("fluidsynth") is not None and FONT is not None

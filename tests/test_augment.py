@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import decode_tokens
-from musebridge.engine.instruments import DRUMS, INSTRUMENTS
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import decode_tokens
+from musebridge.engine.tokens.instruments import DRUMS, INSTRUMENTS
 from musebridge.export import augment as A
 from synth_corpus import synth_piece
 

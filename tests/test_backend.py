@@ -7,12 +7,12 @@ import mido
 import numpy as np
 import pytest
 from model_fixtures import export_small
-from musebridge.engine import vocab as V
-from musebridge.engine.backend import Backend, Cache, LogitsRequest
-from musebridge.engine.runtime import Model, RuntimeOptions
-from musebridge.engine.sampler import SamplingConfig
-from musebridge.engine.session import Session
-from musebridge.engine.session_config import SessionConfig
+from musebridge.engine.inference.backend import Backend, Cache, LogitsRequest
+from musebridge.engine.inference.runtime import Model, RuntimeOptions
+from musebridge.engine.inference.sampler import SamplingConfig
+from musebridge.engine.sessions.session import Session
+from musebridge.engine.sessions.session_config import SessionConfig
+from musebridge.engine.tokens import vocab as V
 
 
 @pytest.fixture(scope="module")

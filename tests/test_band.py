@@ -9,8 +9,8 @@ import shutil
 import mido
 import numpy as np
 import pytest
-from musebridge.engine.codec import Timed
-from musebridge.engine.midifile import (
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import (
     Conductor,
     MetreChange,
     TempoChange,

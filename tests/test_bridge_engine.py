@@ -20,7 +20,7 @@ from musebridge.bridge.launcher import EngineTarget, ensure_engine, reachable
 from musebridge.bridge.live import LiveSession
 from musebridge.bridge.ports import MemoryBackend, MemoryMidi
 from musebridge.bridge.status import status_text
-from musebridge.engine.client import Client
+from musebridge.engine.server.client import Client
 
 from tests.bridge_fakes import unreleased_note_ons
 from tests.model_fixtures import export_small

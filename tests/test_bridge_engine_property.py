@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from musebridge.bridge.config import ModeConfig
 from musebridge.bridge.engine_link import EngineLink
-from musebridge.engine import protocol as P
-from musebridge.engine.client import ClientConfig, ClientError
-from musebridge.engine.jobs import Jobs
-from musebridge.engine.service import Service
-from musebridge.engine.session import Engine
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.client import ClientConfig, ClientError
+from musebridge.engine.server.jobs import Jobs
+from musebridge.engine.server.service import Service
+from musebridge.engine.sessions.session import Engine
 
 from tests.bridge_fakes import Rig, cc, off, on, unreleased_note_ons
 from tests.model_fixtures import export_small
@@ -31,7 +31,7 @@ ACTIONS = st.lists(st.one_of(
 
 class ServiceClient:
     """Client.call/post/close over a real Service: each request encoded, parsed and answered as the server does
-    (engine/jobs.py), the reply decoded as the client does."""
+    (engine/server/jobs.py), the reply decoded as the client does."""
 
     def __init__(self, service: Service):
         self.jobs = Jobs(service.begin, lambda events: None)

@@ -26,7 +26,7 @@ from musebridge.bridge.core import Bridge
 from musebridge.bridge.engine_link import EngineLink, EngineWatcher
 from musebridge.bridge.midiclock import ClockConfig
 from musebridge.bridge.rtmidi_ports import RtmidiBackend
-from musebridge.engine.client import Client, ClientConfig
+from musebridge.engine.server.client import Client, ClientConfig
 
 from tests.bridge_fakes import unreleased_note_ons
 from tests.jack import JACKD, JackPeer, JackServer, wait_gone

@@ -13,7 +13,7 @@ from musebridge.bridge.errors import EngineLost
 from musebridge.bridge.midiclock import ClockConfig
 from musebridge.bridge.modes import ANSWER_FIRST_TOKENS, ANTICIPATE_LEAD_S
 from musebridge.bridge.scheduler import SchedulerConfig
-from musebridge.engine.vocab import GRID_S
+from musebridge.engine.tokens.vocab import GRID_S
 
 from tests.bridge_fakes import FakeLink, Rig, cc, off, on, stuck_notes, unreleased_note_ons
 

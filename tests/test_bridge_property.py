@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from musebridge.bridge.config import ModeConfig
 from musebridge.bridge.midiclock import GRIDS, ClockConfig
 from musebridge.bridge.scheduler import SchedulerConfig
-from musebridge.engine.protocol import MODES
+from musebridge.engine.server.protocol import MODES
 
 from tests.bridge_fakes import Rig, cc, off, on, unreleased_note_ons
 

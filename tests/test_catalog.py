@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from musebridge.engine import vocab as V
-from musebridge.engine.catalog import Catalog
 from musebridge.engine.errors import EngineError
-from musebridge.engine.instruments import INSTRUMENT_NAMES, instrument_index
+from musebridge.engine.inference.catalog import Catalog
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, instrument_index
 from musebridge.export.dataset import load_split
 
 from musebridge.cli import main
@@ -64,9 +64,9 @@ def test_styles_command_lists_the_bundled_models_styles(capsys):
 
 
 def test_the_server_refuses_a_style_the_bundled_model_has_no_data_for():
-    from musebridge.engine.protocol import ProtocolError
-    from musebridge.engine.service import Service
-    from musebridge.engine.session import Engine
+    from musebridge.engine.server.protocol import ProtocolError
+    from musebridge.engine.server.service import Service
+    from musebridge.engine.sessions.session import Engine
 
     service = Service(Engine.load())
     with pytest.raises(ProtocolError) as err:

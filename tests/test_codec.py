@@ -20,11 +20,11 @@ import pytest
 from codec_oracle import assert_same_notes, oracle_notes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import EventDecoder, EventEncoder, Timed, decode_tokens, encode_events
 from musebridge.engine.errors import CodecError
-from musebridge.engine.instruments import DRUMS, INSTRUMENTS, instrument_index
-from musebridge.engine.midifile import encode_file, read_midi, write_midi
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import EventDecoder, EventEncoder, Timed, decode_tokens, encode_events
+from musebridge.engine.tokens.instruments import DRUMS, INSTRUMENTS, instrument_index
+from musebridge.engine.tokens.midifile import encode_file, read_midi, write_midi
 
 HALF_STEP = V.GRID_S / 2 + 1e-9
 PIANO = instrument_index("piano")

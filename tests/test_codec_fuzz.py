@@ -14,10 +14,10 @@ import mido
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import MAX_TIME_S, EventDecoder, EventEncoder
 from musebridge.engine.errors import CodecError, MidiFileError
-from musebridge.engine.midifile import encode_file, read_midi
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import MAX_TIME_S, EventDecoder, EventEncoder
+from musebridge.engine.tokens.midifile import encode_file, read_midi
 
 CHORALE = (Path(__file__).resolve().parent.parent / "engine" / "data" / "chorale.mid").read_bytes()
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -20,10 +20,10 @@ import pytest
 pytest.importorskip("music21")
 pytest.importorskip("tqdm")
 
-from musebridge.engine import vocab as V  # noqa: E402
-from musebridge.engine.codec import Timed  # noqa: E402
-from musebridge.engine.instruments import INSTRUMENT_NAMES, instrument_class  # noqa: E402
-from musebridge.engine.midifile import encode_file, write_midi  # noqa: E402
+from musebridge.engine.tokens import vocab as V  # noqa: E402
+from musebridge.engine.tokens.codec import Timed  # noqa: E402
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, instrument_class  # noqa: E402
+from musebridge.engine.tokens.midifile import encode_file, write_midi  # noqa: E402
 from musebridge.export import corpus as C  # noqa: E402
 from musebridge.export.corpus_build import BuildConfig, process_piece  # noqa: E402
 from musebridge.export.corpus_convert import classify_part, convert_score, load_score, score_parts  # noqa: E402
@@ -170,7 +170,8 @@ def test_live_like_renderings_are_piano_with_pedal_for_train_and_valid(built):
             assert piece[:3] == [V.BOS, V.style_token(style), V.set_token(0)] and piece[-1] == V.EOS
             kinds = {V.token_kind(t)[0] for t in piece}
             assert "note_on" in kinds and "note_off" in kinds
-    pedalled = [t for t in load_split(root, "live-train").tokens.tolist() if V.token_kind(t)[0].startswith("pedal")]
+    kinds = [V.token_kind(t)[0] for t in load_split(root, "live-train").tokens.tolist()]
+    pedalled = [k for k in kinds if k.startswith("pedal")]
     assert pedalled, "the performer pedals"
     assert build_live(root, 2) == {}  # up to date: nothing done
 

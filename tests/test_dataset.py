@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from musebridge.engine import vocab as V
+from musebridge.engine.tokens import vocab as V
 from musebridge.export.augment import AugmentConfig, prefix_length
 from musebridge.export.dataset import (
     WindowSampler,

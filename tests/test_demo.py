@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from musebridge.bridge import demo_cli
-from musebridge.engine import audio
-from musebridge.engine.midifile import notes_from_events, read_midi
-from musebridge.engine.model_file import default_model_path
+from musebridge.engine.inference.model_file import default_model_path
+from musebridge.engine.render import audio
+from musebridge.engine.tokens.midifile import notes_from_events, read_midi
 
+from musebridge.commands import demo as demo_cli
 from tests.model_fixtures import export_small
 from tests.net import free_port
 from tests.test_audio import needs_synth, wav_samples

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import decode_tokens
-from musebridge.engine.instruments import INSTRUMENTS
-from musebridge.export import ngram, train_cli
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import decode_tokens
+from musebridge.engine.tokens.instruments import INSTRUMENTS
+from musebridge.export import ngram
 from musebridge.export.checkpoint import load_checkpoint
 from musebridge.export.dataset import TokenData, load_split, write_split
 from musebridge.export.errors import ExportError
@@ -21,6 +21,7 @@ from musebridge.export.scoring import model_nll, piece_chunks
 from synth_corpus import KINDS, kind_instruments, synth_piece, write_corpus
 
 from musebridge.cli import main as cli_main
+from musebridge.commands import train as train_cli
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_masked_sampling_gives_music_in_the_chosen_instruments(trained):
 
 def write_midi_folder(folder, n_good: int = 2, bad: bool = True):
     """A folder of MIDI files: synthetic pieces (one in a sub-folder), and an empty and a corrupt .mid."""
-    from musebridge.engine.midifile import decode_to_file
+    from musebridge.engine.tokens.midifile import decode_to_file
 
     (folder / "sub").mkdir(parents=True, exist_ok=True)
     for i in range(n_good):
@@ -311,7 +312,7 @@ def test_eval_runs_without_torch(tmp_path):
 
 
 def test_live_like_plays_each_piece_the_same_way_and_skips_a_missing_one(tmp_path, capsys):
-    from musebridge.engine.midifile import decode_to_file
+    from musebridge.engine.tokens.midifile import decode_to_file
     from musebridge.export.eval_inputs import corpus_pieces, live_like_tokens, piece_seed
 
     write_corpus(tmp_path, (4, 2, 3), n_notes=16)

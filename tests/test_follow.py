@@ -1,5 +1,5 @@
-"""Following the player (engine/follow.py): each estimator and rule on hand-made input with a known answer, and
-the rules at work in real sessions of the bundled model."""
+"""Following the player (engine/sessions/follow.py): each estimator and rule on hand-made input with a known
+answer, and the rules at work in real sessions of the bundled model."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import math
 import mido
 import numpy as np
 import pytest
-from musebridge.engine import vocab as V
-from musebridge.engine.follow import FollowConfig, Follower
-from musebridge.engine.instruments import INSTRUMENT_NAMES
-from musebridge.engine.midifile import notes_from_events
-from musebridge.engine.sampler import SamplingConfig
-from musebridge.engine.session import Engine
-from musebridge.engine.session_config import SessionConfig
-from musebridge.engine.timeline import State
-from musebridge.engine.tonality import key_name, parse_key
+from musebridge.engine.inference.sampler import SamplingConfig
+from musebridge.engine.sessions.follow import FollowConfig, Follower
+from musebridge.engine.sessions.session import Engine
+from musebridge.engine.sessions.session_config import SessionConfig
+from musebridge.engine.sessions.timeline import State
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES
+from musebridge.engine.tokens.midifile import notes_from_events
+from musebridge.engine.tokens.tonality import key_name, parse_key
 
 PIANO, BASS, STRINGS, ORGAN = (INSTRUMENT_NAMES.index(n) for n in ("piano", "bass", "strings", "organ"))
 E_MINOR_PHRASE = [64, 66, 67, 71, 69, 67, 66, 64, 59, 64, 67, 71, 72, 71, 69, 66, 63, 64]
@@ -154,8 +154,8 @@ def test_real_session_a_played_line_keeps_the_engines_bass_below_it(engine):
 
 
 def test_over_the_protocol_the_key_heard_is_reported_and_following_can_be_fixed_and_switched(engine):
-    from musebridge.engine.protocol import ProtocolError, check_args
-    from musebridge.engine.service import Service
+    from musebridge.engine.server.protocol import ProtocolError, check_args
+    from musebridge.engine.server.service import Service
 
     service = Service(engine)
     sid = service.handle("session.create", {"instruments": ["strings"], "player_instrument": "piano",

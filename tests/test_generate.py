@@ -7,9 +7,9 @@ import sys
 
 import mido
 import pytest
-from musebridge.engine.instruments import INSTRUMENTS
-from musebridge.engine.midifile import notes_from_events, read_midi
-from musebridge.engine.model_file import default_model_path
+from musebridge.engine.inference.model_file import default_model_path
+from musebridge.engine.tokens.instruments import INSTRUMENTS
+from musebridge.engine.tokens.midifile import notes_from_events, read_midi
 
 from tests.model_fixtures import export_small
 
@@ -159,10 +159,10 @@ def test_accompaniment_keeps_the_melody_tempo_and_track_name(tmp_path):
     """A melody at 100 bpm in 6/8 named 'Tune' on channel 6 (the strings' default): the accompaniment in
     strings, written from the Generated result, keeps the tempo, metre and name, and the strings move to
     channel 1 with program 48."""
-    from musebridge.engine import generate as G
-    from musebridge.engine.instruments import instrument_index
-    from musebridge.engine.sampler import SamplingConfig
-    from musebridge.engine.session import Engine
+    from musebridge.engine.inference.sampler import SamplingConfig
+    from musebridge.engine.sessions import generate as G
+    from musebridge.engine.sessions.session import Engine
+    from musebridge.engine.tokens.instruments import instrument_index
 
     melody_file, out = tmp_path / "tune.mid", tmp_path / "band.mid"
     write_prompt(melody_file, bpm=100, metre=(6, 8), tracks=(("Tune", 5, 73, (67, 69, 71, 72, 74, 72, 71, 69)),))
@@ -202,7 +202,7 @@ def test_from_scratch_is_written_at_120_bpm_in_4_4_unless_told(tmp_path):
 
 def test_model_channels_default_when_free_else_the_lowest_free_never_10():
     from musebridge.engine.errors import EngineError
-    from musebridge.engine.generate import model_channels
+    from musebridge.engine.sessions.generate import model_channels
 
     strings, bass, drums = 5, 4, 11
     assert model_channels([strings, bass], set()) == {strings: 5, bass: 4}

@@ -1,5 +1,5 @@
 """`musebridge generate`'s musical controls, several outputs, prompt cropping and output tempo, through the real
-command; and engine/retime.py, which crops and retimes a prompt."""
+command; and engine/tokens/retime.py, which crops and retimes a prompt."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from collections import Counter
 
 import mido
 import pytest
-from musebridge.engine.codec import Timed
-from musebridge.engine.midifile import Conductor, MetreChange, TempoChange, notes_from_events, read_midi
-from musebridge.engine.model_file import default_model_path
-from musebridge.engine.retime import at_tempo, crop
-from musebridge.engine.sampler import scale_pitch_classes
+from musebridge.engine.inference.model_file import default_model_path
+from musebridge.engine.inference.sampler import scale_pitch_classes
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import Conductor, MetreChange, TempoChange, notes_from_events, read_midi
+from musebridge.engine.tokens.retime import at_tempo, crop
 
 from tests.model_fixtures import export_small
 from tests.test_audio import needs_synth, wav_samples
@@ -137,7 +137,7 @@ def test_bad_option_combinations_one_line_exit_2_nothing_written(model, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-# ---------------------------------------------------------------- engine/retime.py
+# ---------------------------------------------------------------- engine/tokens/retime.py
 
 
 def on(t, note, channel=0):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from model_fixtures import export_small
-from musebridge.engine import vocab as V
-from musebridge.engine.generator import Generator, Limits
-from musebridge.engine.runtime import Model, RuntimeOptions
-from musebridge.engine.sampler import SamplingConfig
-from musebridge.engine.session_config import SessionConfig
-from musebridge.engine.steps import finish
-from musebridge.engine.timeline import Timeline
+from musebridge.engine.inference.runtime import Model, RuntimeOptions
+from musebridge.engine.inference.sampler import SamplingConfig
+from musebridge.engine.sessions.generator import Generator, Limits
+from musebridge.engine.sessions.session_config import SessionConfig
+from musebridge.engine.sessions.steps import finish
+from musebridge.engine.sessions.timeline import Timeline
+from musebridge.engine.tokens import vocab as V
 
 
 @pytest.fixture(scope="module")

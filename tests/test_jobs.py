@@ -1,12 +1,13 @@
-"""Long requests run in slices between the others' (engine/jobs.py): order per peer and per session, streaming."""
+"""Long requests run in slices between the others' (engine/server/jobs.py): order per peer and per session,
+streaming."""
 
 from __future__ import annotations
 
 import pytest
-from musebridge.engine import protocol as P
-from musebridge.engine.jobs import Jobs
-from musebridge.engine.service import STEP_TOKENS, STREAM_CHUNK_TOKENS, Service
-from musebridge.engine.session import Engine
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.jobs import Jobs
+from musebridge.engine.server.service import STEP_TOKENS, STREAM_CHUNK_TOKENS, Service
+from musebridge.engine.sessions.session import Engine
 
 from tests.model_fixtures import export_small
 
@@ -120,7 +121,7 @@ def test_a_session_at_work_is_not_reclaimed(model):
 
 
 def test_requests_piled_behind_a_long_one_are_bounded(model, monkeypatch):
-    import musebridge.engine.jobs as J
+    import musebridge.engine.server.jobs as J
 
     monkeypatch.setattr(J, "MAX_WAITING", 3)
     rig = Rig(model)

@@ -1,14 +1,14 @@
-"""The request queue under random traffic (engine/jobs.py, a scripted service: requests of random lengths from a
-few peers on a few sessions, slices run at random moments): every request is answered exactly once, each peer's
-replies come in its requests' order, a session never has two requests under way, and a request that waits behind
-nothing is started at once."""
+"""The request queue under random traffic (engine/server/jobs.py, a scripted service: requests of random lengths
+from a few peers on a few sessions, slices run at random moments): every request is answered exactly once, each
+peer's replies come in its requests' order, a session never has two requests under way, and a request that waits
+behind nothing is started at once."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from musebridge.engine import protocol as P
-from musebridge.engine.jobs import Jobs
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.jobs import Jobs
 
 PEERS, SESSIONS = ("a", "b", "c"), ("s1", "s2", None)
 TRAFFIC = st.lists(st.one_of(

@@ -7,8 +7,8 @@ import json
 
 import mido
 import pytest
-from musebridge.engine.codec import Timed
-from musebridge.engine.midifile import write_midi
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import write_midi
 
 from musebridge.cli import main
 

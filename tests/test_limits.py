@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from musebridge.engine.ctl_cli import set_args
-from musebridge.engine.limits import NUMERIC, ParamError, option
-from musebridge.engine.protocol import INT, PARAMS
-from musebridge.engine.service import session_config
+from musebridge.engine.server.protocol import INT, PARAMS
+from musebridge.engine.server.service import session_config
 
 from musebridge.cli import SUBCOMMANDS, build_parser
+from musebridge.commands.ctl import set_args
+from musebridge.commands.limits import NUMERIC, ParamError, option
 from tests.net import free_port
 
 POSITIONALS = {"generate": ["out.mid"], "play": []}

@@ -1,6 +1,6 @@
-"""The direct transport (engine/local.py): frames over a Unix socket (`musebridge serve --local`) or loopback TCP
-(`--direct-port`), answered like ZeroMQ requests; bad bytes, stale socket files, unsafe folders, clients that
-stop reading, and the direct port's refusals."""
+"""The direct transport (engine/server/local.py): frames over a Unix socket (`musebridge serve --local`) or
+loopback TCP (`--direct-port`), answered like ZeroMQ requests; bad bytes, stale socket files, unsafe folders,
+clients that stop reading, and the direct port's refusals."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from musebridge.engine import protocol as P
-from musebridge.engine.client import Client, ClientConfig, ClientError
 from musebridge.engine.errors import EngineError
-from musebridge.engine.local import HEADER, MAX_CONNECTIONS, FrameReader, LocalListener, frame
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.client import Client, ClientConfig, ClientError
+from musebridge.engine.server.local import HEADER, MAX_CONNECTIONS, FrameReader, LocalListener, frame
 
 from tests.model_fixtures import export_small
 from tests.net import free_port, wait_until

@@ -14,10 +14,10 @@ from pathlib import Path
 import mido
 import pytest
 from codec_oracle import assert_same_notes, oracle_notes
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import Timed
 from musebridge.engine.errors import MidiFileError
-from musebridge.engine.midifile import decode_to_file, encode_file, read_midi, write_midi
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import decode_to_file, encode_file, read_midi, write_midi
 
 music21 = pytest.importorskip("music21")
 M21 = Path(music21.__file__).parent
@@ -252,7 +252,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
 def test_tempo_map_metre_and_track_names_survive_a_write_and_read(tmp_path):
     """A 65 BPM 3/4 file with a pickup bar and a tempo change reads back with the same conductor, names, and the
     events at the same times in seconds."""
-    from musebridge.engine.midifile import Conductor, MetreChange, TempoChange
+    from musebridge.engine.tokens.midifile import Conductor, MetreChange, TempoChange
 
     conductor = Conductor((TempoChange(0.0, 923077), TempoChange(5.0, 600000)),
                           (MetreChange(0.0, 1, 4), MetreChange(0.923077, 3, 4)))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from model_fixtures import make_model
-from musebridge.engine import vocab as V
-from musebridge.engine.instruments import INSTRUMENT_NAMES
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES
 
 PIANO, STRINGS = INSTRUMENT_NAMES.index("piano"), INSTRUMENT_NAMES.index("strings")
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from musebridge.engine import model_checksum as M
 from musebridge.engine.errors import ModelError
-from musebridge.engine.model_file import choose_providers, default_model_path, open_session
+from musebridge.engine.inference import model_checksum as M
+from musebridge.engine.inference.model_file import choose_providers, default_model_path, open_session
 
 onnx = pytest.importorskip("onnx")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from model_fixtures import export_small
 from musebridge.engine.errors import ModelError
-from musebridge.engine.runtime import Model, RuntimeOptions
+from musebridge.engine.inference.runtime import Model, RuntimeOptions
 from musebridge.export.model import rotate_keys
 
 TOL = 1e-4
@@ -144,7 +144,7 @@ def test_export_command_writes_a_loadable_model_and_fails_cleanly(tmp_path, caps
     from dataclasses import asdict
 
     from model_fixtures import make_model
-    from musebridge.engine import vocab as V
+    from musebridge.engine.tokens import vocab as V
     from musebridge.export.checkpoint import save_checkpoint
 
     from musebridge.cli import main

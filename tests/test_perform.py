@@ -7,8 +7,8 @@ from __future__ import annotations
 import mido
 import numpy as np
 import pytest
-from musebridge.engine.codec import Timed
-from musebridge.engine.midifile import Conductor, MetreChange, TempoChange, read_midi, write_midi
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import Conductor, MetreChange, TempoChange, read_midi, write_midi
 from musebridge.export.perform import PerformerConfig, perform
 
 from musebridge.cli import main

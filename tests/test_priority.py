@@ -1,6 +1,6 @@
-"""The server's real-time priority (engine/priority.py): live work at the priority it was started with, the slices
-of a long request lower, so a long `generate` does not keep JACK's clients off a CPU. Linux, where SCHED_FIFO is
-allowed (root, or an rtprio limit); skipped elsewhere."""
+"""The server's real-time priority (engine/server/priority.py): live work at the priority it was started with, the
+slices of a long request lower, so a long `generate` does not keep JACK's clients off a CPU. Linux, where
+SCHED_FIFO is allowed (root, or an rtprio limit); skipped elsewhere."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import threading
 
 import pytest
 import zmq
-from musebridge.engine.client import Client, ClientConfig
-from musebridge.engine.priority import BACKGROUND_PRIORITY, ThreadPriority, fifo_priority
-from musebridge.engine.server import Server, ServerConfig
-from musebridge.engine.service import Service
-from musebridge.engine.session import Engine
+from musebridge.engine.server.client import Client, ClientConfig
+from musebridge.engine.server.priority import BACKGROUND_PRIORITY, ThreadPriority, fifo_priority
+from musebridge.engine.server.service import Service
+from musebridge.engine.server.zmq_server import Server, ServerConfig
+from musebridge.engine.sessions.session import Engine
 
 from tests.model_fixtures import export_small
 from tests.net import free_port

@@ -6,8 +6,8 @@ import math
 
 import mido
 import pytest
-from musebridge.engine.codec import Timed
-from musebridge.engine.midifile import Note
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import Note
 from musebridge.export.quality import metrics as M
 
 

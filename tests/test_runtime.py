@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from model_fixtures import export_small
 from musebridge.engine.errors import EngineError, ModelError
-from musebridge.engine.model_file import choose_providers, default_model_path
-from musebridge.engine.runtime import Model, RuntimeOptions
+from musebridge.engine.inference.model_file import choose_providers, default_model_path
+from musebridge.engine.inference.runtime import Model, RuntimeOptions
 
 
 @pytest.fixture(scope="module")

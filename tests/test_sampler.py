@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from musebridge.engine import vocab as V
-from musebridge.engine.instruments import DRUMS, INSTRUMENTS
-from musebridge.engine.sampler import (
+from musebridge.engine.inference.sampler import (
     Constraints,
     Sampler,
     SamplingConfig,
@@ -14,6 +12,8 @@ from musebridge.engine.sampler import (
     dynamic_mask,
     scale_pitch_classes,
 )
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import DRUMS, INSTRUMENTS
 
 
 def logits(seed: int = 0, scale: float = 3.0) -> np.ndarray:

@@ -16,12 +16,12 @@ import pytest
 import zmq
 from musebridge.bridge.engine_link import EngineLink
 from musebridge.bridge.errors import BridgeError
-from musebridge.engine import protocol as P
-from musebridge.engine.client import Client, ClientConfig, ClientError
-from musebridge.engine.connection import find_key, runtime_dir
 from musebridge.engine.errors import EngineError
-from musebridge.engine.keys_cli import make_keys
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.client import Client, ClientConfig, ClientError
+from musebridge.engine.server.connection import find_key, runtime_dir
 
+from musebridge.commands.keys import make_keys
 from tests.fuzz import bad_frames
 from tests.model_fixtures import export_small
 from tests.net import free_port, wait_until
@@ -252,7 +252,7 @@ def test_a_client_that_stops_reading_stalls_nobody(server):
 
 
 def test_a_script_generating_a_long_piece_stalls_nobody(server):
-    """One client's generate of many tokens runs in slices (engine/jobs.py): another client's requests are
+    """One client's generate of many tokens runs in slices (engine/server/jobs.py): another client's requests are
     answered while it runs, and the script still gets every token."""
     with server.client(timeout=120.0) as script, server.client() as other:
         sid = script.call("session.create", instruments=["strings"])["session"]
@@ -289,7 +289,7 @@ def test_fuzz_ten_thousand_bad_messages(server):
 
     for i in range(10_000):
         sock.send_multipart(bad_frames(rng, i, key))
-        if i % 100 == 99:  # a client that reads its replies (one that does not is cut off: engine/replies.py)
+        if i % 100 == 99:  # a client that reads its replies (one that does not is cut off: server/replies.py)
             replies += read(0)
     replies += read(2000)
     assert replies >= 9000  # every well-framed message got an error reply
@@ -347,7 +347,7 @@ def test_missing_model_is_one_line(tmp_path):
 
 
 def test_a_failing_command_is_an_internal_error_and_the_server_survives():
-    from musebridge.engine.server import Server, ServerConfig
+    from musebridge.engine.server.zmq_server import Server, ServerConfig
 
     class Broken:  # a service with a bug: the one thing a real service cannot be made to do on purpose
         def begin(self, cmd, args):
@@ -366,7 +366,7 @@ def test_a_failing_command_is_an_internal_error_and_the_server_survives():
 
 
 def test_a_result_or_event_json_cannot_carry_fails_that_reply_only(caplog):
-    from musebridge.engine.server import Server, ServerConfig
+    from musebridge.engine.server.zmq_server import Server, ServerConfig
 
     class Sets:  # a service bug: a set where JSON needs a list
         def begin(self, cmd, args):
@@ -402,7 +402,7 @@ class _Echo:
 
 
 def test_spinning_after_a_direct_reply_serves_the_next_request_and_still_stops(tmp_path):
-    from musebridge.engine.server import Server, ServerConfig
+    from musebridge.engine.server.zmq_server import Server, ServerConfig
 
     sock = str(tmp_path / "engine.sock")
     srv = Server(ServerConfig(port=free_port(), pub_port=free_port(), local=sock, spin_s=5.0), _Echo())
@@ -422,7 +422,7 @@ def test_spinning_after_a_direct_reply_serves_the_next_request_and_still_stops(t
 def test_the_server_spins_after_direct_requests_only(tmp_path):
     """After a ZeroMQ request the server goes back to a blocking poll at once (a spinning thread would keep its
     own ZeroMQ I/O thread, which sends the reply, off a CPU); after a direct one it polls without sleeping."""
-    from musebridge.engine.server import Server, ServerConfig
+    from musebridge.engine.server.zmq_server import Server, ServerConfig
 
     sock = str(tmp_path / "engine.sock")
     srv = Server(ServerConfig(port=free_port(), pub_port=free_port(), local=sock, spin_s=60.0), _Echo())
@@ -457,9 +457,9 @@ def test_the_server_spins_after_direct_requests_only(tmp_path):
 def test_events_reach_subscribers_and_nobody_else_costs_anything(model):
     """The XPUB tracks subscriptions, also of a subscriber that vanished: with nobody listening to a topic its
     events are not built; a subscriber to it gets them, even when other subscribers come and go."""
-    from musebridge.engine.server import Server, ServerConfig
-    from musebridge.engine.service import Service
-    from musebridge.engine.session import Engine
+    from musebridge.engine.server.service import Service
+    from musebridge.engine.server.zmq_server import Server, ServerConfig
+    from musebridge.engine.sessions.session import Engine
 
     srv = Server(ServerConfig(port=free_port(), pub_port=free_port()), Service(Engine.load(model)))
     ctx = zmq.Context()
@@ -504,8 +504,8 @@ def test_spin_or_priority_out_of_range_is_one_line():
 
 
 def test_between_requests_the_service_runs_sampled_tokens_through_the_model(model):
-    from musebridge.engine.service import Service
-    from musebridge.engine.session import Engine
+    from musebridge.engine.server.service import Service
+    from musebridge.engine.sessions.session import Engine
 
     service = Service(Engine.load(model))
     sid = service.handle("session.create", {"instruments": ["strings"], "seed": 2})[0]["session"]
@@ -519,8 +519,8 @@ def test_between_requests_the_service_runs_sampled_tokens_through_the_model(mode
 def test_idle_work_takes_turns_and_puts_pending_tokens_first(model):
     """A session that keeps getting requests does not keep another's sampled token waiting, and a window slide
     prepared ahead waits for any session's pending token (the next request needs that one)."""
-    from musebridge.engine.service import Service
-    from musebridge.engine.session import Engine
+    from musebridge.engine.server.service import Service
+    from musebridge.engine.sessions.session import Engine
 
     service = Service(Engine.load(model))
     sids = [service.handle("session.create", {"instruments": ["strings"], "seed": i, "context": 32})[0]["session"]
@@ -548,8 +548,8 @@ def test_idle_work_takes_turns_and_puts_pending_tokens_first(model):
 
 
 def test_feed_can_end_the_engines_own_notes(model):
-    from musebridge.engine.service import Service
-    from musebridge.engine.session import Engine
+    from musebridge.engine.server.service import Service
+    from musebridge.engine.sessions.session import Engine
 
     service = Service(Engine.load(model))
     sid = service.handle("session.create", {"instruments": ["strings"], "player_instrument": "piano",
@@ -571,8 +571,8 @@ def test_feed_can_end_the_engines_own_notes(model):
 
 
 def test_anticipate_prepares_the_players_time_shift_between_requests(model):
-    from musebridge.engine.service import Service
-    from musebridge.engine.session import Engine
+    from musebridge.engine.server.service import Service
+    from musebridge.engine.sessions.session import Engine
 
     service = Service(Engine.load(model))
     sid = service.handle("session.create", {"instruments": ["strings"], "player_instrument": "piano",
@@ -590,8 +590,8 @@ def test_anticipate_prepares_the_players_time_shift_between_requests(model):
 
 
 def test_context_is_chosen_at_creation(model):
-    from musebridge.engine.service import Service
-    from musebridge.engine.session import Engine
+    from musebridge.engine.server.service import Service
+    from musebridge.engine.sessions.session import Engine
 
     service = Service(Engine.load(model))
     sid = service.handle("session.create", {"instruments": ["strings"], "context": 48, "seed": 2})[0]["session"]
@@ -631,7 +631,7 @@ def test_example_script_switches_style_and_saves(server, tmp_path):
                            "--port", str(server.port), "--instruments", "strings", "--style", "bach",
                            "--then", "folk"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    from musebridge.engine.midifile import notes_from_events, read_midi
+    from musebridge.engine.tokens.midifile import notes_from_events, read_midi
 
     midi = read_midi(out)
     notes = notes_from_events(midi.events, midi.end_time)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import zmq
-from musebridge.engine.client import Client, ClientConfig
-from musebridge.engine.keys_cli import make_keys
+from musebridge.engine.server.client import Client, ClientConfig
 
+from musebridge.commands.keys import make_keys
 from tests.model_fixtures import export_small
 from tests.test_server import Served
 

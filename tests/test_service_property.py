@@ -2,8 +2,8 @@
 with a result or a typed protocol error, never an internal one; the server's idle work never fails; a session's
 timeline never runs backwards except by a rollback the reply reports; generated note-offs only end notes the
 engine started. And the same kind of traffic from two peers on two sessions, run in slices between each other's
-and the idle work as the server runs it (engine/jobs.py): answered once each, never `internal` (a broken engine
-invariant, errors.EngineBug, is answered so)."""
+and the idle work as the server runs it (engine/server/jobs.py): answered once each, never `internal` (a broken
+engine invariant, errors.EngineBug, is answered so)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from musebridge.engine import protocol as P
-from musebridge.engine.jobs import Jobs
-from musebridge.engine.service import Service
-from musebridge.engine.session import Engine
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.jobs import Jobs
+from musebridge.engine.server.service import Service
+from musebridge.engine.sessions.session import Engine
 
 from tests.model_fixtures import export_small
 

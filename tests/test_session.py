@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model_fixtures import export_small
-from musebridge.engine import vocab as V
 from musebridge.engine.errors import EngineError
-from musebridge.engine.instruments import INSTRUMENTS
-from musebridge.engine.runtime import Model, RuntimeOptions
-from musebridge.engine.sampler import SamplingConfig, scale_pitch_classes
-from musebridge.engine.session import Engine
-from musebridge.engine.session_config import SessionConfig
-from musebridge.engine.timeline import PLAYER_BODY_TOKENS, State, encode_player
+from musebridge.engine.inference.runtime import Model, RuntimeOptions
+from musebridge.engine.inference.sampler import SamplingConfig, scale_pitch_classes
+from musebridge.engine.sessions.session import Engine
+from musebridge.engine.sessions.session_config import SessionConfig
+from musebridge.engine.sessions.timeline import PLAYER_BODY_TOKENS, State, encode_player
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.instruments import INSTRUMENTS
 
 SCALE = scale_pitch_classes("G", "major")
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from model_fixtures import export_small
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import EventEncoder
 from musebridge.engine.errors import EngineBug, EngineError
-from musebridge.engine.runtime import Model, RuntimeOptions
-from musebridge.engine.timeline import Entries, State, Timeline, grid_step
+from musebridge.engine.inference.runtime import Model, RuntimeOptions
+from musebridge.engine.sessions.timeline import Entries, State, Timeline, grid_step
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import EventEncoder
 
 PREFIX = V.conditioning("bach", (0, 5))
 

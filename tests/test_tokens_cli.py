@@ -10,8 +10,8 @@ from pathlib import Path
 
 import mido
 import pytest
-from musebridge.engine import vocab as V
-from musebridge.engine.midifile import read_midi
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.midifile import read_midi
 
 CHORALE = Path(__file__).resolve().parent.parent / "engine" / "data" / "chorale.mid"
 

@@ -9,11 +9,12 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from musebridge.export import train_cli
 from musebridge.export.checkpoint import load_checkpoint
 from musebridge.export.config import PRESETS, TrainConfig
 from musebridge.export.train import Trainer, lr_at
 from synth_corpus import write_corpus
+
+from musebridge.commands import train as train_cli
 
 TINY = ["--config", "tiny", "--batch-size", "4", "--eval-windows", "8", "--threads", "1", "--no-progress"]
 

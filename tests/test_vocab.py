@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from musebridge.engine import instruments as I
-from musebridge.engine import vocab as V
+from musebridge.engine.tokens import instruments as I
+from musebridge.engine.tokens import vocab as V
 
 
 def test_segments_are_contiguous_and_cover_the_vocabulary():
@@ -81,7 +81,7 @@ def test_hash_is_exposed_and_stable_across_processes():
     info = V.vocab_info()
     assert info.size == V.VOCAB_SIZE and info.version == V.VOCAB_VERSION
     assert len(info.sha256) == 64 and int(info.sha256, 16) >= 0
-    code = "from musebridge.engine import vocab; print(vocab.vocab_info().sha256)"
+    code = "from musebridge.engine.tokens import vocab; print(vocab.vocab_info().sha256)"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == info.sha256
 

@@ -1,5 +1,5 @@
-"""One note format on the wire (engine/wire.py): bridge -> wire -> engine -> wire -> bridge is the identity, bad
-events are refused with one line, and the typed client (Client.connect / session / feed / generate) and the
+"""One note format on the wire (engine/server/wire.py): bridge -> wire -> engine -> wire -> bridge is the identity,
+bad events are refused with one line, and the typed client (Client.connect / session / feed / generate) and the
 README's scripting example work against a real server process."""
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from musebridge.bridge.engine_link import from_wire as bridge_reads
-from musebridge.bridge.engine_link import to_wire as bridge_writes
-from musebridge.engine import protocol as P
-from musebridge.engine.client import Client, ClientError
-from musebridge.engine.codec import Timed
-from musebridge.engine.wire import from_wire, to_wire
+from musebridge.engine.server import protocol as P
+from musebridge.engine.server.client import Client, ClientError
+from musebridge.engine.server.wire import from_wire, to_wire
+from musebridge.engine.tokens.codec import Timed
 
 from tests.model_fixtures import export_small
 from tests.test_server import Served
@@ -51,7 +50,7 @@ def played(event: dict) -> dict:
 @settings(max_examples=300, deadline=None)
 @given(times, messages, st.booleans())
 def test_bridge_to_engine_to_bridge_is_the_identity(t, msg, engine):
-    sent = fed(bridge_writes(t, msg, engine))  # the bridge feeds
+    sent = fed(to_wire(t, msg, engine))  # the bridge feeds (bridge/context.py writes with to_wire)
     item, flag = from_wire(sent)  # the engine reads it
     assert flag == engine and item.time == pytest.approx(t, abs=1e-6) and item.msg == msg
     back = played(to_wire(*item))  # the engine plays it back

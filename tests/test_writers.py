@@ -18,8 +18,8 @@ from pathlib import Path
 import mido
 import pytest
 from musebridge.bridge.recorder import Recorder
-from musebridge.engine.codec import Timed
-from musebridge.engine.midifile import write_midi
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.midifile import write_midi
 
 from musebridge.cli import main
 from tests.net import free_port

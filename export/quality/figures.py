@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from musebridge.engine.midifile import Note
+from musebridge.engine.tokens.midifile import Note
 
 from . import metrics as M
 

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from musebridge.engine.follow import FollowConfig
-from musebridge.engine.instruments import INSTRUMENT_NAMES, instrument_index
-from musebridge.engine.midifile import Note, notes_from_events
-from musebridge.engine.sampler import SamplingConfig
-from musebridge.engine.session import Engine
+from musebridge.engine.inference.sampler import SamplingConfig
+from musebridge.engine.sessions.follow import FollowConfig
+from musebridge.engine.sessions.session import Engine
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, instrument_index
+from musebridge.engine.tokens.midifile import Note, notes_from_events
 
 from . import metrics as M
 from . import modes

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from musebridge.engine.instruments import DRUM_CHANNEL
-from musebridge.engine.midifile import Note
+from musebridge.engine.tokens.instruments import DRUM_CHANNEL
+from musebridge.engine.tokens.midifile import Note
 
 LONG_S = 4.0  # a note longer than this, in seconds, "rings on"
 ALIGN_S = 0.05  # onsets this close, in seconds, count as together

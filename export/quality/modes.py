@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import mido
-from musebridge.engine.codec import Timed
-from musebridge.engine.follow import FollowConfig
-from musebridge.engine.generate import advance, melody_instrument
-from musebridge.engine.instruments import INSTRUMENT_NAMES
-from musebridge.engine.midifile import notes_from_events
-from musebridge.engine.sampler import SamplingConfig
-from musebridge.engine.session import Engine, Session
-from musebridge.engine.session_config import SessionConfig
+from musebridge.engine.inference.sampler import SamplingConfig
+from musebridge.engine.sessions.follow import FollowConfig
+from musebridge.engine.sessions.generate import advance, melody_instrument
+from musebridge.engine.sessions.session import Engine, Session
+from musebridge.engine.sessions.session_config import SessionConfig
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES
+from musebridge.engine.tokens.midifile import notes_from_events
 
 from .prompts import Duet, Piece
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from musebridge.engine.files import atomic_write
-from musebridge.engine.pianoroll import matplotlib_or_error
+from musebridge.engine.render.pianoroll import matplotlib_or_error
 
 from ..errors import ExportError
 

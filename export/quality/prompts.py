@@ -16,11 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from musebridge.engine import vocab as V
-from musebridge.engine.codec import Timed
 from musebridge.engine.errors import MidiFileError
-from musebridge.engine.instruments import DRUM_CHANNEL
-from musebridge.engine.midifile import Conductor, Note, notes_from_events, read_midi, release_held
+from musebridge.engine.tokens import vocab as V
+from musebridge.engine.tokens.codec import Timed
+from musebridge.engine.tokens.instruments import DRUM_CHANNEL
+from musebridge.engine.tokens.midifile import Conductor, Note, notes_from_events, read_midi, release_held
 
 from ..errors import ExportError
 

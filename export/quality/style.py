@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from musebridge.engine.files import atomic_write
-from musebridge.engine.midifile import Note, notes_from_events
+from musebridge.engine.tokens.midifile import Note, notes_from_events
 
 from ..errors import ExportError
 from . import metrics as M

@@ -1,0 +1,1 @@
+"""What a user gets out besides MIDI: audio through fluidsynth, piano-roll pictures."""

@@ -1,0 +1,389 @@
+"""Following the player: the engine listens to what is played and steers the model's choices toward it.
+
+The model hears the player only through its token stream; these rules add what it does not infer on its own.
+Each is an additive bias on the next token's logits (nats; -inf where a rule is a guarantee), computed from the
+timeline's state (engine/sessions/timeline.py `State`: the last note-ons of both parts, the engine's sounding notes
+and when each started), so a rollback rolls the rules back too. The reference is what the engine follows: the
+player's notes, or, in a session without a player (continuing a prompt), the prompt's and its own.
+
+- key: a Krumhansl-Kessler key profile correlated with the reference's recent pitch classes (weighted by
+  velocity and recency), kept until another key fits clearly better (hysteresis); out-of-key note-ons lose
+  `key_strength` nats, or are masked (`key_strength` = inf), or follow a key the musician fixes;
+- register: each engine instrument keeps its role's register relative to the reference: a bass below the
+  reference's lowest notes, every other pitched part within its range and drawn to its pitch centre;
+- dynamics: velocity tokens are drawn toward the reference's recent velocity bin;
+- density: time shifts gain (or lose) weight as the engine plays more (or fewer) onsets per second than the
+  reference;
+- polyphony: note-ons lose weight once the engine sounds as many notes as the reference does, and are masked at
+  POLYPHONY_CAP_FACTOR times that; a note-off is never masked;
+- lifetime: a note-off gains weight as its note ages, and no engine note outlives its instrument's limit: at the
+  limit only note-offs may follow, and no time shift may jump past it;
+- harmony: while the player sounds notes, engine note-ons a second, a tritone or a seventh away from any of them
+  lose weight, and engine notes that clash with them are favoured to end;
+- onsets: right after a player's note-on the engine is favoured to strike with it rather than let time pass, and
+  between them its onsets keep to the player's pulse (the median inter-onset interval, counted from the last
+  onset; half of it while the player holds no note): time shifts that land on the pulse gain weight, note-ons
+  off it lose weight;
+- every instrument plays: an engine instrument gains weight the longer it stays silent.
+Whatever the rules, no engine note ends at the step it started, no key is struck twice in one step, and no
+velocity token follows another or repeats the current bin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..tokens import vocab as V
+from ..tokens.instruments import DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
+from ..tokens.tonality import key_scores, parse_key, scale_of
+from .timeline import Onset, State
+
+KEY_HALF_LIFE_S = 8.0  # a note's weight in the key estimate halves every this many seconds
+KEY_MARGIN = 0.08  # another key must correlate this much better to replace the current one
+REFERENCE_NOTES = 24  # the reference's last this many note-ons describe it
+ENGINE_WINDOW_S = 4.0  # the engine's own density is measured over this many seconds
+POLYPHONY_CAP_FACTOR = 1.5
+CHORD_STEPS = 3  # onsets this close (grid steps) are one event
+MIN_PULSE_STEPS = 5  # inter-onset intervals shorter than this (grid steps) are ornaments, not the pulse
+PULSE_TOLERANCE_STEPS = 3  # an onset this close to the pulse is on it
+BASS = INSTRUMENT_NAMES.index("bass")
+FOLLOW_PARTS = ("key", "register", "dynamics", "density", "polyphony", "lifetime", "harmony", "onsets",
+                "instruments")
+DISSONANT = np.array([i % 12 in (1, 2, 6, 10, 11) for i in range(12)])  # interval classes that clash
+# Longest a note of each class may sound, seconds (FollowConfig.lifetimes overrides).
+DEFAULT_LIFETIMES = {"piano": 4.0, "chromatic": 3.0, "organ": 6.0, "guitar": 4.0, "bass": 3.0, "strings": 6.0,
+                     "voice": 6.0, "brass": 5.0, "reed": 5.0, "pipe": 5.0, "synth": 6.0, "drums": 0.5}
+
+
+@dataclass(frozen=True)
+class FollowConfig:
+    """Which rules steer the model, and how strongly (nats added to or taken from a token's logit).
+
+    key: "auto" (the key heard), "off", or a fixed key such as "E minor" or "Bb major".
+    key_strength: nats taken from out-of-key note-ons (inf: masked).
+    register_strength: nats per (octave outside the role's register) squared.
+    dynamics_strength: nats per (velocity bins / 4 away from the reference's) squared.
+    density_strength: nats added to time shifts per unit of log(engine onset rate / reference rate).
+    polyphony_strength: nats taken from note-ons per note sounding beyond the reference's polyphony.
+    lifetime_strength: nats added to a note's note-off at its limit (quadratic in its age before).
+    harmony_strength: nats taken from note-ons that clash with a sounding player note (and added to the note-off
+        of an engine note that clashes with one).
+    onsets_strength: nats taken from time shifts at the step of a player's note-on, and from note-ons off the
+        player's pulse (added to the time shift that lands on it).
+    instrument_strength: nats per second of silence added to the note-ons of a silent engine instrument.
+    lifetimes: (class name, seconds) overrides of DEFAULT_LIFETIMES.
+    """
+
+    enabled: bool = True
+    key: str = "auto"
+    key_strength: float = 3.0
+    register: bool = True
+    register_strength: float = 2.0
+    dynamics: bool = True
+    dynamics_strength: float = 1.0
+    density: bool = True
+    density_strength: float = 1.5
+    polyphony: bool = True
+    polyphony_strength: float = 1.5
+    lifetime: bool = True
+    lifetime_strength: float = 4.0
+    harmony: bool = True
+    harmony_strength: float = 2.0
+    onsets: bool = True
+    onsets_strength: float = 3.0
+    instruments: bool = True
+    instrument_strength: float = 2.0
+    lifetimes: tuple[tuple[str, float], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.key not in ("auto", "off"):
+            parse_key(self.key)  # raises ValueError naming the valid keys
+
+    def lifetime_steps(self) -> np.ndarray:
+        """(classes,) longest note per instrument class, in grid steps."""
+        table = DEFAULT_LIFETIMES | dict(self.lifetimes)
+        return np.array([round(table[i.name] / V.GRID_S) for i in INSTRUMENTS])
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the follower hears in the reference: key, pitch centre, low and high notes (MIDI: the 10th and 90th
+    percentiles), velocity bin, onsets per second, notes sounding at once, and its pulse: the median inter-onset
+    interval and the last onset (grid steps; period 0 when unknown)."""
+
+    key: tuple[int, str] | None
+    centre: float
+    low: float
+    high: float
+    vel_bin: float
+    rate: float
+    polyphony: float
+    period: int = 0
+    last: int = 0
+
+
+def hear(notes: list[Onset], step: int) -> tuple[Heard, np.ndarray] | None:
+    """Describe reference notes at grid `step`, and their recency-weighted pitch-class profile (None when there
+    are fewer than 2 pitched notes). The key is left for the Follower to decide (hysteresis)."""
+    pitched = [o for o in notes if o.cls != DRUMS]
+    if len(pitched) < 2:
+        return None
+    profile = np.zeros(12)
+    for o in pitched:
+        profile[o.pitch % 12] += (o.vel_bin + 1) * 0.5 ** ((step - o.step) * V.GRID_S / KEY_HALF_LIFE_S)
+    pitches = np.array([o.pitch for o in pitched], float)
+    onsets = _merged_onsets(notes)
+    span = max((onsets[-1] - onsets[0]) * V.GRID_S, V.GRID_S)
+    gaps = [b - a for a, b in zip(onsets, onsets[1:], strict=False) if b - a >= MIN_PULSE_STEPS]
+    heard = Heard(key=None, centre=float(pitches.mean()), low=float(np.percentile(pitches, 10)),
+                  high=float(np.percentile(pitches, 90)),
+                  vel_bin=float(np.mean([o.vel_bin for o in notes[-8:]])),
+                  rate=(len(onsets) - 1) / span if len(onsets) > 1 else 0.0,
+                  polyphony=_polyphony(notes),
+                  period=int(np.median(gaps)) if len(gaps) >= 2 else 0, last=onsets[-1])
+    return heard, profile
+
+
+def _merged_onsets(notes: list[Onset]) -> list[int]:
+    """Onset steps, a chord's spread (a played chord is not struck at one instant) counted once."""
+    out: list[int] = []
+    for step in sorted({o.step for o in notes}):
+        if not out or step - out[-1] > CHORD_STEPS:
+            out.append(step)
+    return out
+
+
+def _polyphony(notes: list[Onset]) -> float:
+    """Mean over onset steps of the notes sounding once the step's notes have started."""
+    at: dict[int, int] = {}
+    for o in notes:
+        at[o.step] = max(at.get(o.step, 0), o.sounding + 1)
+    return float(np.mean(list(at.values())))
+
+
+class Follower:
+    """One session's rules (FollowConfig) and the key it currently hears (the only state kept across steps)."""
+
+    def __init__(self, config: FollowConfig, instruments: tuple[int, ...]):
+        self.config = config
+        self.instruments = tuple(instruments)
+        self.key: tuple[int, str] | None = None if config.key in ("auto", "off") else parse_key(config.key)
+        self._prompt: Heard | None = None  # a primed prompt's description, followed when no player plays
+        self._cache: tuple[Onset | None, Heard | None] = (None, None)
+        self._base_cache: tuple[Heard | None, np.ndarray | None] = (None, None)
+        self._player_heard = False  # whether the last heard() found the player's notes
+        self._limits = config.lifetime_steps()
+        self._midi = np.arange(V.N_PITCHES)
+        self._pitch_class = self._midi % 12
+        self._pitches = self._midi.astype(np.float32)
+
+    def inherit(self, old: Follower) -> None:
+        """Keep what `old` heard (a primed prompt; the key, unless this follower's key is another one)."""
+        self._prompt = old._prompt
+        if self.config.key == old.config.key:
+            self.key = old.key
+
+    def prime(self, state: State) -> None:
+        """Remember the prompt just primed (the last note-ons of `state`) as what to follow until a player
+        plays: a continuation follows its prompt, not its own drift."""
+        found = hear(list(state.recent[-REFERENCE_NOTES:]), state.step)
+        self._prompt = self._with_key(*found) if found else None
+        self._cache = (None, None)
+
+    def heard(self, state: State) -> Heard | None:
+        """What the reference sounds like now: the player's last notes, else the prompt, else the engine's own.
+        Recomputed only when a reference note-on arrives."""
+        played = [o for o in state.recent if o.player]
+        self._player_heard = bool(played)
+        if not played and self._prompt is not None:
+            return self._prompt
+        notes = (played or list(state.recent))[-REFERENCE_NOTES:]
+        last = notes[-1] if notes else None
+        if last is None or self._cache[0] is not last:
+            found = hear(notes, state.step) if notes else None
+            self._cache = (last, self._with_key(*found) if found else None)
+        return self._cache[1]
+
+    def _with_key(self, heard: Heard, profile: np.ndarray) -> Heard:
+        """`heard` with the key: a fixed one, or the best-fitting profile when it beats the current by
+        KEY_MARGIN ("auto"), or none ("off")."""
+        if self.config.key == "off":
+            return heard
+        if self.config.key == "auto":
+            scores = key_scores(profile)
+            best = int(np.argmax(scores))
+            current = None if self.key is None else self.key[0] + (12 if self.key[1] == "minor" else 0)
+            if current is None or scores[best] > scores[current] + KEY_MARGIN:
+                self.key = (best % 12, "major" if best < 12 else "minor")
+        return replace(heard, key=self.key)
+
+    def bias(self, state: State, now: bool = False) -> np.ndarray | None:
+        """Additive (vocab,) float32 logit bias for the next engine token, or None when no rule applies."""
+        c = self.config
+        if not c.enabled:
+            return None
+        heard = self.heard(state)
+        out = self._base(heard).copy()
+        if heard is not None:
+            self._polyphony(out, heard, state)
+            if c.density and not now and heard.rate > 0:
+                out[V.OFFSETS["time"] : V.OFFSETS["time"] + V.MAX_SHIFT_STEPS] += (
+                    c.density_strength * self._density_term(state, heard.rate))
+        if c.harmony and state.player_held:
+            self._harmony(out, state)
+        if c.onsets and not now and heard is not None:
+            self._onsets(out, state, heard)
+        if c.instruments:
+            self._silent_instruments(out, state)
+        if c.lifetime:
+            self._lifetimes(out, state, now)
+        self._no_empty_churn(out, state)
+        return out
+
+    @staticmethod
+    def _no_empty_churn(out: np.ndarray, state: State) -> None:
+        """No engine note ends at the step it started, no key is struck twice in one step, and no velocity token
+        follows another or repeats the current bin: otherwise rules that hold back note-ons and time shifts
+        could leave the model making tokens without time passing or a note sounding."""
+        velocity = V.OFFSETS["velocity"]
+        if state.last_kind == "velocity":
+            out[velocity : velocity + V.VELOCITY_BINS] = -np.inf
+        elif state.vel_bin is not None:
+            out[velocity + state.vel_bin] = -np.inf
+        for o in reversed(state.recent):
+            if o.step != state.step:
+                break
+            if not o.player:
+                out[V.note_on_token(o.cls, o.pitch)] = -np.inf
+                if (o.cls, o.pitch) in state.started:
+                    out[V.note_off_token(o.cls, o.pitch)] = -np.inf
+
+    def _base(self, heard: Heard | None) -> np.ndarray:
+        """The terms that change only with what is heard (key, register, dynamics), cached until it changes."""
+        if self._base_cache[0] is heard and self._base_cache[1] is not None:
+            return self._base_cache[1]
+        c = self.config
+        out = np.zeros(V.VOCAB_SIZE, np.float32)
+        if heard is not None:
+            outside = None if heard.key is None else ~np.isin(self._pitch_class, scale_of(heard.key))
+            for inst in self.instruments:
+                if inst == DRUMS:
+                    continue
+                row = out[V.note_on_token(inst, 0) : V.note_on_token(inst, 0) + V.N_PITCHES]
+                if outside is not None and c.key_strength > 0:
+                    row[outside] -= c.key_strength
+                if c.register:
+                    row -= c.register_strength * self._register(inst, heard)
+            if c.dynamics:
+                bins = np.arange(V.VELOCITY_BINS, dtype=np.float32)
+                out[V.OFFSETS["velocity"] : V.OFFSETS["velocity"] + V.VELOCITY_BINS] -= (
+                    c.dynamics_strength * ((bins - heard.vel_bin) / 4.0) ** 2)
+        self._base_cache = (heard, out)
+        return out
+
+    def _polyphony(self, out: np.ndarray, heard: Heard, state: State) -> None:
+        """Note-ons lose weight once the engine sounds as many notes as the reference, and are masked at
+        POLYPHONY_CAP_FACTOR times that (+1)."""
+        if not self.config.polyphony:
+            return
+        sounding = state.decoder.sounding
+        # while the player holds notes the engine accompanies them: a texture of its own, at least 3 voices
+        target = max(heard.polyphony, 3.0) if state.player_held else heard.polyphony
+        if sounding < target:
+            return
+        cap = sounding >= POLYPHONY_CAP_FACTOR * target + 1
+        for inst in self.instruments:
+            start = V.note_on_token(inst, 0)
+            if cap:
+                out[start : start + V.N_PITCHES] = -np.inf
+            else:
+                out[start : start + V.N_PITCHES] -= self.config.polyphony_strength * (sounding - target + 1)
+
+    def _register(self, inst: int, heard: Heard) -> np.ndarray:
+        """(pitches,) squared octaves outside the register of the instrument's role."""
+        if inst == BASS:
+            low, high = heard.low - 24, heard.low - 5
+        else:
+            low, high = min(heard.low, heard.centre - 6) - 3, max(heard.high, heard.centre + 6) + 3
+        outside = np.maximum(low - self._pitches, 0) + np.maximum(self._pitches - high, 0)
+        centre = heard.low - 12 if inst == BASS else heard.centre
+        return (outside / 12.0) ** 2 + 0.5 * ((self._pitches - centre) / 12.0) ** 2
+
+    def _density_term(self, state: State, reference_rate: float) -> float:
+        """log(engine onsets per second / the reference's), clipped to +-2: positive favours time shifts."""
+        window = round(ENGINE_WINDOW_S / V.GRID_S)
+        mine = [o for o in state.recent if not o.player and state.step - o.step < window]
+        rate = len(_merged_onsets(mine)) / ENGINE_WINDOW_S
+        return min(2.0, max(-2.0, math.log((rate + 0.25) / (reference_rate + 0.25))))
+
+    def _onsets(self, out: np.ndarray, state: State, heard: Heard) -> None:
+        """Strike with the player's note-on; between them keep to the reference's pulse."""
+        times = slice(V.OFFSETS["time"], V.OFFSETS["time"] + V.MAX_SHIFT_STEPS)
+        strength = self.config.onsets_strength
+        last = state.recent[-1] if state.recent else None
+        if last is not None and last.player and last.step == state.step:
+            out[times] -= strength
+            return
+        # while the player holds a note the engine accompanies it on its pulse; else on the pulse and its halves
+        period = heard.period if state.player_held else heard.period // 2
+        if period < MIN_PULSE_STEPS or state.step < heard.last or not self._player_heard:
+            return
+        phase = (state.step - heard.last) % period
+        if min(phase, period - phase) <= PULSE_TOLERANCE_STEPS:
+            return  # on the pulse: strike, or let time pass, as the model likes
+        for inst in self.instruments:
+            start = V.note_on_token(inst, 0)
+            out[start : start + V.N_PITCHES] -= strength
+        ahead = period - phase
+        if ahead <= V.MAX_SHIFT_STEPS:
+            out[times.start + ahead - 1] += strength
+
+    def _harmony(self, out: np.ndarray, state: State) -> None:
+        """Note-ons clashing with a sounding player note lose weight; sounding engine notes that clash with one
+        are favoured to end."""
+        clash = np.zeros(V.N_PITCHES, bool)
+        for pitch in state.player_held:
+            clash |= DISSONANT[(self._midi - pitch) % 12]
+        strength = self.config.harmony_strength
+        for inst in self.instruments:
+            if inst != DRUMS:
+                start = V.note_on_token(inst, 0)
+                out[start : start + V.N_PITCHES][clash] -= strength
+        for cls, pitch in state.started:
+            if cls != DRUMS and clash[pitch]:
+                out[V.note_off_token(cls, pitch)] += strength
+
+    def _silent_instruments(self, out: np.ndarray, state: State) -> None:
+        """An engine instrument silent for a while gains instrument_strength nats per second of its silence
+        (counted from its last note-on among the recent ones, or the oldest of those), at most four times that."""
+        last: dict[int, int] = {}
+        for o in state.recent:
+            if not o.player:
+                last[o.cls] = o.step
+        since = state.recent[0].step if state.recent else 0
+        for inst in self.instruments:
+            silent_s = (state.step - last.get(inst, since)) * V.GRID_S
+            if silent_s > 0.5:
+                start = V.note_on_token(inst, 0)
+                out[start : start + V.N_PITCHES] += self.config.instrument_strength * min(silent_s, 4.0)
+
+    def _lifetimes(self, out: np.ndarray, state: State, now: bool) -> None:
+        """Note-offs favoured as notes age; at a note's limit only note-offs may follow, and no time shift may
+        carry any note past its limit."""
+        if not state.started:
+            return
+        remaining = V.MAX_SHIFT_STEPS
+        for (cls, pitch), first in state.started.items():
+            limit = int(self._limits[cls])
+            age = state.step - first
+            out[V.note_off_token(cls, pitch)] += self.config.lifetime_strength * min(age / limit, 1.0) ** 2
+            remaining = min(remaining, limit - age)
+        if remaining <= 0:
+            keep = out[V.OFFSETS["note_off"] : V.OFFSETS["note_off"] + V.N_INSTRUMENTS * V.N_PITCHES].copy()
+            out[:] = -np.inf
+            out[V.OFFSETS["note_off"] : V.OFFSETS["note_off"] + V.N_INSTRUMENTS * V.N_PITCHES] = keep
+        elif not now and remaining < V.MAX_SHIFT_STEPS:
+            out[V.OFFSETS["time"] + remaining : V.OFFSETS["time"] + V.MAX_SHIFT_STEPS] = -np.inf

@@ -1,0 +1,2 @@
+"""The token vocabulary and the codec between MIDI and tokens: vocab, codec, MIDI files, instrument classes, keys,
+retiming."""

@@ -1,0 +1,1 @@
+"""The command-line front-ends, one module per `musebridge` subcommand (musebridge/cli.py holds the table)."""
