@@ -20,6 +20,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from musebridge.engine.inference.graph import rope_frequencies
 from musebridge.engine.tokens import vocab as V
 
 from .config import GPTConfig
@@ -29,10 +30,13 @@ __all__ = ["GPT", "GPTConfig", "apply_rope", "rope_tables"]
 
 def rope_tables(config: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables, each (block_size, D/2): angle[p, i] = p * base^(-2i/D)."""
-    d = config.head_size
-    inv_freq = config.rope_base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (D/2,)
-    angles = torch.arange(config.block_size, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    angles = torch.arange(config.block_size, dtype=torch.float32)[:, None] * _frequencies(config)[None, :]
     return torch.cos(angles), torch.sin(angles)
+
+
+def _frequencies(config: GPTConfig) -> torch.Tensor:
+    """(D/2,) the engine's rotary frequencies (engine/inference/graph.py), as a tensor."""
+    return torch.from_numpy(rope_frequencies(config.head_size, config.rope_base))
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -199,7 +203,5 @@ def note_parts(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def rotate_keys(keys: torch.Tensor, shift: int, config: GPTConfig) -> torch.Tensor:
     """Move rotated keys (..., P, D) back by `shift` positions: what the engine does when its window slides."""
-    d = config.head_size
-    inv_freq = config.rope_base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
-    angle = -shift * inv_freq
+    angle = -shift * _frequencies(config)
     return apply_rope(keys, torch.cos(angle), torch.sin(angle))

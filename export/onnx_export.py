@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 import torch
 from musebridge.engine.files import atomic_write
+from musebridge.engine.inference import graph as G
 from musebridge.engine.inference.model_checksum import CHECKSUM_KEY, stamped
 from musebridge.engine.inference.runtime import Model, RuntimeOptions
 from onnx import TensorProto, helper, numpy_helper
@@ -40,7 +41,6 @@ from .model import GPT, GPTConfig, rope_tables
 
 log = logging.getLogger(__name__)
 
-FORMAT = "musebridge-kv-gqa-1"  # bump when the graph interface changes; the engine checks it
 OPSET = 17
 LN_EPS = 1e-5
 
@@ -95,9 +95,9 @@ def _block(b: _Builder, h: str, res: str, sd: dict, i: int, c: GPTConfig) -> tup
     qkv = _linear(b, h, sd, f"{p}.attn.qkv", f"l{i}_qkv")  # (1, T, 3C): q, k, v, each heads x D
     attn = b.node(
         "GroupQueryAttention",
-        [qkv, "", "", f"past_key_{i}", f"past_value_{i}", "seqlens_k", "total_sequence_length",
+        [qkv, "", "", G.past("key", i), G.past("value", i), G.SEQLENS, G.TOTAL_LENGTH,
          "rope_cos", "rope_sin"],
-        [f"l{i}_attn", f"present_key_{i}", f"present_value_{i}"],
+        [f"l{i}_attn", G.present("key", i), G.present("value", i)],
         domain="com.microsoft", num_heads=c.n_head, kv_num_heads=c.n_head, do_rotary=1, rotary_interleaved=0,
     )
     wp = b.init(f"{p}.attn.proj.weight_t", _np(sd[f"{p}.attn.proj.weight"]).T)
@@ -124,24 +124,24 @@ def build_graph(model: GPT) -> onnx.ModelProto:
     b.init("rope_cos", _np(cos))
     b.init("rope_sin", _np(sin))
     table = _np(model.token_table().detach())  # the summed table when note embeddings are factorized
-    res = b.node("Gather", [b.init("wte", table), "input_ids"], "x0", axis=0)
+    res = b.node("Gather", [b.init("wte", table), G.INPUT_IDS], "x0", axis=0)
     h = _layernorm(b, res, sd, "blocks.0.ln_1", "l0_ln1")
     for i in range(c.n_layer):
         h, res = _block(b, h, res, sd, i, c)
-    b.node("MatMul", [h, b.init("lm_head_t", table.T)], "logits")
+    b.node("MatMul", [h, b.init("lm_head_t", table.T)], G.LOGITS)
 
     H, D = c.n_head, c.head_size
     cache = ["batch", H, "max_seq", D]
     inputs = [
-        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
-        helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
+        helper.make_tensor_value_info(G.INPUT_IDS, TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info(G.SEQLENS, TensorProto.INT32, ["batch"]),
+        helper.make_tensor_value_info(G.TOTAL_LENGTH, TensorProto.INT32, []),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", c.vocab_size])]
+    outputs = [helper.make_tensor_value_info(G.LOGITS, TensorProto.FLOAT, ["batch", "seq", c.vocab_size])]
     for i in range(c.n_layer):
         for kind in ("key", "value"):
-            inputs.append(helper.make_tensor_value_info(f"past_{kind}_{i}", TensorProto.FLOAT, cache))
-            outputs.append(helper.make_tensor_value_info(f"present_{kind}_{i}", TensorProto.FLOAT, cache))
+            inputs.append(helper.make_tensor_value_info(G.past(kind, i), TensorProto.FLOAT, cache))
+            outputs.append(helper.make_tensor_value_info(G.present(kind, i), TensorProto.FLOAT, cache))
     graph = helper.make_graph(b.nodes, "musebridge_gpt", inputs, outputs, b.inits)
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="musebridge")
@@ -152,7 +152,7 @@ def build_graph(model: GPT) -> onnx.ModelProto:
 def set_metadata(onnx_model: onnx.ModelProto, state: dict) -> None:
     """Store the model config, vocabulary fingerprint and training summaries (JSON) in the file."""
     meta = {
-        "musebridge.format": FORMAT,
+        "musebridge.format": G.FORMAT,
         "musebridge.config": json.dumps(state["config"], sort_keys=True),
         "musebridge.vocab": json.dumps(state["vocab"], sort_keys=True),
         "musebridge.train": json.dumps(state.get("train") or {}, sort_keys=True, default=str),

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..tokens import vocab as V
+from .graph import FORMAT
 from .model_checksum import verify
 
 log = logging.getLogger(__name__)
 
-FORMAT = "musebridge-kv-gqa-1"  # graph interface the runtime speaks (export/onnx_export.py writes it)
 DEFAULT_MODEL = "models/default.onnx"  # inside the musebridge.engine package (package-data)
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 

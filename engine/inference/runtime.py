@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import EngineBug, EngineError, ModelError
+from . import graph as G
 from .backend import LogitsRequest
+from .graph import rope_frequencies
 from .model_file import ModelInfo, choose_providers, open_session
 
 log = logging.getLogger(__name__)
@@ -98,10 +100,10 @@ class _Buffers:
         for i in range(info.n_layer):
             k, v = ort.OrtValue.ortvalue_from_numpy(self.keys[i]), ort.OrtValue.ortvalue_from_numpy(self.values[i])
             self._ort += [k, v]
-            self.binding.bind_ortvalue_input(f"past_key_{i}", k)
-            self.binding.bind_ortvalue_output(f"present_key_{i}", k)
-            self.binding.bind_ortvalue_input(f"past_value_{i}", v)
-            self.binding.bind_ortvalue_output(f"present_value_{i}", v)
+            self.binding.bind_ortvalue_input(G.past("key", i), k)
+            self.binding.bind_ortvalue_output(G.present("key", i), k)
+            self.binding.bind_ortvalue_input(G.past("value", i), v)
+            self.binding.bind_ortvalue_output(G.present("value", i), v)
 
 
 def _rotate(dst: np.ndarray, src: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> None:
@@ -140,7 +142,7 @@ class KVCache:
         self._logits1 = np.zeros((1, 1, info.vocab_size), np.float32)
         self._bound_t = 0
         d = info.head_size
-        self._inv_freq = np.float32(info.rope_base) ** (-np.arange(0, d, 2, dtype=np.float32) / np.float32(d))
+        self._inv_freq = rope_frequencies(d, info.rope_base)
         self._use(_Buffers(model, self.capacity))
 
     def _use(self, buffers: _Buffers) -> None:
@@ -148,8 +150,8 @@ class KVCache:
         token ids and logits on the next step."""
         self._buffers, self.keys, self.values = buffers, buffers.keys, buffers.values
         self._binding = buffers.binding
-        self._binding.bind_cpu_input("seqlens_k", self._seqlens)
-        self._binding.bind_cpu_input("total_sequence_length", self._total)
+        self._binding.bind_cpu_input(G.SEQLENS, self._seqlens)
+        self._binding.bind_cpu_input(G.TOTAL_LENGTH, self._total)
         self._bound_t = 0  # the next step binds its token ids and logits
 
     def _angles(self, drop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,20 +163,20 @@ class KVCache:
         if t == 1:
             self._ids1[0, 0] = tokens[0]
             if self._bound_t != 1:
-                self._binding.bind_cpu_input("input_ids", self._ids1)
+                self._binding.bind_cpu_input(G.INPUT_IDS, self._ids1)
                 self._bind_logits(self._logits1)
             self._bound_t = 1
             return self._logits1
         ids = np.asarray(tokens, dtype=np.int64).reshape(1, t)
         logits = np.empty((1, t, self.model.info.vocab_size), np.float32)
-        self._binding.bind_cpu_input("input_ids", ids)
+        self._binding.bind_cpu_input(G.INPUT_IDS, ids)
         self._bind_logits(logits)
         self._bound_t = t
         self._ids_keepalive = ids  # the binding points at this memory until the next call
         return logits
 
     def _bind_logits(self, logits: np.ndarray) -> None:
-        self._binding.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+        self._binding.bind_output(G.LOGITS, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
         self._logits_keepalive = logits
 
     def forward(self, tokens: Sequence[int]) -> np.ndarray:
