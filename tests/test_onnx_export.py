@@ -145,17 +145,22 @@ def test_export_command_writes_a_loadable_model_and_fails_cleanly(tmp_path, caps
 
     from model_fixtures import make_model
     from musebridge.engine.tokens import vocab as V
+    from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES
     from musebridge.export.checkpoint import save_checkpoint
+    from synth_corpus import write_corpus
 
     from musebridge.cli import main
 
     save_checkpoint(tmp_path / "m.pt", make_model(3), train={"step": 1}, data={"corpus": "test"})
+    write_corpus(tmp_path / "corpus", (40, 2, 2), n_notes=40)
     out = tmp_path / "m.onnx"
     assert main(["export", str(tmp_path / "m.pt"), "-o", str(out), "--eval-tokens", "300", "--json",
-                 "--card", str(tmp_path / "card.json")]) == 0
+                 "--card", str(tmp_path / "card.json"), "--corpus", str(tmp_path / "corpus")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["parity_max_abs"] <= TOL and report["nll_fp32"] > 0
-    assert Model.load(out).info.data == {"corpus": "test"}
+    data = Model.load(out).info.data
+    assert data["corpus"] == "test" and data["lifetimes"]  # measured on the corpus's train split
+    assert all(name in INSTRUMENT_NAMES and seconds >= 0.5 for name, seconds in data["lifetimes"].items())
     assert json.loads((tmp_path / "card.json").read_text())["vocab"] == asdict(V.vocab_info())
     assert main(["export", str(tmp_path / "none.pt"), "-o", str(tmp_path / "x.onnx")]) == 1
     err = capsys.readouterr().err.strip()

@@ -39,6 +39,7 @@ import numpy as np
 from ..tokens import vocab as V
 from ..tokens.instruments import DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
 from ..tokens.tonality import key_scores, parse_key, scale_of
+from .lifetimes import DEFAULT_LIFETIMES
 from .timeline import Onset, State
 
 KEY_HALF_LIFE_S = 8.0  # a note's weight in the key estimate halves every this many seconds
@@ -53,9 +54,6 @@ BASS = INSTRUMENT_NAMES.index("bass")
 FOLLOW_PARTS = ("key", "register", "dynamics", "density", "polyphony", "lifetime", "harmony", "onsets",
                 "instruments")
 DISSONANT = np.array([i % 12 in (1, 2, 6, 10, 11) for i in range(12)])  # interval classes that clash
-# Longest a note of each class may sound, seconds (FollowConfig.lifetimes overrides).
-DEFAULT_LIFETIMES = {"piano": 4.0, "chromatic": 3.0, "organ": 6.0, "guitar": 4.0, "bass": 3.0, "strings": 6.0,
-                     "voice": 6.0, "brass": 5.0, "reed": 5.0, "pipe": 5.0, "synth": 6.0, "drums": 0.5}
 
 
 @dataclass(frozen=True)

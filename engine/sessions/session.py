@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mido
 import numpy as np
@@ -37,6 +37,7 @@ from ..tokens.codec import EventEncoder, Timed
 from .follow import Follower
 from .generator import Generator as TokenGenerator
 from .generator import Limits
+from .lifetimes import measured_lifetimes
 from .session_config import SessionConfig
 from .steps import finish
 from .timeline import State, Timeline, encode_engine_off, encode_player, grid_step
@@ -57,7 +58,10 @@ class Session:
     """A live timeline over one KV cache. Not thread-safe: one caller (the server's session loop) at a time.
     backend: the model (engine/inference/runtime.py `Model`, or any engine/inference/backend.py `Backend`)."""
 
-    def __init__(self, backend: Backend, config: SessionConfig):
+    def __init__(self, backend: Backend, config: SessionConfig, lifetimes: tuple[tuple[str, float], ...] = ()):
+        """lifetimes: the model's measured longest notes (class name, seconds), for configs that set none."""
+        self._lifetimes = lifetimes
+        config = self._fitted(config)
         self.config = config
         self.timeline = Timeline(backend, config.prefix(), config.context, config.slide_tokens)
         self.generator = TokenGenerator(self.timeline, config)
@@ -221,9 +225,17 @@ class Session:
         if config.context != self.config.context:
             raise EngineError("the context length is fixed when a session is created; create a new session")
         self.timeline.drop_tentative()
-        old, self.config = self.config, config
+        old, self.config = self.config, self._fitted(config)
+        config = self.config
         self.generator.reconfigure(old, config)
         self.timeline.set_prefix(config.prefix())
+
+
+    def _fitted(self, config: SessionConfig) -> SessionConfig:
+        """config with the model's note lifetimes where its following sets none."""
+        if config.follow.lifetimes or not self._lifetimes:
+            return config
+        return replace(config, follow=replace(config.follow, lifetimes=self._lifetimes))
 
 
 class Engine:
@@ -240,5 +252,5 @@ class Engine:
 
     def new_session(self, config: SessionConfig | None = None) -> Session:
         """A new session on this model (its own cache; the default config: no player, style unknown)."""
-        return Session(self.model, config or SessionConfig())
+        return Session(self.model, config or SessionConfig(), measured_lifetimes(self.model.info.data))
 

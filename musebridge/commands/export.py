@@ -48,6 +48,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "training and data summaries here (the bundled model's card: engine/models/default.json)")
 
 
+def corpus_lifetimes(root: str | None) -> dict:
+    """{"lifetimes": {class: seconds}} measured on the corpus's train split (and its live-like renderings), or {}
+    without a corpus (the engine then keeps its default limits). See export/note_stats.py."""
+    from musebridge.export.dataset import load_training
+    from musebridge.export.errors import DataError
+    from musebridge.export.note_stats import note_lifetimes
+
+    try:
+        return {"lifetimes": note_lifetimes(load_training(root or "data/corpus", "train"))}
+    except DataError as exc:
+        log.info("no note lifetimes measured (%s); the engine keeps its defaults", exc)
+        return {}
+
+
 def heldout_pieces(root: str | None, max_tokens: int) -> tuple[list[np.ndarray], str]:
     """Held-out token sequences (about max_tokens in all) and where they came from."""
     from musebridge.export.corpus import CorpusError, default_root, load_split
@@ -124,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         model, state = load_checkpoint(args.checkpoint)
+        state["data"] = {**(state.get("data") or {}), **corpus_lifetimes(args.corpus)}
         out = Path(args.output)
         with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
             quantized = "int8" if args.int8 else "int4" if args.int4 else None
