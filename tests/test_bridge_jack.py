@@ -396,3 +396,32 @@ def test_play_restarts_the_engine_it_started_after_a_kill_and_harmony_returns(ja
         assert not unreleased_note_ons(peer.messages()), "no note hangs across the engine's death"
     finally:
         end_play(proc, peer)
+
+
+def test_status_shows_the_key_heard_and_ctl_fixes_it_and_turns_following_off_and_on(live, engine):
+    from musebridge.bridge.status import status_text
+
+    rig = live("harmonize", modes=ModeConfig(voices=1))
+    ctl = [sys.executable, "-m", "musebridge", "ctl", "--port", str(engine.port),
+           "--pub-port", str(engine.pub_port)]
+
+    def set_(*words):
+        done = subprocess.run([*ctl, "set", *words], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+
+    def key_after(notes) -> str:
+        rig.play(notes, length=0.08, gap=0.02)
+        assert rig.wait_for(lambda: len(rig.bridge.latencies) >= len(notes)), "every note harmonized"
+        rig.bridge.latencies.clear()
+        return status_text(rig.bridge).split(" | ")[2]
+
+    e_minor = [64, 66, 67, 71, 69, 67, 66, 64, 59, 64, 67, 71, 72, 71, 69, 66, 63, 64]
+    assert key_after(e_minor) == "key E minor"
+    set_("follow_key", "Bb major")  # the musician fixes the key
+    assert key_after([64, 67, 71]) == "key Bb major"
+    set_("follow", "false")
+    assert key_after([64, 67, 71]) == "key -"  # not following: no key is imposed
+    set_("follow", "true")
+    set_("follow_key", "auto")
+    assert key_after(e_minor) == "key E minor"
+    assert rig.wait_for(lambda: not unreleased_note_ons(rig.peer.messages()), timeout=2.0)

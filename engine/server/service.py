@@ -246,7 +246,7 @@ class Service:
     def list(self, args: dict):
         now = time.monotonic()
         return {"sessions": [{"session": sid, "params": s.params, "idle_s": round(now - s.last_seen, 3),
-                              "time": s.session.time, "key": key_name(s.session.follower.key)}
+                              "time": s.session.time, "key": key_name(s.session.follower.steering_key)}
                              for sid, s in self.sessions.items()]}, []
 
     def feed(self, args: dict) -> Steps:
@@ -302,7 +302,7 @@ class Service:
             self._token_ms.extend([ms / tokens] * min(tokens, 64))
             self._latency_cache = None
         events = [("note", sid, {"notes": out[published:]})] if len(out) > published else []
-        heard = key_name(session.follower.key)
+        heard = key_name(session.follower.steering_key)
         events.append(("telemetry", sid, {"tokens": tokens, "ms": round(ms, 3), "key": heard}))
         return {"session": sid, **fed, "notes": out, "tokens": tokens, "time": session.time, "key": heard}, events
 

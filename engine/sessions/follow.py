@@ -178,6 +178,12 @@ class Follower:
         self._pitch_class = self._midi % 12
         self._pitches = self._midi.astype(np.float32)
 
+    @property
+    def steering_key(self) -> tuple[int, str] | None:
+        """The key the engine's notes are steered toward now: the one heard or fixed; None when following or its
+        key rule is off (what `play`'s status line and the protocol's replies show)."""
+        return self.key if self.config.enabled and self.config.key != "off" else None
+
     def inherit(self, old: Follower) -> None:
         """Keep what `old` heard (a primed prompt; the key, unless this follower's key is another one)."""
         self._prompt = old._prompt
