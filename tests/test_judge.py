@@ -78,7 +78,8 @@ def test_judge_is_reproducible_with_the_same_seed(songs, tmp_path):
     for run in ("a", "b"):
         out = tmp_path / run
         out.mkdir()
-        rc, json_path, _ = run_judge(songs, out, "--modes", "respond", "instruments", "--seed", "7")
+        rc, json_path, _ = run_judge(songs, out, "--modes", "respond", "accompany", "instruments", "--seed", "7",
+                                     "--best-of", "2")
         assert rc == 0
         result = json.loads(json_path.read_text())
         figures.append((result["modes"], result["instruments"]))
@@ -90,5 +91,6 @@ def test_judge_is_reproducible_with_the_same_seed(songs, tmp_path):
 def test_judge_refuses_bad_values_in_one_line(songs, tmp_path, capsys):
     assert main(["judge", str(songs), "--prompts", "1", "--quiet"]) == 2
     assert main(["judge", str(tmp_path / "missing"), "--quiet", "--png", ""]) == 2
+    assert main(["judge", str(songs), "--best-of", "17", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--prompts 1" in err[0] and "missing: no such file or folder" in err[1]
+    assert "--prompts 1" in err[0] and "missing: no such file or folder" in err[1] and "--best-of 17" in err[2]

@@ -64,6 +64,7 @@ class JudgeConfig:
     style_train: int = 150  # real train-split pieces per style the classifier is fitted on
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.98))
     follow: FollowConfig = field(default_factory=FollowConfig)
+    best_of: int = 1  # continue, respond and accompany plan each chunk as the best of this many candidates
     seed: int = 0
 
 
@@ -91,7 +92,7 @@ def _continuations(engine: Engine, sources: Sequence[Source], config: JudgeConfi
     for i, p in enumerate(pieces):
         progress(f"{mode} {rendering}", i, len(pieces))
         sampling = modes.seeded(config.sampling, piece_seed(p.source.id, config.seed))
-        events = generate(engine, p, sampling, config.grace_s, config.follow)
+        events = generate(engine, p, sampling, config.grace_s, config.follow, config.best_of)
         notes = _window(notes_from_events(events, p.end + config.grace_s), p.prompt_end, p.end)
         model.append(_measured(p, notes, events))
         real.append(_measured(p, p.continuation_notes(), p.events))
@@ -136,7 +137,7 @@ def _duets(engine: Engine, sources: Sequence[Source], config: JudgeConfig, rende
         progress(f"{mode} {rendering}", i, len(pairs))
         sampling = modes.seeded(config.sampling, piece_seed(given.source.id, config.seed))
         if mode == "accompany":
-            events = modes.accompany(engine, given, sampling, config.grace_s, config.follow)
+            events = modes.accompany(engine, given, sampling, config.grace_s, config.follow, config.best_of)
         else:
             events = modes.harmonize(engine, given, sampling, config.voices, config.follow)
         notes = [n for n in notes_from_events(events, given.end + config.grace_s) if n.start < given.end]

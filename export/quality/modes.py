@@ -43,13 +43,13 @@ def _main_class(events: Sequence[Timed]) -> int:
 
 
 def continue_(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: float,
-              follow: FollowConfig = FOLLOW) -> list[Timed]:
+              follow: FollowConfig = FOLLOW, best_of: int = 1) -> list[Timed]:
     """The engine continues the prompt in its instruments, until grace_s after the continuation's end."""
     prompt = piece.prompt_events()
     session = engine.new_session(SessionConfig(style=piece.source.style, instruments=_classes(prompt),
                                                sampling=sampling, follow=follow))
     session.prime(prompt)
-    return advance(session, piece.prompt_end, piece.end + grace_s)
+    return advance(session, piece.prompt_end, piece.end + grace_s, best_of=best_of)
 
 
 def answer_class(player: int) -> int:
@@ -58,7 +58,7 @@ def answer_class(player: int) -> int:
 
 
 def respond(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: float,
-            follow: FollowConfig = FOLLOW) -> list[Timed]:
+            follow: FollowConfig = FOLLOW, best_of: int = 1) -> list[Timed]:
     """The prompt is the player's phrase, fed as the bridge feeds it; then the engine answers."""
     phrase = [e for e in piece.prompt_events() if e.msg.type in PLAYED]
     player = _main_class(phrase)
@@ -66,7 +66,7 @@ def respond(engine: Engine, piece: Piece, sampling: SamplingConfig, grace_s: flo
                                                player_instrument=player, sampling=sampling, follow=follow))
     for time_s, msg in phrase:
         session.insert(time_s, msg)
-    return advance(session, piece.prompt_end, piece.end + grace_s)
+    return advance(session, piece.prompt_end, piece.end + grace_s, best_of=best_of)
 
 
 def _duet_session(engine: Engine, duet: Duet, sampling: SamplingConfig, follow: FollowConfig) -> Session:
@@ -77,16 +77,16 @@ def _duet_session(engine: Engine, duet: Duet, sampling: SamplingConfig, follow: 
 
 
 def accompany(engine: Engine, duet: Duet, sampling: SamplingConfig, grace_s: float,
-              follow: FollowConfig = FOLLOW) -> list[Timed]:
+              follow: FollowConfig = FOLLOW, best_of: int = 1) -> list[Timed]:
     """The melody is fed at its true times while the engine plans around it in the accompaniment's instruments."""
     session = _duet_session(engine, duet, sampling, follow)
     out: list[Timed] = []
     for time_s, msg in (e for e in duet.melody if e.msg.type in PLAYED):
-        out += session.plan(until_time=time_s)
+        out += session.plan(until_time=time_s, best_of=best_of)
         inserted = session.insert(time_s, msg)
         if inserted.rolled_back:
             out = [e for e in out if e.time <= inserted.time]
-    return out + advance(session, session.time, duet.end + grace_s)
+    return out + advance(session, session.time, duet.end + grace_s, best_of=best_of)
 
 
 def harmonize(engine: Engine, duet: Duet, sampling: SamplingConfig, voices: int,

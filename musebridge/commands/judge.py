@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-follow", action="store_true", help="the engine does not follow the player at all")
     parser.add_argument("--follow-off", nargs="+", default=[], choices=FOLLOW_PARTS, metavar="PART",
                         help=f"switch these parts of following off: {', '.join(FOLLOW_PARTS)}")
+    parser.add_argument("--best-of", type=int, default=1, metavar="N",
+                        help="continue, respond and accompany plan each chunk as the likeliest of N "
+                        "candidates under the engine's constraints and following (default: %(default)s, at most 16)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same figures (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     parser.add_argument("--top-p", type=float, default=0.98, help="nucleus sampling mass (default: 0.98)")
@@ -68,12 +71,14 @@ def _config(args) -> JudgeConfig:
         sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
+    if not 1 <= args.best_of <= 16:
+        raise ExportError(f"--best-of {args.best_of}: give 1 to 16")
     if args.style not in V.STYLES:
         raise ExportError(f"unknown style {args.style!r}; choose from: {', '.join(V.STYLES)}")
     follow = FollowConfig(enabled=not args.no_follow,
                           **{part: (False if part != "key" else "off") for part in args.follow_off})
     return JudgeConfig(prompts=args.prompts, modes=tuple(args.modes), renderings=tuple(args.renderings),
-                       sampling=sampling, follow=follow, seed=args.seed)
+                       sampling=sampling, follow=follow, best_of=args.best_of, seed=args.seed)
 
 
 def _sources(args):
