@@ -52,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--follow-off", nargs="+", default=[], choices=FOLLOW_PARTS, metavar="PART",
                         help=f"switch these parts of following off: {', '.join(FOLLOW_PARTS)}")
     parser.add_argument("--best-of", type=int, default=1, metavar="N",
-                        help="continue, respond and accompany plan each chunk as the likeliest of N "
-                        "candidates under the engine's constraints and following (default: %(default)s, at most 16)")
+                        help="continue, respond and accompany plan each chunk as the likeliest of N candidates "
+                        "under the engine's constraints and following (default: %(default)s, at most 16)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same figures (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     parser.add_argument("--top-p", type=float, default=0.98, help="nucleus sampling mass (default: 0.98)")
