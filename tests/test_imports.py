@@ -5,6 +5,8 @@
     bridge    ->  engine's tokens, errors and files, and the client side of engine/server
     engine    ->  nothing outside engine; inside it: tokens <- inference <- sessions <- server, render -> tokens
 
+and the code's shape: no module over 400 lines, no function over 60.
+
 Lazy imports inside functions count like the others: a contract broken at run time is broken.
 """
 
@@ -117,6 +119,13 @@ def test_engine_concepts_import_only_their_layers_below():
         mine, theirs = engine_concept(name), engine_concept(target)
         return mine is not None and theirs is not None and theirs != mine and theirs not in ENGINE_LAYERS[mine]
     assert violations(bad) == []
+
+
+def test_no_function_over_60_lines():
+    long = [f"{ALL[name].relative_to(ROOT)}: {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for name in ALL for node in ast.walk(ast.parse(ALL[name].read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60]
+    assert long == []
 
 
 def test_no_module_over_400_lines():

@@ -170,6 +170,10 @@ class Server:
         self.local: LocalListener | None = None
         self._poller_key: tuple | None = None
         self._poller: zmq.Poller | None = None
+        self._open_local(config, rep_ep, pub_ep)
+
+    def _open_local(self, config: ServerConfig, rep_ep: str, pub_ep: str) -> None:
+        """The direct transport, and the connection file local clients read the server's key from."""
         # Local clients prove they are this user's with the key of a connection file only this user can read
         # (engine/server/connection.py); CURVE keys authenticate clients instead when the server has them.
         self.key = None if config.keys else new_key()

@@ -51,39 +51,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="M",
         help="skip pieces longer than M minutes of music (default: %(default)s)",
     )
-    b.add_argument(
-        "--band",
-        action="store_true",
-        help="add band parts (bass, drums, chords rendered by mma) over the melodies; needs mma",
-    )
-    b.add_argument(
-        "--band-limit",
-        type=int,
-        default=BandConfig.limit,
-        metavar="N",
-        help="at most N melodies get band parts (default: %(default)s; 0: every melody)",
-    )
-    b.add_argument(
-        "--band-per-piece",
-        type=int,
-        default=BandConfig.per_piece,
-        metavar="K",
-        help="band versions per melody, each in another style (default: %(default)s, at most 5)",
-    )
-    b.add_argument(
-        "--perform",
-        type=int,
-        default=2,
-        metavar="K",
-        help="play every notated train and valid piece K times on piano with the performer, as live-like "
-        "training material (default: %(default)s; 0: none; docs/corpus.md)",
-    )
+    _material(b)
     b.add_argument("--retry-failed", action="store_true", help="try pieces that failed before again")
     b.add_argument("--force", action="store_true", help="convert every piece again, even if its .mid exists")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("stats", help="pieces, notes, hours and tokens per style and split")
     _root(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _material(b: argparse.ArgumentParser) -> None:
+    """The build's optional material: band parts over the melodies, live-like piano renderings."""
+    b.add_argument("--band", action="store_true",
+                   help="add band parts (bass, drums, chords rendered by mma) over the melodies; needs mma")
+    b.add_argument("--band-limit", type=int, default=BandConfig.limit, metavar="N",
+                   help="at most N melodies get band parts (default: %(default)s; 0: every melody)")
+    b.add_argument("--band-per-piece", type=int, default=BandConfig.per_piece, metavar="K",
+                   help="band versions per melody, each in another style (default: %(default)s, at most 5)")
+    b.add_argument("--perform", type=int, default=2, metavar="K",
+                   help="play every notated train and valid piece K times on piano with the performer, as "
+                   "live-like training material (default: %(default)s; 0: none; docs/corpus.md)")
 
 
 def _root(parser: argparse.ArgumentParser) -> None:
