@@ -5,8 +5,10 @@
     link.feed([{"t": 1.25, "type": "note_on", "channel": 0, "note": 60, "velocity": 90}])
     notes, end = link.generate(until=2.0)        # engine events with "t" in session seconds
 
-Every failure to reach the server raises EngineLost, so the caller can silence its notes at once. A reclaimed
-session (the server's idle timeout) is re-created transparently. Not thread-safe: one worker thread calls it; the
+Every failure to reach the server raises EngineLost, so the caller can silence its notes at once; a request that
+times out while the server still answered in the last SLOW_LIMIT_S seconds raises EngineSlow instead (a busy
+machine: that one answer is skipped, the session kept; the status line counts them). A reclaimed session (the
+server's idle timeout) is re-created transparently. Not thread-safe: one worker thread calls it; the
 watcher has its own sockets.
 """
 
@@ -23,10 +25,11 @@ from musebridge.engine.server import wire
 from musebridge.engine.server.client import Client, ClientConfig, ClientError
 from musebridge.engine.server.protocol import ProtocolError
 
-from .errors import BridgeError, EngineLost
+from .errors import BridgeError, EngineLost, EngineSlow
 
 log = logging.getLogger(__name__)
 
+SLOW_LIMIT_S = 10.0  # seconds without any reply after which a request that times out means a lost engine
 RECENT_S = 8.0  # seconds of the player's recent events a re-created session is fed again (after a lost engine)
 RECENT_EVENTS = 512  # and at most this many
 KEEPALIVE_S = 20.0  # touch the session this often: the server reclaims idle sessions (300 s by default)
@@ -57,19 +60,26 @@ class EngineLink:
         self.resumed_at = 0.0  # session seconds the last re-created session's replayed context ends at
         self._recent: deque[dict] = deque(maxlen=RECENT_EVENTS)  # player events fed (protocol dicts)
         self.key = "-"  # the key the engine hears, as its last generate reply said
+        self.slow = 0  # requests that timed out while the engine was still there
+        self._last_reply = -SLOW_LIMIT_S  # clock seconds of the last reply (none yet: a timeout means lost)
 
     def _call(self, cmd: str, **args) -> dict:
         if self._client is None:
             self._client = Client(self.config)
         self._last_call = self._now()
         try:
-            return self._client.call(cmd, **args)
+            reply = self._client.call(cmd, **args)
+            self._last_reply = self._now()
+            return reply
         except ClientError as exc:
             if exc.code == "session_not_found" and cmd != "session.create":
                 log.warning("engine session %s was reclaimed; creating a new one", self.session)
                 self.open()
                 return self._client.call(cmd, **{**args, "session": self.session})
-            if exc.code in ("timeout", "keys"):
+            if exc.code == "timeout" and self._now() - self._last_reply < SLOW_LIMIT_S:
+                self.slow += 1  # busy (a loaded machine), not gone: its connection holds; skip this answer
+                raise EngineSlow(f"engine slow: {exc}") from None
+            if exc.code in ("timeout", "connection", "keys"):
                 raise EngineLost(str(exc)) from None
             raise BridgeError(f"engine refused {exc}") from None  # the client's message starts with `cmd:`
 

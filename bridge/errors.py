@@ -13,5 +13,10 @@ class ConfigError(BridgeError):
     """A bad setting: unknown mode, CC number out of range, unreadable config file."""
 
 
+class EngineSlow(BridgeError):
+    """The engine did not answer one request in time but is still there (its connection holds): that answer is
+    skipped, the session kept."""
+
+
 class EngineLost(BridgeError):
     """The engine server stopped answering, announced it is stopping, or dropped our session."""

@@ -27,7 +27,8 @@ def status_text(bridge) -> str:
     if err is not None:
         parts.append(f"timing p99 {err:.2f} ms")
     if bridge.engine_ok:
-        parts.append(f"engine {bridge.link.session} ok")
+        slow = f", {bridge.link.slow} slow replies" if bridge.link.slow else ""
+        parts.append(f"engine {bridge.link.session} ok{slow}")
     else:
         restarts = getattr(bridge.worker.supervisor, "restarts", 0)
         restarting = f"; restarting it ({restarts})" if restarts else ""

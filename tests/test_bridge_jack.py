@@ -425,3 +425,22 @@ def test_status_shows_the_key_heard_and_ctl_fixes_it_and_turns_following_off_and
     set_("follow_key", "auto")
     assert key_after(e_minor) == "key E minor"
     assert rig.wait_for(lambda: not unreleased_note_ons(rig.peer.messages()), timeout=2.0)
+
+
+def test_a_slow_engine_skips_one_answer_and_keeps_its_session(live, engine):
+    rig = live("harmonize", modes=ModeConfig(voices=1))
+    rig.play([60, 64])
+    assert rig.wait_for(lambda: len(rig.bridge.latencies) == 2), "harmonized before the stall"
+    session = rig.link.session
+    engine.proc.send_signal(signal.SIGSTOP)  # alive, connected, answering nothing: a machine too busy
+    try:
+        rig.play([67], length=1.6)  # the request times out (1 s) while the key is down
+        assert rig.wait_for(lambda: rig.link.slow >= 1, timeout=3.0)
+    finally:
+        engine.proc.send_signal(signal.SIGCONT)
+    assert rig.bridge.engine_ok and not rig.bridge.lost_reason, "a slow reply is not a lost engine"
+    before = len(rig.bridge.latencies)
+    rig.play([72, 76])
+    assert rig.wait_for(lambda: len(rig.bridge.latencies) >= before + 2), "harmony goes on after the stall"
+    assert rig.link.session == session, "the same session, not a re-created one"
+    assert rig.wait_for(lambda: not unreleased_note_ons(rig.peer.messages()), timeout=2.0)

@@ -38,7 +38,9 @@ CANCEL_LINGER_S = 0.2  # how long the cancel of a request given up on may take t
 
 
 class ClientError(EngineError):
-    """The server could not be reached in time, or replied with an error (`code` is a protocol error code)."""
+    """The server could not be reached in time, or replied with an error. `code`: a protocol error code, or
+    "timeout" (no reply in time: the server may be busy), "connection" (the transport failed: nothing listens,
+    or the server went away), "keys", "bad_argument" (the client's own settings)."""
 
     def __init__(self, message: str, code: str = "timeout"):
         super().__init__(message)
@@ -108,9 +110,10 @@ class Client:
                 client.call("status", timeout=min(0.5, timeout))
                 return client
             except ClientError as exc:
-                if exc.code != "timeout" or time.monotonic() >= deadline:  # refused: say why at once
+                waiting = exc.code in ("timeout", "connection")  # not up yet; anything else: say why at once
+                if not waiting or time.monotonic() >= deadline:
                     client.close()
-                    if exc.code != "timeout":
+                    if not waiting:
                         raise
                     raise ClientError(f"no engine answers at {client.config.endpoint} after {timeout:g} s; start "
                                       "one with `musebridge serve` (or pass its endpoint)") from None
@@ -187,7 +190,7 @@ class Client:
             self.close()
             option = "--local PATH" if isinstance(address, str) else "--direct-port PORT"
             raise ClientError(f"cannot reach the engine at {self.config.endpoint} ({exc}); is `musebridge serve "
-                              f"{option}` running?") from None
+                              f"{option}` running?", "connection") from None
         return rid
 
     def _recv(self, timeout: float) -> bytes | None:
@@ -200,7 +203,7 @@ class Client:
             return self._local.recv(timeout)
         except (OSError, P.ProtocolError) as exc:
             self.close()
-            raise ClientError(f"lost the engine at {self.config.endpoint}: {exc}") from None
+            raise ClientError(f"lost the engine at {self.config.endpoint}: {exc}", "connection") from None
 
     def post(self, cmd: str, **args) -> str:
         """Send a command without waiting for its reply; returns its request id. The server answers in order,
