@@ -369,4 +369,16 @@ def stats(root: str | os.PathLike) -> dict:
                 reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
         if reasons:
             out["skipped"][style] = reasons
+    out["live"] = _live_counts(Path(root))
     return out
+
+
+def _live_counts(root: Path) -> dict:
+    """Live-like renderings per split (export/live_corpus.py): pieces and tokens, from the split files."""
+    counts = {}
+    for split in ("train", "valid"):
+        offsets = root / "tokens" / f"live-{split}.offsets.npy"
+        if offsets.is_file():
+            o = np.load(offsets)
+            counts[split] = {"pieces": len(o) - 1, "tokens": int(o[-1]) if len(o) else 0}
+    return counts

@@ -380,9 +380,12 @@ def test_stats_text_and_json(built, capsys):
     assert info["total"]["tokens"] == sum(r["tokens"] for r in records)
     assert sum(s["pieces"] for s in info["splits"].values()) == len(records)
     assert info["styles"]["bach"]["pieces"] == 2 and info["skipped"]["jazz"] == {"corrupt": 1}
+    live = load_split(root, "live-train")
+    assert info["live"]["train"] == {"pieces": len(live), "tokens": len(live.tokens)}
     assert main(["corpus", "stats", "--root", str(root)]) == 0
     text = capsys.readouterr().out
     assert "bach" in text and "renaissance" in text and "hours" in text and "corrupt" in text
+    assert f"live-like piano renderings (not included above): train {len(live)} pieces" in text
 
 
 def test_tokens_made_by_another_codec_are_flagged(built, tmp_path, caplog):

@@ -129,6 +129,9 @@ def format_stats(info: dict) -> str:
     if info.get("band"):
         lines.append("band pieces (included above, by style):")
         lines += [row(f"  {style}", t) for style, t in info["band"].items()]
+    if info.get("live"):
+        lines.append("live-like piano renderings (not included above): " + "; ".join(
+            f"{split} {c['pieces']} pieces, {c['tokens']:,} tokens" for split, c in info["live"].items()))
     if info["skipped"]:
         lines.append(
             "skipped: "
