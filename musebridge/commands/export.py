@@ -51,12 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def corpus_lifetimes(root: str | None) -> dict:
     """{"lifetimes": {class: seconds}} measured on the corpus's train split (and its live-like renderings), or {}
     without a corpus (the engine then keeps its default limits). See export/note_stats.py."""
+    from musebridge.export.corpus import default_root
     from musebridge.export.dataset import load_training
     from musebridge.export.errors import DataError
     from musebridge.export.note_stats import note_lifetimes
 
     try:
-        return {"lifetimes": note_lifetimes(load_training(root or "data/corpus", "train"))}
+        return {"lifetimes": note_lifetimes(load_training(root or default_root(), "train"))}
     except DataError as exc:
         log.info("no note lifetimes measured (%s); the engine keeps its defaults", exc)
         return {}
