@@ -22,7 +22,7 @@ from musebridge.engine.tokens import vocab as V
 from musebridge.engine.tokens.codec import EventEncoder
 from musebridge.engine.tokens.midifile import encode_file
 
-from .dataset import TokenData, load_split
+from .dataset import TokenData, load_split, piece_source
 from .errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,18 @@ def subset(data: TokenData, limit: int | None) -> TokenData:
         return data
     end = int(data.offsets[limit])
     return TokenData(data.tokens[:end], data.offsets[: limit + 1], data.ids[:limit], data.styles[:limit])
+
+
+def of_sources(data: TokenData, sources: Sequence[str]) -> TokenData:
+    """The pieces of `data` from these sources (dataset.piece_source); all of them when `sources` is empty.
+    NoInput when none is left."""
+    if not sources:
+        return data
+    keep = [i for i, (pid, style) in enumerate(zip(data.ids, data.styles, strict=True))
+            if piece_source(pid, style) in sources]
+    if not keep:
+        raise NoInput(f"no {' or '.join(sources)} pieces in the split; choose other --sources")
+    return from_pieces([data.piece(i) for i in keep], [data.ids[i] for i in keep], [data.styles[i] for i in keep])
 
 
 def from_pieces(pieces: Sequence[Sequence[int]], ids: Sequence[str], styles: Sequence[str]) -> TokenData:

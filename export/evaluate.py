@@ -35,9 +35,9 @@ from musebridge.engine.errors import EngineError
 from musebridge.engine.tokens import vocab as V
 
 from . import ngram
-from .dataset import TokenData
+from .dataset import SOURCES, TokenData
 from .errors import ExportError
-from .eval_inputs import NoInput, corpus_pieces, file_pieces
+from .eval_inputs import NoInput, corpus_pieces, file_pieces, of_sources
 from .scoring import flat_targets, load_scorer, target_starts
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class EvalConfig:
     inputs: tuple[str, ...] = ()
     style: str = "unknown"
     live_like: bool = False
+    sources: tuple[str, ...] = ()  # corpus pieces of these sources only (dataset.SOURCES; empty: all)
     limit: int | None = None
     stride: int | None = None
     context: int | None = None
@@ -121,9 +122,10 @@ def _read_inputs(cfg: EvalConfig, skip) -> tuple[TokenData, dict]:
         data = file_pieces(cfg.inputs, cfg.style, cfg.limit, cfg.live_like, skip)
         return data, {"files": list(data.ids), "style": cfg.style, "live_like": cfg.live_like,
                       "input": f"{len(data)} MIDI file(s){played}"}
-    data = corpus_pieces(cfg.data, cfg.split, cfg.limit, cfg.live_like, skip)
-    return data, {"data": str(cfg.data), "split": cfg.split, "live_like": cfg.live_like,
-                  "input": f"split {cfg.split} of {cfg.data}{played}"}
+    data = of_sources(corpus_pieces(cfg.data, cfg.split, cfg.limit, cfg.live_like, skip), cfg.sources)
+    chosen = f" ({', '.join(cfg.sources)} pieces)" if cfg.sources else ""
+    return data, {"data": str(cfg.data), "split": cfg.split, "live_like": cfg.live_like, "sources": cfg.sources,
+                  "input": f"split {cfg.split} of {cfg.data}{chosen}{played}"}
 
 
 def _ngram_column(cfg: EvalConfig, data: TokenData) -> tuple[np.ndarray | None, dict]:
@@ -196,6 +198,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", default="unknown", help="conditioning style of the MIDI files given")
     parser.add_argument("--live-like", action="store_true",
                         help="play each piece live-like on piano (export/perform.py) before scoring it")
+    parser.add_argument("--sources", nargs="+", choices=SOURCES, default=[], metavar="SOURCE",
+                        help="score only the split's pieces from these sources: notated (the corpus as written), "
+                        "band (band parts over melodies) (default: all)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N pieces (quick look)")
     parser.add_argument("--stride", type=int, default=None, help="tokens scored per sliding window")
     parser.add_argument("--context", type=int, default=None, metavar="TOKENS",
@@ -214,8 +219,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         orders = tuple(int(o) for o in args.orders.split(","))
         cfg = EvalConfig(args.model, args.data, args.split, tuple(args.inputs), args.style, args.live_like,
-                         args.limit, args.stride, args.context, orders, args.device, args.threads,
-                         progress=not args.quiet)
+                         tuple(args.sources), args.limit, args.stride, args.context, orders, args.device,
+                         args.threads, progress=not args.quiet)
         result = evaluate(cfg, skip)
     except NoInput as exc:
         print(f"musebridge eval: {exc}", file=sys.stderr)

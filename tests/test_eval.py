@@ -335,3 +335,17 @@ def test_live_like_plays_each_piece_the_same_way_and_skips_a_missing_one(tmp_pat
     assert code == 0 and result["live_like"] and result["pieces"] == 2 and test.ids[0] in err
     assert "pedal" in result["per_kind"] and result["ngram_nll"] > 0
     assert run_json(argv, capsys)[1]["model_nll"] == result["model_nll"]  # the same performance every time
+
+
+def test_sources_choose_the_notated_or_the_band_pieces_of_a_split():
+    from musebridge.engine.tokens import vocab as V
+    from musebridge.export.eval_inputs import NoInput, from_pieces, of_sources
+
+    piece = V.conditioning("folk", [0]) + [V.time_token(3), V.EOS]
+    data = from_pieces([piece, piece, piece], ["folk-a", "folk-band-folk-a", "jazz-band-folk-b"],
+                       ["folk", "folk", "jazz"])
+    assert of_sources(data, ()).ids == data.ids
+    assert of_sources(data, ("notated",)).ids == ("folk-a",)
+    assert of_sources(data, ("band",)).ids == ("folk-band-folk-a", "jazz-band-folk-b")
+    with pytest.raises(NoInput, match="no live pieces"):
+        of_sources(data, ("live",))
