@@ -359,3 +359,15 @@ def test_anticipation_never_changes_the_token_stream(engine, ops):
     a.timeline.drop_tentative()
     assert a.tokens == b.tokens and a.dropped == b.dropped and a.time == b.time
     assert np.abs(a._next_logits() - b._next_logits()).max() < 1e-4
+
+
+def test_a_slide_over_half_the_window_is_refused_and_the_largest_allowed_works(engine):
+    with pytest.raises(EngineError, match=r"slide_tokens 40 is more than half .* use at most"):
+        engine.new_session(config(seed=2, slide_tokens=40, context=64))
+    room = 64 - len(config().prefix())
+    s = engine.new_session(config(seed=2, slide_tokens=room // 2, context=64))
+    prompt = [(0.05 * i, mido.Message("note_on" if i % 2 == 0 else "note_off", note=60 + (i // 2) % 12,
+                                      velocity=70)) for i in range(120)]
+    s.prime(prompt)  # a prompt longer than the window: it slides as it goes
+    s.generate(n_tokens=90, best_of=3)  # best-of rounds beside a full window
+    assert s.dropped > 0 and len(s.tokens) <= 64

@@ -217,8 +217,10 @@ class Timeline:
         self.cache = backend.new_cache(context)
         self.prefix_len = len(prefix)
         self.slide = slide or max(1, (self.cache.capacity - self.prefix_len) // 4)
-        if self.prefix_len + self.slide >= self.cache.capacity:
-            raise EngineError(f"slide_tokens {self.slide} leaves no room in a {self.cache.capacity}-token cache")
+        room = self.cache.capacity - self.prefix_len  # the window after the prefix
+        if self.slide > room // 2:  # a chunk of a slide's size must fit beside what a slide keeps
+            raise EngineError(f"slide_tokens {self.slide} is more than half of the {room}-token window after the "
+                              f"prefix in a {self.cache.capacity}-token cache; use at most {room // 2}")
         self.cache.plan_slides(self.prefix_len, self.slide)
         self.entries = Entries()
         self.live = State()
