@@ -320,15 +320,19 @@ def _ordered(record: dict) -> dict:
 def _write_tokens(root: Path, records: list[dict], arrays: dict[str, np.ndarray]) -> None:
     for split in SPLITS:
         chosen = [r for r in records if r["split"] == split]
-        parts = [arrays[r["id"]] for r in chosen]
-        tokens = np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16)
-        offsets = np.zeros(len(parts) + 1, np.int64)
-        offsets[1:] = np.cumsum([len(p) for p in parts])
         meta = {"ids": [r["id"] for r in chosen], "styles": [r["style"] for r in chosen]}
-        folder = root / "tokens"
-        _write_atomic(folder / f"{split}.npy", lambda fh, a=tokens: np.save(fh, a))
-        _write_atomic(folder / f"{split}.offsets.npy", lambda fh, a=offsets: np.save(fh, a))
-        _write_atomic(folder / f"{split}.json", lambda fh, m=meta: fh.write(json.dumps(m).encode()))
+        write_token_split(root / "tokens", split, [arrays[r["id"]] for r in chosen], meta)
+
+
+def write_token_split(folder: Path, split: str, parts: list[np.ndarray], meta: dict) -> None:
+    """One split's three files (format in the module docstring), each atomically; the .json last, so a reader
+    that checks it (a fingerprint in `meta`) never takes an interrupted write for a finished one."""
+    tokens = np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16)
+    offsets = np.zeros(len(parts) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(p) for p in parts])
+    _write_atomic(folder / f"{split}.npy", lambda fh: np.save(fh, tokens))
+    _write_atomic(folder / f"{split}.offsets.npy", lambda fh: np.save(fh, offsets))
+    _write_atomic(folder / f"{split}.json", lambda fh: fh.write(json.dumps(meta).encode()))
 
 
 def _totals(records: list[dict]) -> dict:

@@ -97,11 +97,16 @@ def concat(parts: list[TokenData]) -> TokenData:
                      sum((p.styles for p in parts), ()))
 
 
+def live_split(split: str) -> str:
+    """The name of the split holding `split`'s live-like renderings (export/live_corpus.py)."""
+    return f"live-{split}"
+
+
 def load_training(root: str | os.PathLike, split: str) -> TokenData:
-    """A split joined with its live-like renderings (live-<split>) when the corpus has them."""
+    """A split joined with its live-like renderings (live_split(split)) when the corpus has them."""
     data = load_split(root, split)
-    if split_paths(root, f"live-{split}")[0].is_file():
-        live = load_split(root, f"live-{split}")
+    if split_paths(root, live_split(split))[0].is_file():
+        live = load_split(root, live_split(split))
         if len(live):
             return concat([data, live])
     return data

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus import CorpusError, _write_atomic, codec_fingerprint, read_index
-from .dataset import LIVE_MARK
+from .corpus import CorpusError, codec_fingerprint, read_index, write_token_split
+from .dataset import LIVE_MARK, live_split
 from .eval_inputs import live_like_tokens, piece_seed
 
 log = logging.getLogger(__name__)
 
-LIVE_SPLITS = {"train": "live-train", "valid": "live-valid"}
+LIVE_SPLITS = {split: live_split(split) for split in ("train", "valid")}
 MAX_RENDERINGS = 8
 
 
@@ -104,7 +104,7 @@ def build_live(root: str | Path, renderings: int, jobs: int = 1, quiet: bool = F
                 ids.append(rid)
                 styles.append(style)
                 parts.append(tokens)
-        _write_split(tokens_dir, live, parts, {"ids": ids, "styles": styles, "fingerprint": fingerprint})
+        write_token_split(tokens_dir, live, parts, {"ids": ids, "styles": styles, "fingerprint": fingerprint})
         written[live] = len(parts)
         log.info("corpus: %d live-like renderings in %s (%d pieces could not be played)", len(parts), live,
                  len(tasks) - len(parts))
@@ -116,14 +116,3 @@ def _meta(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _write_split(folder: Path, split: str, parts: list[np.ndarray], meta: dict) -> None:
-    """The split's three files, each atomically; the .json (with the fingerprint) last, so an interrupted write
-    is never taken for an up-to-date one."""
-    tokens = np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16)
-    offsets = np.zeros(len(parts) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(p) for p in parts])
-    _write_atomic(folder / f"{split}.npy", lambda fh: np.save(fh, tokens))
-    _write_atomic(folder / f"{split}.offsets.npy", lambda fh: np.save(fh, offsets))
-    _write_atomic(folder / f"{split}.json", lambda fh: fh.write(json.dumps(meta).encode()))
