@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from model_fixtures import export_small
 from musebridge.engine.errors import EngineBug, EngineError
 from musebridge.engine.inference.runtime import Model, RuntimeOptions
-from musebridge.engine.sessions.timeline import Entries, State, Timeline, grid_step
+from musebridge.engine.sessions.timeline import Entries, State, Timeline
 from musebridge.engine.tokens import vocab as V
 from musebridge.engine.tokens.codec import EventEncoder
 
@@ -39,7 +39,7 @@ def music(n: int, start: int = 0) -> list[int]:
 def test_grid_step_is_the_codecs_rounding(time_s):
     tokens = EventEncoder().feed(time_s, mido.Message("note_on", note=60, velocity=64))
     shifted = sum(V.token_kind(t)[1] + 1 for t in tokens if V.token_kind(t)[0] == "time")
-    assert grid_step(time_s) == shifted
+    assert V.grid_step(time_s) == shifted
 
 
 def test_entries_keep_each_tokens_player_flag_and_step():

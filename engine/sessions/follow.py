@@ -103,7 +103,7 @@ class FollowConfig:
     def lifetime_steps(self) -> np.ndarray:
         """(classes,) longest note per instrument class, in grid steps."""
         table = DEFAULT_LIFETIMES | dict(self.lifetimes)
-        return np.array([round(table[i.name] / V.GRID_S) for i in INSTRUMENTS])
+        return np.array([V.grid_step(table[i.name]) for i in INSTRUMENTS])
 
 
 @dataclass(frozen=True)
@@ -318,7 +318,7 @@ class Follower:
 
     def _density_term(self, state: State, reference_rate: float) -> float:
         """log(engine onsets per second / the reference's), clipped to +-2: positive favours time shifts."""
-        window = round(ENGINE_WINDOW_S / V.GRID_S)
+        window = V.grid_step(ENGINE_WINDOW_S)
         mine = [o for o in state.recent if not o.player and state.step - o.step < window]
         rate = len(_merged_onsets(mine)) / ENGINE_WINDOW_S
         return min(2.0, max(-2.0, math.log((rate + 0.25) / (reference_rate + 0.25))))

@@ -21,7 +21,7 @@ from ..tokens.codec import Timed
 from .follow import Follower
 from .session_config import SessionConfig
 from .steps import quiet
-from .timeline import Timeline, grid_step
+from .timeline import Timeline
 
 READ_CHUNK_TOKENS = 32  # generate_steps reads the chosen best-of candidate this many tokens a step
 
@@ -44,7 +44,7 @@ class Limits:
            now: bool) -> Limits:
         """From a generate() request: until_time in seconds; at most max_tokens whatever n_tokens says."""
         tokens = min(max_tokens, n_tokens if n_tokens is not None else max_tokens)
-        return cls(tokens, n_notes, None if until_time is None else grid_step(until_time), now)
+        return cls(tokens, n_notes, None if until_time is None else V.grid_step(until_time), now)
 
 
 class Generator:

@@ -40,7 +40,7 @@ from .generator import Limits
 from .lifetimes import measured_lifetimes
 from .session_config import SessionConfig
 from .steps import finish
-from .timeline import State, Timeline, encode_engine_off, encode_player, grid_step
+from .timeline import State, Timeline, encode_engine_off, encode_player
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,11 @@ class Session:
         slide: a slide cannot be taken back, and a kept shift must have been computed over the same window as
         without anticipation. The next player event keeps the shift if it lands on that step; any other change
         takes it back first: the token stream is the same as without it. Returns the tentative tokens."""
-        return self.timeline.anticipate(grid_step(time_s))
+        return self.timeline.anticipate(V.grid_step(time_s))
 
     def commit(self, until_time: float) -> None:
         """Mark the speculative tokens at or before `until_time` (seconds) as sounded: no rollback past them."""
-        self.timeline.commit_until(grid_step(until_time))
+        self.timeline.commit_until(V.grid_step(until_time))
 
     def insert(self, time_s: float, msg: mido.Message, engine: bool = False) -> Insertion:
         """A player event at its true time (seconds): roll back speculative tokens planned after it, append its
@@ -147,7 +147,7 @@ class Session:
         if self.config.player_instrument is None and not engine:
             raise EngineError("this session has no player_instrument; set one in SessionConfig")
         timeline = self.timeline
-        step = max(grid_step(time_s), timeline.committed.step)
+        step = max(V.grid_step(time_s), timeline.committed.step)
         if step != timeline.live.step:  # an anticipated time shift is kept only by an event at its step
             timeline.drop_tentative()
         cut = timeline.cut(step)

@@ -34,12 +34,6 @@ PLAYER_BODY_TOKENS = 2  # the most tokens encode_player puts after an event's ti
 RECENT_ONSETS = 48  # note-ons remembered in State.recent (what following the player reads)
 
 
-def grid_step(time_s: float) -> int:
-    """The nearest grid step (GRID_S seconds each) of a time in seconds. No range check: the codec's encoder
-    refuses bad times; a session clamps to its committed time instead."""
-    return int(round(time_s / V.GRID_S))
-
-
 class Onset(NamedTuple):
     """A note-on on the timeline: its grid step, instrument class, pitch, velocity bin, whether the player
     played it, and how many notes of its part were already sounding then."""

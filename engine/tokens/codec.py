@@ -47,7 +47,7 @@ def _grid_step(time_s: float) -> int:
     """Nearest grid step of a time in seconds; CodecError unless 0 <= time_s <= MAX_TIME_S."""
     if isinstance(time_s, bool) or not isinstance(time_s, (int, float)) or not 0 <= time_s <= MAX_TIME_S:
         raise CodecError(f"event time must be a number of seconds from 0 to {MAX_TIME_S:.0f}, got {time_s!r}")
-    return int(round(time_s / V.GRID_S))
+    return V.grid_step(time_s)
 
 
 def _is_int(value, high: int) -> bool:

@@ -122,6 +122,12 @@ def set_token(instrument: int) -> int:
     return OFFSETS["set"] + instrument
 
 
+def grid_step(time_s: float) -> int:
+    """The nearest grid step (GRID_S seconds each) of a time in seconds; no range check (the codec's encoder
+    refuses bad times, a session clamps to its committed time)."""
+    return int(round(time_s / GRID_S))
+
+
 def time_token(steps: int) -> int:
     """TIME token advancing `steps` grid steps (1..MAX_SHIFT_STEPS)."""
     return OFFSETS["time"] + steps - 1
