@@ -19,14 +19,14 @@ TRAFFIC = st.lists(st.one_of(
 
 
 class Scripted:
-    """begin(cmd, args): a generator that runs `args["steps"]` slices, then answers or raises; records which
-    sessions are under way at each slice."""
+    """begin(cmd, args, client): a generator that runs `args["steps"]` slices, then answers or raises; records
+    which sessions are under way at each slice."""
 
     def __init__(self):
         self.under_way: dict[str, str] = {}  # session -> request id running a slice there
         self.started: list[str] = []
 
-    def begin(self, cmd: str, args: dict):
+    def begin(self, cmd: str, args: dict, client: str = ""):
         rid, session = args["rid"], args.get("session")
         self.started.append(rid)
         for _ in range(args["steps"]):

@@ -77,7 +77,7 @@ class Recording(Service):
         super().__init__(engine)
         self.seen: list[tuple[str, int]] = []
 
-    def begin(self, cmd, args):
+    def begin(self, cmd, args, client=""):
         steps = super().begin(cmd, args)
 
         def recorded():

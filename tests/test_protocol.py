@@ -20,10 +20,19 @@ def raw(obj) -> list[bytes]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(ids, st.floats(min_value=0, max_value=1e6), st.integers(1, 10_000))
-def test_request_round_trip(rid, until, notes):
-    req = P.Request(rid, "generate", {"session": "s1", "until": until, "notes": notes})
+@given(ids, st.floats(min_value=0, max_value=1e6), st.integers(1, 10_000), st.sampled_from(["", "k" * 64]),
+       st.one_of(st.just(""), ids))
+def test_request_round_trip(rid, until, notes, key, client):
+    req = P.Request(rid, "generate", {"session": "s1", "until": until, "notes": notes}, key, client)
     assert P.parse_request([P.encode_request(req)]) == req
+
+
+@pytest.mark.parametrize("client", [7, None, ["a"], "x" * 65])
+def test_a_client_token_must_be_a_short_string(client):
+    frame = json.dumps({"v": 1, "id": "1", "cmd": "status", "client": client}).encode()
+    with pytest.raises(P.ProtocolError) as refused:
+        P.parse_request([frame])
+    assert refused.value.code == "bad_request" and "'client'" in str(refused.value)
 
 
 @settings(max_examples=200, deadline=None)

@@ -350,7 +350,7 @@ def test_a_failing_command_is_an_internal_error_and_the_server_survives():
     from musebridge.engine.server.zmq_server import Server, ServerConfig
 
     class Broken:  # a service with a bug: the one thing a real service cannot be made to do on purpose
-        def begin(self, cmd, args):
+        def begin(self, cmd, args, client=""):
             yield from ()
             raise RuntimeError("boom")
 
@@ -369,7 +369,7 @@ def test_a_result_or_event_json_cannot_carry_fails_that_reply_only(caplog):
     from musebridge.engine.server.zmq_server import Server, ServerConfig
 
     class Sets:  # a service bug: a set where JSON needs a list
-        def begin(self, cmd, args):
+        def begin(self, cmd, args, client=""):
             yield from ()
             return {"keys": {60, 64}}, [("note", None, {"keys": {60}})]
 
@@ -390,7 +390,7 @@ def test_a_result_or_event_json_cannot_carry_fails_that_reply_only(caplog):
 class _Echo:
     """A service that answers every command with its name, at once."""
 
-    def begin(self, cmd, args):
+    def begin(self, cmd, args, client=""):
         yield from ()
         return {"cmd": cmd}, []
 
@@ -620,7 +620,9 @@ def test_ctl_status_set_and_errors(server):
     for value in ("hot", "NaN"):  # NaN is not JSON: the string reaches the server and is refused by name
         bad = run_cli("ctl", "set", "temperature", value, "--session", sid, *port)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "temperature" in bad.stderr
-    run_cli("ctl", "call", "session.close", json.dumps({"session": sid}), *port)
+    closed = run_cli("ctl", "call", "session.close", json.dumps({"session": sid}), *port)
+    # another ctl process is another client token: the session is not its to close
+    assert closed.returncode == 2 and "belongs to another client" in closed.stderr
     nobody = run_cli("ctl", "status", "--port", str(free_port()), "--timeout", "0.5")
     assert nobody.returncode == 2 and "musebridge serve" in nobody.stderr
 
@@ -726,7 +728,7 @@ def abandoned_work_stops(server, client) -> None:
         watcher = ctx.socket(zmq.SUB)
         watcher.connect(server.config.events_endpoint)
         watcher.setsockopt(zmq.SUBSCRIBE, b"note")
-        with server.client() as other:
+        with server.client(token=client.token) as other:  # the same client token: the session is both's
             sid = other.call("session.create", instruments=["strings"], seed=1)["session"]
             time.sleep(0.3)  # the subscription reaches the server
             with pytest.raises(ClientError, match="no reply"):
@@ -815,3 +817,57 @@ def test_requests_need_the_key_of_a_connection_file_only_the_user_can_read(model
         if server.proc.poll() is None:
             server.stop()
 
+
+
+def test_a_session_is_its_creators_and_its_parameters_anyones(server):
+    """Another client holding the server's key (another token) cannot feed, generate from, reset or close a
+    session it did not create (`not_owner`, one line), but can set its parameters, as `ctl set` does; a client
+    given the creator's token can use it; the creator still can after all that."""
+    note = [{"t": 0.0, "type": "note_on", "note": 60, "velocity": 80}]
+    with server.client() as owner, server.client() as other:
+        sid = owner.call("session.create", instruments=["strings"], player_instrument="piano", seed=1)["session"]
+        attempts = {"feed": {"events": note}, "generate": {"max_tokens": 4}, "anticipate": {"t": 0.5},
+                    "reset": {}, "session.close": {}}
+        for cmd, args in attempts.items():
+            with pytest.raises(ClientError) as refused:
+                other.call(cmd, session=sid, **args)
+            assert refused.value.code == "not_owner" and sid in str(refused.value), cmd
+            assert len(str(refused.value).splitlines()) == 1
+        assert other.call("set", session=sid, temperature=0.8)["params"]["temperature"] == 0.8
+        with server.client(token=owner.token) as heir:
+            assert heir.call("feed", session=sid, events=note)["session"] == sid
+        assert owner.call("generate", session=sid, max_tokens=4)["session"] == sid
+        assert owner.call("session.close", session=sid)["session"] == sid
+
+
+def test_parameters_set_with_ctl_reach_the_session_a_bridge_creates_again(server):
+    """`ctl set temperature` on a bridge's session, then its session is reclaimed (the server's 3 s timeout
+    here): the session the bridge creates again has the musician's temperature, not the one it started with."""
+    from musebridge.bridge.clock import MonotonicClock  # noqa: PLC0415
+    from musebridge.bridge.config import BridgeConfig  # noqa: PLC0415
+    from musebridge.bridge.core import Bridge  # noqa: PLC0415
+    from musebridge.bridge.engine_link import EngineWatcher  # noqa: PLC0415
+    from musebridge.bridge.ports import MemoryBackend, MemoryMidi  # noqa: PLC0415
+
+    clock = MonotonicClock()
+    link = EngineLink(server.config, {"instruments": ["strings"], "temperature": 1.0, "mode": "respond"},
+                      clock.now)
+    bridge = Bridge(BridgeConfig(mode="respond"), MemoryBackend(MemoryMidi()), link, clock)
+    watcher = EngineWatcher(server.config, lambda: link.session, bridge.engine_lost, bridge.engine_params)
+    bridge.open()
+    watcher.start()
+    try:
+        first = link.session
+        time.sleep(0.3)  # the watcher's subscription reaches the server
+        assert run_cli("ctl", "set", "temperature", "0.45", "--session", first, "--port", str(server.port),
+                       "--pub-port", str(server.pub_port)).returncode == 0
+        assert wait_until(lambda: link.params.get("temperature") == 0.45, timeout=5)
+        time.sleep(4.0)  # reclaimed
+        link.feed([])  # session_not_found: the link creates a session again
+        assert link.session != first
+        with server.client() as c:
+            mine = [s for s in c.call("session.list")["sessions"] if s["session"] == link.session]
+        assert mine and mine[0]["params"]["temperature"] == 0.45
+    finally:
+        watcher.stop()
+        bridge.stop()

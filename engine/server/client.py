@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +64,9 @@ class ClientConfig:
     (engine/server/local.py). timeout: seconds per request. keys: a folder made by `musebridge keys`
     (server.key and a client pair) for CURVE, or None. client: the name of that client pair (NAME.key_secret, as
     `musebridge keys DIR --client NAME` makes it; default client.key_secret). secret: the server's
-    connection-file key (None: read from the connection file of `endpoint`, engine/server/connection.py)."""
+    connection-file key (None: read from the connection file of `endpoint`, engine/server/connection.py).
+    token: the client token sent with every request (None: a random one); sessions belong to the token that
+    created them, so a process given another's token may use that one's sessions."""
 
     endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
     events_endpoint: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_PUB_PORT}"
@@ -71,6 +74,7 @@ class ClientConfig:
     keys: str | None = None
     secret: str | None = None
     client: str = "client"
+    token: str | None = None
 
     def __post_init__(self):
         if not self.client.isidentifier():
@@ -90,6 +94,7 @@ class Client:
         self._ctx = context or zmq.Context.instance()
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self) & 0xFFFF:x}-"
+        self.token = self.config.token or secrets.token_hex(16)  # the sessions this client creates are its own
         self._sock: zmq.Socket | None = None
         self._local: LocalConnection | None = None
         self._address = direct_address(self.config.endpoint)  # None: ZeroMQ
@@ -172,7 +177,7 @@ class Client:
         rid = f"{self._prefix}{next(self._ids)}"
         if self._key is None:
             self._key = find_key(self.config.endpoint) or ""
-        payload = P.encode_request(P.Request(rid, cmd, args, self._key))
+        payload = P.encode_request(P.Request(rid, cmd, args, self._key, self.token))
         address = self._address
         if address is None:
             try:  # never block: a server that stopped reading fills the queue (1,000 requests) in 10 s of posts

@@ -51,9 +51,9 @@ class Job:
 
 
 class Jobs:
-    """Requests started or waiting. begin(cmd, args) -> Steps; publish(events) sends events at once."""
+    """Requests started or waiting. begin(cmd, args, client) -> Steps; publish(events) sends events at once."""
 
-    def __init__(self, begin: Callable[[str, dict], Steps], publish: Callable[[list[Event]], None]):
+    def __init__(self, begin: Callable[[str, dict, str], Steps], publish: Callable[[list[Event]], None]):
         self._begin = begin
         self._publish = publish
         self._running: deque[Job] = deque()  # started, unfinished: one slice each in turn
@@ -116,7 +116,7 @@ class Jobs:
 
     def _start(self, job: Job) -> bool:
         """Its first slice; True when it is left unfinished (then it runs in turn)."""
-        job.steps = self._begin(job.req.cmd, job.req.args)
+        job.steps = self._begin(job.req.cmd, job.req.args, job.req.client)
         if self._advance(job):
             return False
         self._running.append(job)

@@ -46,6 +46,7 @@ ERRORS: dict[str, str] = {
     "session_not_found": "no session with that id (closed, reclaimed after its timeout, or never created)",
     "overloaded": "the server has too many sessions or too much queued work; retry later",
     "unauthorized": "the request lacks the key of the server's connection file (engine/server/connection.py)",
+    "not_owner": "the session belongs to the client that created it: only its parameters (`set`) are anyone's",
     "cancelled": "the request was cancelled (by `cancel`, or its client went away) before it finished",
     "internal": "the server failed on a valid request; it keeps running (a bug: please report)",
 }
@@ -213,12 +214,14 @@ def span(arg: Arg) -> str:
 
 @dataclass(frozen=True)
 class Request:
-    """key: the server's connection-file key ("" when the client has none; engine/server/connection.py)."""
+    """key: the server's connection-file key ("" when the client has none; engine/server/connection.py).
+    client: the sending client's random token ("" for none); a session belongs to the token that created it."""
 
     id: str
     cmd: str
     args: dict = field(default_factory=dict)
     key: str = ""
+    client: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,11 @@ class Reply:
 
 def encode_request(req: Request) -> bytes:
     obj = {"v": PROTOCOL_VERSION, "id": req.id, "cmd": req.cmd, "args": req.args}
-    return _dumps({**obj, "key": req.key} if req.key else obj)
+    if req.key:
+        obj["key"] = req.key
+    if req.client:
+        obj["client"] = req.client
+    return _dumps(obj)
 
 
 def parse_request(frames: list[bytes], secret: str | None = None) -> Request:
@@ -251,16 +258,18 @@ def parse_request(frames: list[bytes], secret: str | None = None) -> Request:
         raise ProtocolError(
             "version_mismatch",
             f"protocol version {brief(obj.get('v'), 20)}; this server speaks {PROTOCOL_VERSION}", rid)
-    cmd, args, key = obj.get("cmd"), obj.get("args", {}), obj.get("key", "")
+    cmd, args, key, client = obj.get("cmd"), obj.get("args", {}), obj.get("key", ""), obj.get("client", "")
     if not isinstance(cmd, str) or not isinstance(args, dict) or not isinstance(key, str):
         raise ProtocolError("bad_request", "'cmd' and 'key' must be strings and 'args' an object", rid)
+    if not isinstance(client, str) or len(client) > MAX_ID_CHARS:
+        raise ProtocolError("bad_request", f"'client' must be a string of at most {MAX_ID_CHARS} chars", rid)
     if secret is not None and not hmac.compare_digest(key.encode(), secret.encode()):
         raise ProtocolError("unauthorized", "request without this server's key; a client of the same user reads "
                             f"it from the server's connection file in {RUNTIME_HINT}", rid)
     if cmd not in COMMANDS:
         raise ProtocolError("unknown_command",
                             f"unknown command {brief(cmd, 40)}; commands: {', '.join(COMMANDS)}", rid)
-    return Request(rid, cmd, check_args(cmd, args, rid), key)
+    return Request(rid, cmd, check_args(cmd, args, rid), key, client)
 
 
 def encode_reply(reply: Reply) -> bytes:

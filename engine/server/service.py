@@ -14,6 +14,7 @@ Event dicts on the wire (feed arguments and generated notes) are mido message fi
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import secrets
 import time
@@ -45,13 +46,19 @@ STEP_TOKENS = 2  # a generate (not `now`) yields to other requests after every t
 FEED_STEP_EVENTS = 2  # a feed yields to other requests after every this many events
 REREAD_TOKENS = 32  # a set that changes the prefix re-reads the window this many tokens a step (also idle's unit)
 _STEPPED = frozenset({"generate", "feed", "set"})  # commands whose handler is a generator of steps
+# Commands only a session's owner (the client token that created it) may send; `set` is anyone's who holds the
+# server's key, so a musician's `ctl set` steers the session play made (docs/protocol.md, "Sessions").
+_OWNED = frozenset({"feed", "generate", "anticipate", "reset", "session.close"})
 
 
 @dataclass
 class LiveSession:
+    """owner: the client token that created it ("": a client without one; then anyone may use it)."""
+
     session: Session
     params: dict
     last_seen: float = field(default_factory=time.monotonic)
+    owner: str = ""
 
 
 def _bad(message: str) -> P.ProtocolError:
@@ -164,17 +171,29 @@ class Service:
         }
         assert set(self._handlers) == set(P.COMMANDS) - {"cancel"}  # cancel ends requests: engine/server/jobs.py
 
-    def handle(self, cmd: str, args: dict) -> tuple[dict, list[Event]]:
+    def handle(self, cmd: str, args: dict, client: str = "") -> tuple[dict, list[Event]]:
         """Run a command to its end: (result, the events of all its steps in order)."""
         events: list[Event] = []
-        result, last = finish(self.begin(cmd, args), events.extend)
+        result, last = finish(self.begin(cmd, args, client), events.extend)
         return result, events + last
 
-    def begin(self, cmd: str, args: dict) -> Steps:
+    def begin(self, cmd: str, args: dict, client: str = "") -> Steps:
         """The command as steps (engine/server/jobs.py): each next() does a slice of its work and yields events to
-        publish now; the generator returns (result, events). Errors are raised by next()."""
+        publish now; the generator returns (result, events). Errors are raised by next(). client: the sender's
+        token (protocol.Request.client): a session created with one is its own (`_OWNED` commands)."""
+        if cmd == "session.create":
+            return at_once(self.create, args, client)
         handler = self._handlers[cmd]
-        return handler(args) if cmd in _STEPPED else at_once(handler, args)
+        steps = handler(args) if cmd in _STEPPED else at_once(handler, args)
+        return self._as_owner(args["session"], client, steps) if cmd in _OWNED else steps
+
+    def _as_owner(self, sid: str, client: str, steps: Steps) -> Steps:
+        """`steps`, once the session (if it exists) is found to be `client`'s."""
+        live = self.sessions.get(sid)
+        if live is not None and live.owner and not hmac.compare_digest(live.owner, client):
+            raise P.ProtocolError("not_owner", f"session {P.brief(sid, 40)} belongs to another client; create "
+                                  "your own with session.create (`set` may change its parameters)")
+        return (yield from steps)
 
     def idle(self, busy: Collection[str] = ()) -> bool:
         """Between requests: one unit of one session's idle work (Session.precompute). Pending tokens (a sampled
@@ -225,7 +244,7 @@ class Service:
                                                           "tokens": len(ms)}
         return self._latency_cache
 
-    def create(self, args: dict):
+    def create(self, args: dict, owner: str = ""):
         if len(self.sessions) >= self.max_sessions:
             raise P.ProtocolError("overloaded", f"{len(self.sessions)} sessions open, the limit is "
                                   f"{self.max_sessions}; close one or start the server with --max-sessions")
@@ -235,7 +254,7 @@ class Service:
             raise _bad(f"context {params['context']} is longer than this model's {block} tokens")
         session = self.engine.new_session(session_config(params, self.engine.model.info.data))
         sid = f"s{next(self._ids)}-{secrets.token_hex(6)}"  # readable, and not guessed by another client
-        self.sessions[sid] = LiveSession(session, params)
+        self.sessions[sid] = LiveSession(session, params, owner=owner)
         return {"session": sid, "params": params}, [("session", sid, {"state": "created", "params": params})]
 
     def close(self, args: dict):
