@@ -128,7 +128,9 @@ class Bridge:
         self.worker.work.put(EngineGone(reason))
 
     def engine_params(self, changed: dict) -> None:
-        """From the engine watcher: a `set` on our session; a mode change switches mode."""
+        """From the engine watcher: a `set` on our session (`musebridge ctl set ...`). The link keeps the new
+        values, so a session re-created after a lost engine has them too; a mode change switches mode."""
+        self.link.params.update(changed)
         if "mode" in changed:
             self.worker.work.put(SwitchMode(changed["mode"]))
 
@@ -138,6 +140,7 @@ class Bridge:
         inbox, work = self.input.inbox, self.worker.work
         while not inbox.empty():
             self.input.handle(*inbox.get())
+        self.input.idle()
         while not work.empty():
             self.worker.process(work.get())
         now = self.clock.now()

@@ -3,7 +3,8 @@
     callback(data)          on the MIDI driver's thread: (clock now, bytes) onto the inbox, nothing else
     handle(t, data)         on the input thread: parse, echo filter, MIDI clock and transport, CC map and panic,
                             channel filter, recording, thru; player notes go on to the engine worker as typed
-                            work events (bridge/work.py), so thru never waits for the engine
+                            work events (bridge/work.py), so thru never waits for the engine; at most
+                            MAX_BACKLOG of them wait for it (a flood cannot grow memory or delay answers)
 
 Times are seconds on the bridge clock.
 """
@@ -23,11 +24,17 @@ from .midiclock import ClockFollower
 from .notes import ALL_NOTES_OFF
 from .output import OutputStage
 from .recorder import Recorder
-from .work import STOP, Control, PlayerNote, Silenced, Transport
+from .work import STOP, Control, PlayerNote, Silenced, Transport, WorkEvent
 
 log = logging.getLogger(__name__)
 
 REALTIME = ("clock", "start", "stop", "continue", "songpos")
+# Player events waiting for the engine worker beyond which new notes are not passed on: under a MIDI flood
+# (a stuck controller, a feedback loop) the worker, which asks the engine about each note, cannot keep up, and
+# an unbounded backlog held memory and delayed the first answer after the flood by seconds. 128 events is a
+# two-handed glissando; a player's chord is far below it.
+MAX_BACKLOG = 128
+IDLE_S = 0.05  # the input thread's wait for input before it passes on held-back events (seconds)
 
 
 class InputStage:
@@ -42,6 +49,10 @@ class InputStage:
         self.output, self.work, self._thru_mode, self.counts = output, work, thru_mode, counts
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (time s, raw bytes) from the MIDI callback
         self.recorder: Recorder | None = None
+        self.counts.setdefault("dropped", 0)
+        self._held: set[tuple[int, int]] = set()  # (channel, note) of note-ons passed on, not yet ended
+        self._held_back: dict[str, WorkEvent] = {}  # the latest pedal, transport, control change per kind,
+        # held back by a full backlog until an event passes
 
     def callback(self, data: list[int]) -> None:
         """The MIDI callback: timestamp and enqueue, nothing else."""
@@ -72,7 +83,49 @@ class InputStage:
         if self.config.thru or self._thru_mode():
             self.output.thru(msg)
         if msg.type in ("note_on", "note_off") or (msg.type == "control_change" and msg.control == 64):
-            self.work.put(PlayerNote(t, msg))
+            self._to_worker(PlayerNote(t, msg))
+
+    def _to_worker(self, event: PlayerNote) -> None:
+        """Pass a player's note or pedal to the engine worker, unless MAX_BACKLOG events already wait: then a
+        note-on is dropped (counted in "dropped"), and so is a note-off of a key the worker does not hold; only
+        the latest pedal change is kept (`_put`). A note-off of a note the worker has is always passed, so the
+        engine's answers to it end."""
+        msg = event.msg
+        full = self.work.qsize() >= MAX_BACKLOG
+        if msg.type == "control_change":
+            self._put(event, "pedal")
+            return
+        if msg.type == "note_on" and msg.velocity > 0:
+            if full:
+                if not self.counts["dropped"]:
+                    log.warning("the engine is behind the player (%d events waiting): dropping new notes until "
+                                "it catches up", MAX_BACKLOG)
+                self.counts["dropped"] += 1
+                return
+            self._held.add((msg.channel, msg.note))
+        elif (msg.channel, msg.note) in self._held:
+            self._held.discard((msg.channel, msg.note))
+        elif full:
+            return
+        self._put(event)
+
+    def _put(self, event: WorkEvent, kind: str | None = None) -> None:
+        """Queue `event` for the worker. A `kind` of event (pedal, transport, a control) is only the latest of its
+        kind while MAX_BACKLOG events wait: it is held back, replacing an earlier one, until an event passes."""
+        if kind is not None and self.work.qsize() >= MAX_BACKLOG:
+            self._held_back.pop(kind, None)
+            self._held_back[kind] = event
+            return
+        self.idle()
+        self.work.put(event)
+
+    def idle(self) -> None:
+        """Queue the held-back events once fewer than MAX_BACKLOG wait (the input thread calls this when no input
+        has come for IDLE_S)."""
+        if self._held_back and self.work.qsize() < MAX_BACKLOG:
+            for held in self._held_back.values():
+                self.work.put(held)
+            self._held_back.clear()
 
     def _unheard_panic(self, msg: mido.Message) -> bool:
         """A CC123 like one just sent is still obeyed while notes sound: the player's own panic is never taken
@@ -83,9 +136,9 @@ class InputStage:
         kind = self.follower.handle(t, msg)
         if kind == "stop":
             self.silence("transport stop")
-            self.work.put(Transport(False, t))
+            self._put(Transport(False, t), "transport")
         elif kind in ("start", "continue") or (kind == "position" and self.follower.running):
-            self.work.put(Transport(True, t))  # a song position while playing relocates: modes re-anchor
+            self._put(Transport(True, t), "transport")  # a song position while playing relocates: modes re-anchor
 
     def _control(self, t: float, msg: mido.Message) -> bool:
         """Handle CC123 and mapped CCs; True when consumed."""
@@ -99,20 +152,26 @@ class InputStage:
             if msg.value >= 64:
                 self.silence("stop CC")
             return True
-        self.work.put(Control(action, msg.value, t))
+        self._put(Control(action, msg.value, t), f"control {action}")
         return True
 
     def silence(self, why: str) -> None:
-        """Silence the out port now (any thread) and tell the worker (its mode pauses or starts over)."""
+        """Silence the out port now (any thread) and tell the worker (its mode pauses or starts over); under a
+        flood of panics (2 x MAX_BACKLOG events waiting) the worker has been told already."""
         self.output.panic(why)
-        self.work.put(Silenced())
+        if self.work.qsize() < 2 * MAX_BACKLOG:
+            self.work.put(Silenced())
 
     def run(self) -> None:
         """The input thread: handle the inbox until Stop (what arrives after it is dropped)."""
         if self.config.scheduler.realtime_priority:
             try_realtime(max(1, self.config.scheduler.realtime_priority - 1))
         while True:
-            item = self.inbox.get()
+            try:
+                item = self.inbox.get(timeout=IDLE_S)
+            except queue.Empty:
+                self.idle()
+                continue
             if item is STOP:
                 return
             self.handle(*item)

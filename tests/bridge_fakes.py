@@ -24,6 +24,7 @@ class FakeLink:
         self.params = dict(params or {"instruments": ["strings"], "player_instrument": "piano"})
         self.session = None
         self.key = "-"
+        self.slow = 0  # timed-out requests (EngineLink.slow)
         self.opened = 0
         self.resumed_at = 0.0
         self.alive = True

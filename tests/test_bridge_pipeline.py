@@ -114,3 +114,60 @@ def test_a_key_held_through_a_switch_to_respond_does_not_hold_its_answer_back():
     rig.play(off(60))
     rig.run(1.0)
     assert rig.bridge.mode.state == "answering" and rig.note_ons(5, after=rig.clock.now() - 0.5)
+
+
+def _flood(rig: Rig, msgs) -> None:
+    """Messages into the bridge's in port, handled by the input stage only (the worker is far behind)."""
+    for msg in msgs:
+        rig.keyboard.send(msg)
+    inbox = rig.bridge.input.inbox
+    while not inbox.empty():
+        rig.bridge.input.handle(*inbox.get())
+
+
+def test_a_midi_flood_cannot_grow_the_workers_backlog_and_no_note_hangs():
+    """A flood the engine worker cannot keep up with (a stuck controller, a feedback loop): at most MAX_BACKLOG
+    events wait for it (new notes are dropped and counted, the status line says so), a note held from before
+    the flood still gets its note-off through, the pedal's last state arrives once the worker has caught up, no
+    harmony voice is left sounding, and the next note is answered."""
+    from musebridge.bridge.input import MAX_BACKLOG  # noqa: PLC0415
+    from musebridge.bridge.status import status_text  # noqa: PLC0415
+
+    rig = Rig("harmonize")
+    rig.play(on(60))
+    flood = [m for i in range(3000) for m in (on(72 + i % 24), cc(64, 127 * (i % 2)), off(72 + i % 24))]
+    _flood(rig, flood + [cc(64, 0), off(60)])
+    work = rig.bridge.worker.work
+    assert work.qsize() <= MAX_BACKLOG + 4, "bounded: only the note-offs of notes it has (and the pedal) pass"
+    assert rig.bridge.counts["dropped"] > 2000
+    assert "dropped" in status_text(rig.bridge)
+    events = [work.get() for _ in range(work.qsize())]
+    assert (events[-1].msg.type, events[-1].msg.note) == ("note_off", 60)
+    for event in events:  # the worker catches up ...
+        rig.bridge.worker.process(event)
+    rig.bridge.input.idle()  # ... and the input thread, idle, passes on the last pedal change held back
+    pedal = [work.get() for _ in range(work.qsize())]
+    assert [(e.msg.type, e.msg.value) for e in pedal] == [("control_change", 0)]
+    rig.bridge.worker.process(pedal[0])
+    rig.run(0.5)
+    assert not unreleased_note_ons(m for _, m in rig.heard), "every voice ended with its player's note"
+    answered = len(rig.note_ons(5))
+    rig.play(on(64))
+    assert len(rig.note_ons(5)) > answered, "the next note is answered"
+    rig.play(off(64))
+
+
+def test_a_flood_of_panics_and_transport_messages_is_bounded_too():
+    """CC123 and start/stop floods: every panic silences at once, but the worker's queue stays bounded, and the
+    transport state the worker ends with is the last one sent."""
+    from musebridge.bridge.input import MAX_BACKLOG  # noqa: PLC0415
+
+    rig = Rig("harmonize")
+    flood = [m for _ in range(1000) for m in (cc(123, 0), mido.Message("start"), mido.Message("stop"))]
+    _flood(rig, flood + [mido.Message("start")])
+    work = rig.bridge.worker.work
+    assert work.qsize() <= 2 * MAX_BACKLOG
+    flooded = [work.get() for _ in range(work.qsize())]  # the worker catches up ...
+    assert sum(isinstance(e, Transport) for e in flooded) < 2 * MAX_BACKLOG
+    rig.bridge.input.idle()  # ... and the input thread, idle, passes on the last transport message held back
+    assert [(type(e), e.running) for e in [work.get() for _ in range(work.qsize())]] == [(Transport, True)]
