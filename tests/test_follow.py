@@ -79,6 +79,57 @@ def test_velocities_are_drawn_to_the_players_level():
     assert row[7] > row[3] and row[9] > row[13]
 
 
+def test_engine_notes_drifted_above_the_players_centre_are_pulled_back_down():
+    """The player plays around C4 (60); the engine's last notes sit an octave above: its lower notes gain
+    weight against its higher ones, more than with no drift, and the pull goes the other way after a drift
+    down."""
+    def drifted(engine_pitches):
+        state = played([57, 60, 62, 60, 59, 62, 64, 60])
+        for pitch in engine_pitches:
+            state.apply(V.note_on_token(STRINGS, pitch), False)
+            state.apply(V.time_tokens(10)[0], False)
+            state.apply(V.note_off_token(STRINGS, pitch), False)
+        return state
+
+    follower = Follower(FollowConfig(key="off", polyphony=False, onsets=False, density=False), (STRINGS,))
+    on = V.note_on_token(STRINGS, 0)
+    tilt = {}
+    for name, pitches in (("none", [59, 60, 61, 60]), ("up", [72, 74, 72, 71, 74]), ("down", [48, 47, 48, 50])):
+        bias = follower.bias(drifted(pitches))
+        tilt[name] = bias[on + 55] - bias[on + 65]  # a note below the centre against one above it
+    assert tilt["up"] > tilt["none"] + 0.5 and tilt["down"] < tilt["none"] - 0.5
+
+
+def test_the_engine_presses_the_pedal_about_as_often_as_the_player():
+    """A player who never pedals: an engine press loses weight, more after its own recent presses; a player
+    who pedals about once a second: a first engine press does not."""
+    def state_with(player_pedals: bool, engine_presses: int) -> State:
+        state = State()
+        state.apply(V.velocity_token(20), True)
+        for i, pitch in enumerate([60, 64, 67, 65, 62, 60, 64, 67, 72, 71]):
+            if player_pedals:
+                state.apply(V.pedal_token(PIANO, True), True)
+            state.apply(V.note_on_token(PIANO, pitch), True)
+            if i < engine_presses:
+                state.apply(V.pedal_token(STRINGS, True), False)
+            state.apply(V.time_tokens(50)[0], True)
+            state.apply(V.note_off_token(PIANO, pitch), True)
+            if player_pedals:
+                state.apply(V.pedal_token(PIANO, False), True)
+            if i < engine_presses:
+                state.apply(V.pedal_token(STRINGS, False), False)
+        return state
+
+    follower = Follower(FollowConfig(), (STRINGS,))
+    press = V.pedal_token(STRINGS, True)
+    none_first = follower.bias(state_with(False, 0))[press]
+    none_more = Follower(FollowConfig(), (STRINGS,)).bias(state_with(False, 10))[press]
+    pedalling = Follower(FollowConfig(), (STRINGS,)).bias(state_with(True, 0))[press]
+    assert none_first < -1.0 and none_more < none_first
+    assert pedalling > -0.5
+    assert Follower(FollowConfig(pedal=False), (STRINGS,)).bias(state_with(False, 10))[press] == 0.0
+
+
 def test_an_aged_note_gets_its_note_off_and_time_cannot_carry_it_past_its_limit():
     follower = Follower(FollowConfig(lifetimes=(("strings", 2.0),)), (STRINGS,))
     state = State()

@@ -10,7 +10,8 @@ player's notes, or, in a session without a player (continuing a prompt), the pro
   velocity and recency), kept until another key fits clearly better (hysteresis); out-of-key note-ons lose
   `key_strength` nats, or are masked (`key_strength` = inf), or follow a key the musician fixes;
 - register: each engine instrument keeps its role's register relative to the reference: a bass below the
-  reference's lowest notes, every other pitched part within its range and drawn to its pitch centre;
+  reference's lowest notes, every other pitched part within its range and drawn to its pitch centre, the more
+  so the further the engine's recent notes have drifted from that centre;
 - dynamics: velocity tokens are drawn toward the reference's recent velocity bin;
 - density: time shifts gain (or lose) weight as the engine plays more (or fewer) onsets per second than the
   reference;
@@ -24,7 +25,9 @@ player's notes, or, in a session without a player (continuing a prompt), the pro
   between them its onsets keep to the player's pulse (the median inter-onset interval, counted from the last
   onset; half of it while the player holds no note): time shifts that land on the pulse gain weight, note-ons
   off it lose weight;
-- every instrument plays: an engine instrument gains weight the longer it stays silent.
+- every instrument plays: an engine instrument gains weight the longer it stays silent;
+- pedal: the engine presses the sustain pedal about as often as the reference does (not at all when the
+  reference never does): a press loses weight as the engine's presses per second exceed the reference's.
 Whatever the rules, no engine note ends at the step it started, no key is struck twice in one step, and no
 velocity token follows another or repeats the current bin.
 """
@@ -39,20 +42,18 @@ import numpy as np
 from ..tokens import vocab as V
 from ..tokens.instruments import DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
 from ..tokens.tonality import key_scores, parse_key, scale_of
+from .hearing import MIN_PULSE_STEPS, PEDAL_WINDOW_S, Heard, hear, merged_onsets
 from .lifetimes import DEFAULT_LIFETIMES
 from .timeline import Onset, State
 
-KEY_HALF_LIFE_S = 8.0  # a note's weight in the key estimate halves every this many seconds
 KEY_MARGIN = 0.08  # another key must correlate this much better to replace the current one
 REFERENCE_NOTES = 24  # the reference's last this many note-ons describe it
 ENGINE_WINDOW_S = 4.0  # the engine's own density is measured over this many seconds
 POLYPHONY_CAP_FACTOR = 1.5
-CHORD_STEPS = 3  # onsets this close (grid steps) are one event
-MIN_PULSE_STEPS = 5  # inter-onset intervals shorter than this (grid steps) are ornaments, not the pulse
 PULSE_TOLERANCE_STEPS = 3  # an onset this close to the pulse is on it
 BASS = INSTRUMENT_NAMES.index("bass")
 FOLLOW_PARTS = ("key", "register", "dynamics", "density", "polyphony", "lifetime", "harmony", "onsets",
-                "instruments")
+                "instruments", "pedal")
 DISSONANT = np.array([i % 12 in (1, 2, 6, 10, 11) for i in range(12)])  # interval classes that clash
 
 
@@ -63,6 +64,8 @@ class FollowConfig:
     key: "auto" (the key heard), "off", or a fixed key such as "E minor" or "Bb major".
     key_strength: nats taken from out-of-key note-ons (inf: masked).
     register_strength: nats per (octave outside the role's register) squared.
+    centre_strength: nats per octave from the reference's centre, per octave the engine's recent notes drifted
+        from it (a pull back toward the centre: linear in the pitch).
     dynamics_strength: nats per (velocity bins / 4 away from the reference's) squared.
     density_strength: nats added to time shifts per unit of log(engine onset rate / reference rate).
     polyphony_strength: nats taken from note-ons per note sounding beyond the reference's polyphony.
@@ -72,6 +75,8 @@ class FollowConfig:
     onsets_strength: nats taken from time shifts at the step of a player's note-on, and from note-ons off the
         player's pulse (added to the time shift that lands on it).
     instrument_strength: nats per second of silence added to the note-ons of a silent engine instrument.
+    pedal_strength: nats taken from a pedal press per unit of log(engine presses per second, the press included /
+        the reference's).
     lifetimes: (class name, seconds) overrides of DEFAULT_LIFETIMES.
     """
 
@@ -80,6 +85,7 @@ class FollowConfig:
     key_strength: float = 3.0
     register: bool = True
     register_strength: float = 2.0
+    centre_strength: float = 3.0
     dynamics: bool = True
     dynamics_strength: float = 1.0
     density: bool = True
@@ -94,6 +100,8 @@ class FollowConfig:
     onsets_strength: float = 3.0
     instruments: bool = True
     instrument_strength: float = 2.0
+    pedal: bool = True
+    pedal_strength: float = 2.0
     lifetimes: tuple[tuple[str, float], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -104,62 +112,6 @@ class FollowConfig:
         """(classes,) longest note per instrument class, in grid steps."""
         table = DEFAULT_LIFETIMES | dict(self.lifetimes)
         return np.array([V.grid_step(table[i.name]) for i in INSTRUMENTS])
-
-
-@dataclass(frozen=True)
-class Heard:
-    """What the follower hears in the reference: key, pitch centre, low and high notes (MIDI: the 10th and 90th
-    percentiles), velocity bin, onsets per second, notes sounding at once, and its pulse: the median inter-onset
-    interval and the last onset (grid steps; period 0 when unknown)."""
-
-    key: tuple[int, str] | None
-    centre: float
-    low: float
-    high: float
-    vel_bin: float
-    rate: float
-    polyphony: float
-    period: int = 0
-    last: int = 0
-
-
-def hear(notes: list[Onset], step: int) -> tuple[Heard, np.ndarray] | None:
-    """Describe reference notes at grid `step`, and their recency-weighted pitch-class profile (None when there
-    are fewer than 2 pitched notes). The key is left for the Follower to decide (hysteresis)."""
-    pitched = [o for o in notes if o.cls != DRUMS]
-    if len(pitched) < 2:
-        return None
-    profile = np.zeros(12)
-    for o in pitched:
-        profile[o.pitch % 12] += (o.vel_bin + 1) * 0.5 ** ((step - o.step) * V.GRID_S / KEY_HALF_LIFE_S)
-    pitches = np.array([o.pitch for o in pitched], float)
-    onsets = _merged_onsets(notes)
-    span = max((onsets[-1] - onsets[0]) * V.GRID_S, V.GRID_S)
-    gaps = [b - a for a, b in zip(onsets, onsets[1:], strict=False) if b - a >= MIN_PULSE_STEPS]
-    heard = Heard(key=None, centre=float(pitches.mean()), low=float(np.percentile(pitches, 10)),
-                  high=float(np.percentile(pitches, 90)),
-                  vel_bin=float(np.mean([o.vel_bin for o in notes[-8:]])),
-                  rate=(len(onsets) - 1) / span if len(onsets) > 1 else 0.0,
-                  polyphony=_polyphony(notes),
-                  period=int(np.median(gaps)) if len(gaps) >= 2 else 0, last=onsets[-1])
-    return heard, profile
-
-
-def _merged_onsets(notes: list[Onset]) -> list[int]:
-    """Onset steps, a chord's spread (a played chord is not struck at one instant) counted once."""
-    out: list[int] = []
-    for step in sorted({o.step for o in notes}):
-        if not out or step - out[-1] > CHORD_STEPS:
-            out.append(step)
-    return out
-
-
-def _polyphony(notes: list[Onset]) -> float:
-    """Mean over onset steps of the notes sounding once the step's notes have started."""
-    at: dict[int, int] = {}
-    for o in notes:
-        at[o.step] = max(at.get(o.step, 0), o.sounding + 1)
-    return float(np.mean(list(at.values())))
 
 
 class Follower:
@@ -193,7 +145,7 @@ class Follower:
     def prime(self, state: State) -> None:
         """Remember the prompt just primed (the last note-ons of `state`) as what to follow until a player
         plays: a continuation follows its prompt, not its own drift."""
-        found = hear(list(state.recent[-REFERENCE_NOTES:]), state.step)
+        found = hear(list(state.recent[-REFERENCE_NOTES:]), state.step, tuple(p for p, _ in state.pedals))
         self._prompt = self._with_key(*found) if found else None
         self._cache = (None, None)
 
@@ -207,7 +159,8 @@ class Follower:
         notes = (played or list(state.recent))[-REFERENCE_NOTES:]
         last = notes[-1] if notes else None
         if last is None or self._cache[0] is not last:
-            found = hear(notes, state.step) if notes else None
+            pedals = tuple(p for p, player in state.pedals if player or not played)
+            found = hear(notes, state.step, pedals) if notes else None
             self._cache = (last, self._with_key(*found) if found else None)
         return self._cache[1]
 
@@ -233,6 +186,10 @@ class Follower:
         out = self._base(heard).copy()
         if heard is not None:
             self._polyphony(out, heard, state)
+            if c.register:
+                self._centre(out, state, heard)
+            if c.pedal:
+                self._pedal(out, state, heard)
             if c.density and not now and heard.rate > 0:
                 out[V.OFFSETS["time"] : V.OFFSETS["time"] + V.MAX_SHIFT_STEPS] += (
                     c.density_strength * self._density_term(state, heard.rate))
@@ -316,11 +273,33 @@ class Follower:
         centre = heard.low - 12 if inst == BASS else heard.centre
         return (outside / 12.0) ** 2 + 0.5 * ((self._pitches - centre) / 12.0) ** 2
 
+    def _centre(self, out: np.ndarray, state: State, heard: Heard) -> None:
+        """Pull the note-ons of the pitched parts (the bass keeps its own role) back toward the reference's centre
+        when the engine's recent notes drifted from it: linear in the pitch, in proportion to the drift."""
+        mine = [o.pitch for o in state.recent if not o.player and o.cls not in (DRUMS, BASS)][-REFERENCE_NOTES:]
+        if len(mine) < 4:
+            return
+        drift = min(1.0, max(-1.0, (float(np.mean(mine)) - heard.centre) / 12.0))
+        pull = (-self.config.centre_strength * drift / 12.0) * (self._pitches - heard.centre)
+        for inst in self.instruments:
+            if inst not in (DRUMS, BASS):
+                start = V.note_on_token(inst, 0)
+                out[start : start + V.N_PITCHES] += pull
+
+    def _pedal(self, out: np.ndarray, state: State, heard: Heard) -> None:
+        """A pedal press loses weight as the engine's presses per second over the last PEDAL_WINDOW_S (this one
+        included) exceed the reference's, and gains a little below it."""
+        window = V.grid_step(PEDAL_WINDOW_S)
+        mine = (1 + sum(not player and state.step - p < window for p, player in state.pedals)) / PEDAL_WINDOW_S
+        term = min(2.0, max(-1.0, math.log((mine + 0.05) / (heard.pedal_rate + 0.05))))
+        for inst in self.instruments:
+            out[V.pedal_token(inst, True)] -= self.config.pedal_strength * term
+
     def _density_term(self, state: State, reference_rate: float) -> float:
         """log(engine onsets per second / the reference's), clipped to +-2: positive favours time shifts."""
         window = V.grid_step(ENGINE_WINDOW_S)
         mine = [o for o in state.recent if not o.player and state.step - o.step < window]
-        rate = len(_merged_onsets(mine)) / ENGINE_WINDOW_S
+        rate = len(merged_onsets(mine)) / ENGINE_WINDOW_S
         return min(2.0, max(-2.0, math.log((rate + 0.25) / (reference_rate + 0.25))))
 
     def _onsets(self, out: np.ndarray, state: State, heard: Heard) -> None:

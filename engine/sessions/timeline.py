@@ -32,6 +32,7 @@ PLAYER_BODY_TOKENS = 2  # the most tokens encode_player puts after an event's ti
 
 
 RECENT_ONSETS = 48  # note-ons remembered in State.recent (what following the player reads)
+RECENT_PEDALS = 32  # sustain-pedal presses remembered in State.pedals
 
 
 class Onset(NamedTuple):
@@ -58,6 +59,7 @@ class State:
         self.player_pedal = False
         self.started: dict[tuple[int, int], int] = {}  # sounding engine note (class, pitch) -> its first step
         self.recent: tuple[Onset, ...] = ()
+        self.pedals: tuple[tuple[int, bool], ...] = ()  # the last pedal presses: (grid step, the player's?)
         self.last_kind = ""  # the kind of the last token (vocab segment name)
 
     def apply(self, token: int, player: bool) -> list[Timed]:
@@ -74,6 +76,8 @@ class State:
             self.started.pop(divmod(arg, V.N_PITCHES), None)
         elif kind == "eos":
             self.started.clear()
+        elif kind == "pedal_on":
+            self.pedals = (*self.pedals[1 - RECENT_PEDALS:], (self.step, player))
         if player and kind in _PLAYER_KINDS:
             pitch = arg % V.N_PITCHES
             if kind == "note_on":
