@@ -33,6 +33,7 @@ from .prompts import (
     piece,
     piece_seed,
     read_source,
+    rendered_notes,
 )
 
 log = logging.getLogger(__name__)
@@ -176,18 +177,19 @@ def _instruments(engine: Engine, config: JudgeConfig, progress: Progress) -> lis
 
 def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[Source]], config: JudgeConfig,
            cache_dir, progress: Progress) -> dict:
-    """Fit the classifier on real train pieces; the share recognised per style, real test pieces against the
-    model's pieces generated from scratch with that style token and the style's usual instruments."""
+    """Fit the classifier on real train pieces; the share recognised per style, real test pieces (as notated and
+    as performed) against the model's pieces generated from scratch with that style token and the style's usual
+    instruments."""
     usable = {s: v[: config.style_train] for s, v in train.items() if len(v) >= 10 and s != "unknown"}
     if len(usable) < 2:
         return {}
-    x, labels = S.training_set([src for v in usable.values() for src in v], cache_dir)
+    x, labels = S.training_set([src for v in usable.values() for src in v], cache_dir, config.seed)
     classifier = S.fit(x, labels)
     result = {}
     for k, style in enumerate(classifier.styles):
         progress("style", k, len(classifier.styles))
-        real = [S.features(notes_from_events(m.events)) for src in test.get(style, [])[: 2 * config.style_pieces]
-                if (m := read_source(src)) is not None]
+        real = [S.features(notes) for src in test.get(style, [])[: 2 * config.style_pieces]
+                for rendering in RENDERINGS if (notes := rendered_notes(src, rendering, config.seed)) is not None]
         made = []
         for run in range(config.style_pieces):
             sampling = modes.seeded(config.sampling, piece_seed(f"style:{style}:{run}", config.seed))

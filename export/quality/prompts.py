@@ -161,6 +161,15 @@ def perform(events: Sequence[Timed], conductor: Conductor, piece_id: str, seed: 
     return render(list(events), conductor, seed=piece_seed(piece_id, seed))
 
 
+def rendered_notes(source: Source, rendering: str, seed: int) -> list[Note] | None:
+    """The notes of a whole source as notated or performed live-like (None when unreadable)."""
+    midi = read_source(source)
+    if midi is None:
+        return None
+    events = perform(midi.events, midi.conductor, source.id, seed) if rendering == LIVE else midi.events
+    return notes_from_events(events)
+
+
 def piece(source: Source, rendering: str, prompt_s: float, continuation_s: float, seed: int) -> Piece | None:
     """A source cut into prompt and continuation (each shortened to half the piece when it is short); None when
     the piece is unreadable or too short to say anything."""

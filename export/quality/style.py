@@ -1,11 +1,16 @@
 """Which style does a piece sound like? A small classifier fitted on the corpus's real pieces.
 
-Features are statistics of the music alone (no instrument, no style token), from a piece's first WINDOW_S
-seconds: note rate, polyphony, silence, note lengths, inter-onset intervals, register and range, melodic steps,
-how diatonic and how consonant it is, and dynamics. The classifier is multinomial logistic regression (numpy,
+Features are statistics of the music alone (no instrument, no style token, nothing of how it is performed:
+no dynamics), from a piece's first WINDOW_S seconds: note rate, polyphony, silence, note lengths, inter-onset
+intervals, register and range, melodic steps, how diatonic and how consonant it is, which intervals sound
+together (perfect, imperfect, dissonant), how evenly it uses the twelve pitch classes, how its bass moves, how
+often it strikes chords, how often a long onset gap is followed by one about half as long (swing, dotted
+rhythms), and the rate and evenness of a drum part. The classifier is multinomial logistic regression (numpy,
 L2-regularised, classes weighted equally), fitted on standardised features of up to `per_style` train-split
-pieces per style. Generated pieces are then asked which style they are in; the share recognised per style says
-whether the style token changes the music the way the real styles differ.
+pieces per style, each twice: as notated and as the performer plays it (export/perform.py), so that it tells
+styles apart and not renderings (the model plays like a performer). Generated pieces are then asked which style
+they are in; the share recognised per style says whether the style token changes the music the way the real
+styles differ.
 """
 
 from __future__ import annotations
@@ -20,38 +25,50 @@ from pathlib import Path
 
 import numpy as np
 from musebridge.engine.files import atomic_write
-from musebridge.engine.tokens.midifile import Note, notes_from_events
+from musebridge.engine.tokens.instruments import DRUM_CHANNEL
+from musebridge.engine.tokens.midifile import Note
 
 from ..errors import ExportError
 from . import metrics as M
-from .prompts import Source, read_source
+from .prompts import RENDERINGS, Source, rendered_notes
 
 log = logging.getLogger(__name__)
 
 WINDOW_S = 30.0  # seconds of each piece the features look at
 FEATURES = ("log_rate", "polyphony", "silence", "log_duration", "long_share", "log_ioi", "ioi_spread",
-            "register", "range", "step", "leap_share", "diatonic", "consonance", "velocity", "velocity_spread")
+            "register", "range", "step", "leap_share", "diatonic", "consonance", "perfect", "imperfect",
+            "dissonant", "pc_entropy", "bass_leap", "chord_share", "long_short", "drum_rate", "drum_ioi_spread")
+INTERVAL_CLASSES = {"perfect": (0, 5, 7), "imperfect": (3, 4, 8, 9), "dissonant": (1, 2, 6, 10, 11)}
 
 
 def features(notes: Sequence[Note], span: float = WINDOW_S) -> np.ndarray:
-    """The FEATURES of the notes starting in the first `span` seconds (drums left out)."""
+    """The FEATURES of the notes starting in the first `span` seconds (drums only in the drum_ figures: the
+    rhythm of a drum part is part of a band style)."""
+    drums = M.onsets([n for n in notes if n.channel == DRUM_CHANNEL and n.start < span])
+    drum_gaps = np.diff(drums)
     notes = [n for n in M.pitched(notes) if n.start < span]
     if not notes:
         return np.full(len(FEATURES), np.nan)
     end = max(min(span, max(n.end for n in notes)), 1.0)
     durations = np.array([n.end - n.start for n in notes])
     gaps = np.diff(M.onsets(notes))
+    ratios = gaps[:-1] / np.maximum(gaps[1:], 1e-3)  # long-short pairs: swung or dotted rhythm
     pitches = np.array([n.pitch for n in notes])
-    top = _top_line(notes)
+    top, bass = _top_line(notes), _bass_line(notes)
     steps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(1)
-    velocities = np.array([n.velocity for n in notes])
+    vertical = _vertical(notes)
+    profile = M.pitch_class_profile(notes)
+    used = profile[profile > 0]
     return np.array([
         np.log(M.density(notes, end) + 1e-3), M.polyphony(notes, 0.0, end), M.silence_share(notes, 0.0, end),
         np.log(np.median(durations) + 1e-3), M.long_share(notes, 1.0),
         np.log(np.median(gaps) + 1e-3) if gaps.size else 0.0, np.std(np.log(gaps + 1e-3)) if gaps.size else 0.0,
         float(pitches.mean()), float(np.percentile(pitches, 95) - np.percentile(pitches, 5)),
         float(steps.mean()), float(np.mean(steps > 4)), M.in_key_share(notes, notes),
-        _self_consonance(notes), float(velocities.mean()), float(velocities.std()),
+        _self_consonance(notes), *(float(vertical[list(ics)].sum()) for ics in INTERVAL_CLASSES.values()),
+        float(-(used * np.log(used)).sum()), float(np.abs(np.diff(bass)).mean()) if len(bass) > 1 else 0.0,
+        _chord_share(notes), float(np.mean((ratios > 1.6) & (ratios < 2.5))) if ratios.size else 0.0,
+        np.log(drums.size / end + 1e-3), float(np.std(np.log(drum_gaps + 1e-3))) if drum_gaps.size else 0.0,
     ])
 
 
@@ -62,6 +79,37 @@ def _top_line(notes: Sequence[Note]) -> list[int]:
         t = round(n.start / M.CHORD_S)
         by_onset[t] = max(by_onset.get(t, 0), n.pitch)
     return [by_onset[t] for t in sorted(by_onset)]
+
+
+def _bass_line(notes: Sequence[Note]) -> list[int]:
+    """The lowest pitch at each onset."""
+    by_onset: dict[float, int] = {}
+    for n in notes:
+        t = round(n.start / M.CHORD_S)
+        by_onset[t] = min(by_onset.get(t, 127), n.pitch)
+    return [by_onset[t] for t in sorted(by_onset)]
+
+
+def _chord_share(notes: Sequence[Note]) -> float:
+    """Share of onsets (CHORD_S apart) at which three or more notes start."""
+    counts: dict[float, int] = {}
+    for n in notes:
+        t = round(n.start / M.CHORD_S)
+        counts[t] = counts.get(t, 0) + 1
+    return sum(c >= 3 for c in counts.values()) / len(counts)
+
+
+def _vertical(notes: Sequence[Note]) -> np.ndarray:
+    """(12,) share of the time pairs of notes sound together at each interval class (zeros for a single line)."""
+    shares = np.zeros(12)
+    active: list[Note] = []
+    for n in sorted(notes, key=lambda n: n.start):
+        active = [a for a in active if a.end > n.start]
+        for a in active:
+            shares[abs(a.pitch - n.pitch) % 12] += min(a.end, n.end) - n.start
+        active.append(n)
+    total = shares.sum()
+    return shares / total if total > 0 else shares
 
 
 def _self_consonance(notes: Sequence[Note]) -> float:
@@ -116,21 +164,23 @@ def fit(x: np.ndarray, labels: Sequence[str], l2: float = 1e-2, steps: int = 500
     return StyleClassifier(styles, mean, scale, w)
 
 
-def training_set(sources: Sequence[Source], cache_dir: str | os.PathLike | None) -> tuple[np.ndarray, list[str]]:
-    """Features and styles of the given real pieces, cached in `cache_dir` under a hash of their paths and sizes
-    (so a rebuilt corpus is read again)."""
+def training_set(sources: Sequence[Source], cache_dir: str | os.PathLike | None, seed: int = 0
+                 ) -> tuple[np.ndarray, list[str]]:
+    """Features and styles of the given real pieces, each as notated and as performed (seeded by `seed`), cached
+    in `cache_dir` under a hash of their paths and sizes (so a rebuilt corpus is read again)."""
     key = hashlib.sha1(json.dumps([[str(s.path), s.path.stat().st_size, s.style] for s in sources]
-                                  + [FEATURES, WINDOW_S]).encode()).hexdigest()[:16]
+                                  + [FEATURES, WINDOW_S, RENDERINGS, seed]).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"style-features-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         data = np.load(cache)
         return data["x"], [str(s) for s in data["styles"]]
     rows, styles = [], []
     for source in sources:
-        midi = read_source(source)
-        if midi is not None:
-            rows.append(features(notes_from_events(midi.events)))
-            styles.append(source.style)
+        for rendering in RENDERINGS:
+            notes = rendered_notes(source, rendering, seed)
+            if notes is not None:
+                rows.append(features(notes))
+                styles.append(source.style)
     x = np.array(rows) if rows else np.zeros((0, len(FEATURES)))
     if cache is not None:
         def make(tmp: Path) -> None:
