@@ -85,7 +85,7 @@ class FollowConfig:
     key_strength: float = 3.0
     register: bool = True
     register_strength: float = 2.0
-    centre_strength: float = 3.0
+    centre_strength: float = 8.0
     dynamics: bool = True
     dynamics_strength: float = 1.0
     density: bool = True
@@ -97,7 +97,7 @@ class FollowConfig:
     harmony: bool = True
     harmony_strength: float = 2.0
     onsets: bool = True
-    onsets_strength: float = 3.0
+    onsets_strength: float = 5.0
     instruments: bool = True
     instrument_strength: float = 2.0
     pedal: bool = True
