@@ -124,6 +124,7 @@ class Follower:
         self._prompt: Heard | None = None  # a primed prompt's description, followed when no player plays
         self._cache: tuple[Onset | None, Heard | None] = (None, None)
         self._base_cache: tuple[Heard | None, np.ndarray | None] = (None, None)
+        self._centre_cache: tuple[tuple, np.ndarray | None] = ((None, None), None)  # ((last onset, heard), pull)
         self._player_heard = False  # whether the last heard() found the player's notes
         self._limits = config.lifetime_steps()
         self._midi = np.arange(V.N_PITCHES)
@@ -275,14 +276,22 @@ class Follower:
 
     def _centre(self, out: np.ndarray, state: State, heard: Heard) -> None:
         """Pull the note-ons of the pitched parts (the bass keeps its own role) back toward the reference's centre
-        when the engine's recent notes drifted from it: linear in the pitch, in proportion to the drift."""
-        mine = [o.pitch for o in state.recent if not o.player and o.cls not in (DRUMS, BASS)][-REFERENCE_NOTES:]
-        if len(mine) < 4:
+        when the engine's recent notes drifted from it: linear in the pitch, in proportion to the drift. The pull
+        changes only with a note-on or what is heard, so it is kept until then (this runs every step)."""
+        last = state.recent[-1] if state.recent else None
+        (seen_last, seen_heard), pull = self._centre_cache
+        if seen_last is not last or seen_heard is not heard:
+            pull = None
+            mine = [o.pitch for o in state.recent if not o.player and o.cls != DRUMS and o.cls != BASS]
+            if len(mine) >= 4:
+                mine = mine[-REFERENCE_NOTES:]
+                drift = min(1.0, max(-1.0, (sum(mine) / len(mine) - heard.centre) / 12.0))
+                pull = (-self.config.centre_strength * drift / 12.0) * (self._pitches - heard.centre)
+            self._centre_cache = ((last, heard), pull)
+        if pull is None:
             return
-        drift = min(1.0, max(-1.0, (float(np.mean(mine)) - heard.centre) / 12.0))
-        pull = (-self.config.centre_strength * drift / 12.0) * (self._pitches - heard.centre)
         for inst in self.instruments:
-            if inst not in (DRUMS, BASS):
+            if inst != DRUMS and inst != BASS:
                 start = V.note_on_token(inst, 0)
                 out[start : start + V.N_PITCHES] += pull
 
