@@ -54,7 +54,8 @@ def features(notes: Sequence[Note], span: float = WINDOW_S) -> np.ndarray:
     gaps = np.diff(M.onsets(notes))
     ratios = gaps[:-1] / np.maximum(gaps[1:], 1e-3)  # long-short pairs: swung or dotted rhythm
     pitches = np.array([n.pitch for n in notes])
-    top, bass = _top_line(notes), _bass_line(notes)
+    chords = _chords(notes)
+    top, bass = [max(c) for c in chords], [min(c) for c in chords]  # the melody as heard, the bass line
     steps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(1)
     vertical = _vertical(notes)
     profile = M.pitch_class_profile(notes)
@@ -67,36 +68,23 @@ def features(notes: Sequence[Note], span: float = WINDOW_S) -> np.ndarray:
         float(steps.mean()), float(np.mean(steps > 4)), M.in_key_share(notes, notes),
         _self_consonance(notes), *(float(vertical[list(ics)].sum()) for ics in INTERVAL_CLASSES.values()),
         float(-(used * np.log(used)).sum()), float(np.abs(np.diff(bass)).mean()) if len(bass) > 1 else 0.0,
-        _chord_share(notes), float(np.mean((ratios > 1.6) & (ratios < 2.5))) if ratios.size else 0.0,
+        float(np.mean([len(c) >= 3 for c in chords])), float(np.mean((ratios > 1.6) & (ratios < 2.5)))
+        if ratios.size else 0.0,
         np.log(drums.size / end + 1e-3), float(np.std(np.log(drum_gaps + 1e-3))) if drum_gaps.size else 0.0,
     ])
 
 
+def _chords(notes: Sequence[Note]) -> list[list[int]]:
+    """The pitches starting at each onset (CHORD_S apart), in time order."""
+    by_onset: dict[int, list[int]] = {}
+    for n in notes:
+        by_onset.setdefault(round(n.start / M.CHORD_S), []).append(n.pitch)
+    return [by_onset[t] for t in sorted(by_onset)]
+
+
 def _top_line(notes: Sequence[Note]) -> list[int]:
     """The highest pitch at each onset (the melody as a listener follows it)."""
-    by_onset: dict[float, int] = {}
-    for n in notes:
-        t = round(n.start / M.CHORD_S)
-        by_onset[t] = max(by_onset.get(t, 0), n.pitch)
-    return [by_onset[t] for t in sorted(by_onset)]
-
-
-def _bass_line(notes: Sequence[Note]) -> list[int]:
-    """The lowest pitch at each onset."""
-    by_onset: dict[float, int] = {}
-    for n in notes:
-        t = round(n.start / M.CHORD_S)
-        by_onset[t] = min(by_onset.get(t, 127), n.pitch)
-    return [by_onset[t] for t in sorted(by_onset)]
-
-
-def _chord_share(notes: Sequence[Note]) -> float:
-    """Share of onsets (CHORD_S apart) at which three or more notes start."""
-    counts: dict[float, int] = {}
-    for n in notes:
-        t = round(n.start / M.CHORD_S)
-        counts[t] = counts.get(t, 0) + 1
-    return sum(c >= 3 for c in counts.values()) / len(counts)
+    return [max(chord) for chord in _chords(notes)]
 
 
 def _vertical(notes: Sequence[Note]) -> np.ndarray:
