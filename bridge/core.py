@@ -49,7 +49,7 @@ class Bridge:
         self.time = SessionTime(clock.now())  # session time 0 until an engine session starts
         self.follower = ClockFollower(config.clock, start=self.time.origin)
         self.echo = EchoFilter()
-        self.counts = {"in": 0, "out": 0, "malformed": 0}
+        self.counts = {"in": 0, "out": 0, "malformed": 0, "dropped": 0}
         out_config = OutputConfig(config.scheduler, config.channel_map(), config.program_changes)
         self.output = OutputStage(clock, out_config, self.follower, self.counts)
         self.scheduler = self.output.scheduler

@@ -39,7 +39,7 @@ IDLE_S = 0.05  # the input thread's wait for input before it passes on held-back
 
 class InputStage:
     """The player's side of the bridge. work: the engine worker's queue. thru_mode: True while the current mode
-    passes notes thru. counts: the bridge's traffic counters ("in" and "malformed" are counted here).
+    passes notes thru. counts: the bridge's traffic counters ("in", "malformed" and "dropped" are counted here).
     recorder: set once a take is recorded."""
 
     def __init__(self, config: BridgeConfig, clock: Clock, follower: ClockFollower, echo: EchoFilter,
@@ -49,7 +49,6 @@ class InputStage:
         self.output, self.work, self._thru_mode, self.counts = output, work, thru_mode, counts
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (time s, raw bytes) from the MIDI callback
         self.recorder: Recorder | None = None
-        self.counts.setdefault("dropped", 0)
         self._held: set[tuple[int, int]] = set()  # (channel, note) of note-ons passed on, not yet ended
         self._held_back: dict[str, WorkEvent] = {}  # the latest pedal, transport, control change per kind,
         # held back by a full backlog until an event passes

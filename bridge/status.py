@@ -20,7 +20,7 @@ def status_text(bridge) -> str:
     tempo = f"{f.bpm:.1f} bpm {source}{'' if f.running else ' stopped'}"
     parts = [f"{bridge.mode.name}: {bridge.mode.state}", tempo, f"key {bridge.link.key}",
              f"in {bridge.counts['in']} out {bridge.counts['out']}"]
-    if bridge.counts.get("dropped"):
+    if bridge.counts["dropped"]:
         parts.append(f"dropped {bridge.counts['dropped']} notes (engine behind)")
     lat = percentile_ms(list(bridge.latencies), 50)
     if lat is not None:

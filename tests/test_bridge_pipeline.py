@@ -10,9 +10,10 @@ from bridge_fakes import Rig, cc, off, on, unreleased_note_ons
 from musebridge.bridge.clock import FakeClock
 from musebridge.bridge.config import BridgeConfig
 from musebridge.bridge.feedback import EchoFilter
-from musebridge.bridge.input import InputStage
+from musebridge.bridge.input import MAX_BACKLOG, InputStage
 from musebridge.bridge.midiclock import ClockConfig, ClockFollower
 from musebridge.bridge.output import OutputConfig, OutputStage
+from musebridge.bridge.status import status_text
 from musebridge.bridge.work import Control, PlayerNote, Silenced, Transport
 
 
@@ -90,7 +91,7 @@ def test_the_input_stage_turns_midi_into_typed_work_and_silences_at_once():
     out.port = _Port(clock)
     work: queue.SimpleQueue = queue.SimpleQueue()
     stage = InputStage(config, clock, follower, EchoFilter(), out, work, lambda: False,
-                       {"in": 0, "malformed": 0, "out": 0})
+                       {"in": 0, "malformed": 0, "out": 0, "dropped": 0})
     stage.callback(on(60).bytes())
     assert work.empty() and not out.port.sent, "the callback only timestamps and queues"
     for msg in (on(60), cc(107), mido.Message("stop"), on(62), cc(123)):
@@ -130,9 +131,6 @@ def test_a_midi_flood_cannot_grow_the_workers_backlog_and_no_note_hangs():
     events wait for it (new notes are dropped and counted, the status line says so), a note held from before
     the flood still gets its note-off through, the pedal's last state arrives once the worker has caught up, no
     harmony voice is left sounding, and the next note is answered."""
-    from musebridge.bridge.input import MAX_BACKLOG  # noqa: PLC0415
-    from musebridge.bridge.status import status_text  # noqa: PLC0415
-
     rig = Rig("harmonize")
     rig.play(on(60))
     flood = [m for i in range(3000) for m in (on(72 + i % 24), cc(64, 127 * (i % 2)), off(72 + i % 24))]
@@ -160,8 +158,6 @@ def test_a_midi_flood_cannot_grow_the_workers_backlog_and_no_note_hangs():
 def test_a_flood_of_panics_and_transport_messages_is_bounded_too():
     """CC123 and start/stop floods: every panic silences at once, but the worker's queue stays bounded, and the
     transport state the worker ends with is the last one sent."""
-    from musebridge.bridge.input import MAX_BACKLOG  # noqa: PLC0415
-
     rig = Rig("harmonize")
     flood = [m for _ in range(1000) for m in (cc(123, 0), mido.Message("start"), mido.Message("stop"))]
     _flood(rig, flood + [mido.Message("start")])

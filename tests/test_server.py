@@ -14,8 +14,12 @@ import time
 
 import pytest
 import zmq
-from musebridge.bridge.engine_link import EngineLink
+from musebridge.bridge.clock import MonotonicClock
+from musebridge.bridge.config import BridgeConfig
+from musebridge.bridge.core import Bridge
+from musebridge.bridge.engine_link import EngineLink, EngineWatcher
 from musebridge.bridge.errors import BridgeError
+from musebridge.bridge.ports import MemoryBackend, MemoryMidi
 from musebridge.engine.errors import EngineError
 from musebridge.engine.server import protocol as P
 from musebridge.engine.server.client import Client, ClientConfig, ClientError
@@ -843,12 +847,6 @@ def test_a_session_is_its_creators_and_its_parameters_anyones(server):
 def test_parameters_set_with_ctl_reach_the_session_a_bridge_creates_again(server):
     """`ctl set temperature` on a bridge's session, then its session is reclaimed (the server's 3 s timeout
     here): the session the bridge creates again has the musician's temperature, not the one it started with."""
-    from musebridge.bridge.clock import MonotonicClock  # noqa: PLC0415
-    from musebridge.bridge.config import BridgeConfig  # noqa: PLC0415
-    from musebridge.bridge.core import Bridge  # noqa: PLC0415
-    from musebridge.bridge.engine_link import EngineWatcher  # noqa: PLC0415
-    from musebridge.bridge.ports import MemoryBackend, MemoryMidi  # noqa: PLC0415
-
     clock = MonotonicClock()
     link = EngineLink(server.config, {"instruments": ["strings"], "temperature": 1.0, "mode": "respond"},
                       clock.now)
