@@ -189,7 +189,7 @@ def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[
     for k, style in enumerate(classifier.styles):
         progress("style", k, len(classifier.styles))
         real = [S.features(notes) for src in test.get(style, [])[: 2 * config.style_pieces]
-                for rendering in RENDERINGS if (notes := rendered_notes(src, rendering, config.seed)) is not None]
+                for notes in rendered_notes(src, config.seed)]
         made = []
         for run in range(config.style_pieces):
             sampling = modes.seeded(config.sampling, piece_seed(f"style:{style}:{run}", config.seed))

@@ -161,13 +161,14 @@ def perform(events: Sequence[Timed], conductor: Conductor, piece_id: str, seed: 
     return render(list(events), conductor, seed=piece_seed(piece_id, seed))
 
 
-def rendered_notes(source: Source, rendering: str, seed: int) -> list[Note] | None:
-    """The notes of a whole source as notated or performed live-like (None when unreadable)."""
+def rendered_notes(source: Source, seed: int) -> list[list[Note]]:
+    """The notes of a whole source in each of RENDERINGS (as notated, as performed live-like); [] when
+    unreadable."""
     midi = read_source(source)
     if midi is None:
-        return None
-    events = perform(midi.events, midi.conductor, source.id, seed) if rendering == LIVE else midi.events
-    return notes_from_events(events)
+        return []
+    performed = perform(midi.events, midi.conductor, source.id, seed)
+    return [notes_from_events(midi.events if r == NOTATED else performed) for r in RENDERINGS]
 
 
 def piece(source: Source, rendering: str, prompt_s: float, continuation_s: float, seed: int) -> Piece | None:

@@ -164,11 +164,9 @@ def training_set(sources: Sequence[Source], cache_dir: str | os.PathLike | None,
         return data["x"], [str(s) for s in data["styles"]]
     rows, styles = [], []
     for source in sources:
-        for rendering in RENDERINGS:
-            notes = rendered_notes(source, rendering, seed)
-            if notes is not None:
-                rows.append(features(notes))
-                styles.append(source.style)
+        for notes in rendered_notes(source, seed):
+            rows.append(features(notes))
+            styles.append(source.style)
     x = np.array(rows) if rows else np.zeros((0, len(FEATURES)))
     if cache is not None:
         def make(tmp: Path) -> None:
