@@ -132,7 +132,8 @@ def file_pieces(paths: Sequence[str], style: str = "unknown", limit: int | None 
 
 def corpus_pieces(root: str | Path, split: str, limit: int | None = None, live_like: bool = False,
                   skip: Callable[[str], None] = _log_skip) -> TokenData:
-    """A corpus split's first `limit` pieces; played live-like from <root>/midi/<style>/<id>.mid on request."""
+    """A corpus split's first `limit` pieces; on request its notated pieces played live-like from
+    <root>/midi/<style>/<id>.mid (band pieces are left out: mma already played them, as a band and not on piano)."""
     if not (Path(root) / "tokens" / f"{split}.npy").is_file():
         raise NoInput(f"no corpus split {split!r} in {root}: build one with `musebridge corpus build`, pass "
                       "--data DIR, or give MIDI files or folders to score")
@@ -140,7 +141,12 @@ def corpus_pieces(root: str | Path, split: str, limit: int | None = None, live_l
     if not live_like:
         return data
     pieces, ids, styles = [], [], []
+    band = sum(piece_source(pid, style) == "band" for pid, style in zip(data.ids, data.styles, strict=True))
+    if band:
+        log.info("live-like: %d band pieces left out (already played, by mma's band)", band)
     for piece_id, style in zip(data.ids, data.styles, strict=True):
+        if piece_source(piece_id, style) == "band":
+            continue
         path = Path(root) / "midi" / style / f"{piece_id}.mid"
         if not path.is_file():
             skip(f"{path}: missing (run `musebridge corpus build` to restore the corpus's MIDI files)")

@@ -311,19 +311,23 @@ def test_eval_runs_without_torch(tmp_path):
     assert result["pieces"] == 1 and result["ngram_nll"] > 0 and "eval: " in done.stderr  # plain progress line
 
 
-def test_live_like_plays_each_piece_the_same_way_and_skips_a_missing_one(tmp_path, capsys):
+def test_live_like_plays_each_notated_piece_the_same_way_and_skips_a_missing_one(tmp_path, capsys):
     from musebridge.engine.tokens.midifile import decode_to_file
     from musebridge.export.eval_inputs import corpus_pieces, live_like_tokens, piece_seed
 
     write_corpus(tmp_path, (4, 2, 3), n_notes=16)
+    written = load_split(tmp_path, "test")  # and a band piece (its .mid under midi/band-<style>/): left out
+    band_id = f"{written.styles[0]}-band-{written.ids[0]}"
+    write_split(tmp_path, "test", [written.piece(i) for i in range(3)] + [written.piece(0)],
+                ids=[*written.ids, band_id], styles=[*written.styles, written.styles[0]])
     test = load_split(tmp_path, "test")
-    for i, (piece_id, style) in enumerate(zip(test.ids, test.styles, strict=True)):
+    for i, (piece_id, style) in enumerate(zip(test.ids[:3], test.styles[:3], strict=True)):
         if i:  # the first piece's .mid is missing
             (tmp_path / "midi" / style).mkdir(parents=True, exist_ok=True)
             decode_to_file(test.piece(i).tolist(), tmp_path / "midi" / style / f"{piece_id}.mid")
     skipped = []
     data = corpus_pieces(tmp_path, "test", live_like=True, skip=skipped.append)
-    assert len(skipped) == 1 and test.ids[0] in skipped[0] and data.ids == test.ids[1:]
+    assert len(skipped) == 1 and test.ids[0] in skipped[0] and data.ids == test.ids[1:3]
     first = live_like_tokens(tmp_path / "midi" / test.styles[1] / f"{test.ids[1]}.mid", test.styles[1],
                              piece_seed(test.ids[1]))[0]
     assert data.piece(0).tolist() == first and first != test.piece(1).tolist()  # played, not as written
