@@ -133,7 +133,7 @@ def file_pieces(paths: Sequence[str], style: str = "unknown", limit: int | None 
 def corpus_pieces(root: str | Path, split: str, limit: int | None = None, live_like: bool = False,
                   skip: Callable[[str], None] = _log_skip) -> TokenData:
     """A corpus split's first `limit` pieces; on request its notated pieces played live-like from
-    <root>/midi/<style>/<id>.mid (band pieces are left out: mma already played them, as a band and not on piano)."""
+    <root>/midi/<style>/<id>.mid (band pieces are left out: mma already played them, as a band, not on piano)."""
     if not (Path(root) / "tokens" / f"{split}.npy").is_file():
         raise NoInput(f"no corpus split {split!r} in {root}: build one with `musebridge corpus build`, pass "
                       "--data DIR, or give MIDI files or folders to score")
