@@ -61,7 +61,7 @@ class JudgeConfig:
     instrument_runs: int = 2
     instrument_seconds: float = 12.0
     style_pieces: int = 4
-    style_seconds: float = 20.0
+    style_seconds: float = S.WINDOW_S  # as long as the span of a real piece the style classifier reads
     style_train: int = 150  # real train-split pieces per style the classifier is fitted on
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.98))
     follow: FollowConfig = field(default_factory=FollowConfig)
@@ -190,14 +190,15 @@ def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[
         progress("style", k, len(classifier.styles))
         real = [S.features(notes) for src in test.get(style, [])[: 2 * config.style_pieces]
                 for notes in rendered_notes(src, config.seed)]
-        made = []
+        made: list[np.ndarray] = []
         for run in range(config.style_pieces):
             sampling = modes.seeded(config.sampling, piece_seed(f"style:{style}:{run}", config.seed))
             events = modes.from_scratch(engine, style, _usual_instruments(usable[style]), config.style_seconds,
                                         sampling, config.follow)
             made.append(S.features(notes_from_events(events)))
         result[style] = {"real": _share(classifier, real, style), "model": _share(classifier, made, style),
-                         "chance": 1.0 / len(classifier.styles)}
+                         "chance": 1.0 / len(classifier.styles),
+                         "model_named": dict(Counter(classifier.predict(np.array(made))).most_common())}
     return {"styles": list(classifier.styles), "per_style": result, "train_pieces": len(labels)}
 
 
