@@ -99,7 +99,8 @@ def test_judge_refuses_bad_values_in_one_line(songs, tmp_path, capsys):
 def test_the_style_lines_say_what_the_models_pieces_were_taken_for():
     from musebridge.commands.judge import tables
 
-    row = {"real": 1.0, "model": 0.25, "chance": 0.5, "model_named": {"folk": 3, "bach": 1}}
+    row = {"real": 1.0, "real_cv": 0.9, "model": 0.25, "chance": 0.5, "model_named": {"folk": 3, "bach": 1}}
     text = tables({"modes": {}, "style": {"per_style": {"bach": row}}, "seconds": 1.0})
     line = next(line for line in text.splitlines() if line.startswith("style bach"))
-    assert "model 0.250" in line and line.endswith("the model's pieces named: folk 3, bach 1")
+    assert "cross-validated 0.900" in line and "model 0.250" in line
+    assert line.endswith("the model's pieces named: folk 3, bach 1")

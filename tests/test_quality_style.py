@@ -73,3 +73,17 @@ def test_the_classifier_tells_a_chorale_from_a_fast_swung_line():
     classifier = S.fit(x, labels)
     assert classifier.predict(np.array([S.features(chorale()) for _ in range(10)])) == ["chorale"] * 10
     assert classifier.predict(np.array([S.features(swing()) for _ in range(10)])) == ["swing"] * 10
+
+    pieces = np.arange(60) // 2  # two rows per piece, as training_set gives them
+    assert S.cross_validate(x, labels, pieces) == {"chorale": 1.0, "swing": 1.0}
+
+
+def test_cross_validation_keeps_a_pieces_rows_in_one_fold():
+    """A style that is one piece played twice cannot be recognised when that piece is held out (it would be, by
+    its own twin, if the folds split a piece's renderings)."""
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (40, 3)), np.full((2, 3), 6.0)])
+    labels = ["many"] * 40 + ["one"] * 2
+    pieces = list(range(40)) + [40, 40]
+    assert S.cross_validate(x, labels, pieces)["one"] == 0.0
+    assert S.cross_validate(x, labels, range(42))["one"] == 1.0

@@ -185,6 +185,7 @@ def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[
         return {}
     x, labels = S.training_set([src for v in usable.values() for src in v], cache_dir, config.seed)
     classifier = S.fit(x, labels)
+    ceiling = S.cross_validate(x, labels, np.arange(len(labels)) // len(RENDERINGS), seed=config.seed)
     result = {}
     for k, style in enumerate(classifier.styles):
         progress("style", k, len(classifier.styles))
@@ -196,8 +197,8 @@ def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[
             events = modes.from_scratch(engine, style, _usual_instruments(usable[style]), config.style_seconds,
                                         sampling, config.follow)
             made.append(S.features(notes_from_events(events)))
-        result[style] = {"real": _share(classifier, real, style), "model": _share(classifier, made, style),
-                         "chance": 1.0 / len(classifier.styles),
+        result[style] = {"real": _share(classifier, real, style), "real_cv": ceiling.get(style),
+                         "model": _share(classifier, made, style), "chance": 1.0 / len(classifier.styles),
                          "model_named": dict(Counter(classifier.predict(np.array(made))).most_common())}
     return {"styles": list(classifier.styles), "per_style": result, "train_pieces": len(labels)}
 

@@ -131,8 +131,9 @@ def tables(result: dict) -> str:
     style = result.get("style", {})
     for name, row in style.get("per_style", {}).items():
         named = ", ".join(f"{other} {count}" for other, count in row.get("model_named", {}).items())
-        lines.append(f"style {name:<14} recognised: real {_fmt(row['real'])}  model {_fmt(row['model'])}  "
-                     f"chance {_fmt(row['chance'])}; the model's pieces named: {named}")
+        lines.append(f"style {name:<14} recognised: real {_fmt(row['real'])} (train, cross-validated "
+                     f"{_fmt(row.get('real_cv'))})  model {_fmt(row['model'])}  chance {_fmt(row['chance'])}; "
+                     f"the model's pieces named: {named}")
     lines.append(f"\njudged in {result['seconds']:.0f} s")
     return "\n".join(lines)
 
