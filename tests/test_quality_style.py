@@ -74,7 +74,7 @@ def test_the_classifier_tells_a_chorale_from_a_fast_swung_line():
     assert classifier.predict(np.array([S.features(chorale()) for _ in range(10)])) == ["chorale"] * 10
     assert classifier.predict(np.array([S.features(swing()) for _ in range(10)])) == ["swing"] * 10
 
-    pieces = np.arange(60) // 2  # two rows per piece, as training_set gives them
+    pieces = np.arange(60) // 2  # rows taken two to a piece
     assert S.cross_validate(x, labels, pieces) == {"chorale": 1.0, "swing": 1.0}
 
 
