@@ -50,8 +50,9 @@ def hear(notes: list[Onset], step: int, pedals: tuple[int, ...] = ()) -> tuple[H
     onsets = merged_onsets(notes)
     span = max((onsets[-1] - onsets[0]) * V.GRID_S, V.GRID_S)
     gaps = [b - a for a, b in zip(onsets, onsets[1:], strict=False) if b - a >= MIN_PULSE_STEPS]
-    heard = Heard(key=None, centre=float(pitches.mean()), low=float(np.percentile(pitches, 10)),
-                  high=float(np.percentile(pitches, 90)),
+    pitches.sort()
+    heard = Heard(key=None, centre=float(pitches.mean()), low=percentile(pitches, 10),
+                  high=percentile(pitches, 90),
                   vel_bin=float(np.mean([o.vel_bin for o in notes[-8:]])),
                   rate=(len(onsets) - 1) / span if len(onsets) > 1 else 0.0,
                   polyphony=_polyphony(notes),
@@ -59,6 +60,16 @@ def hear(notes: list[Onset], step: int, pedals: tuple[int, ...] = ()) -> tuple[H
                   pedal_rate=sum(p >= notes[0].step for p in pedals) / max((step - notes[0].step) * V.GRID_S,
                                                                           PEDAL_WINDOW_S))
     return heard, profile
+
+
+def percentile(ordered: np.ndarray, q: float) -> float:
+    """The q-th percentile (0-100) of sorted values, interpolated linearly as np.percentile does by default.
+    Not np.percentile itself: its first call imports numpy.ma (12 ms), which the player's first answer would
+    pay."""
+    position = q / 100 * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return float(ordered[below] + (ordered[above] - ordered[below]) * (position - below))
 
 
 def merged_onsets(notes: list[Onset]) -> list[int]:
