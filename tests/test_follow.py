@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from musebridge.engine.inference.sampler import SamplingConfig
 from musebridge.engine.sessions.follow import FollowConfig, Follower
+from musebridge.engine.sessions.hearing import percentile
 from musebridge.engine.sessions.session import Engine
 from musebridge.engine.sessions.session_config import SessionConfig
 from musebridge.engine.sessions.timeline import State
@@ -249,8 +250,6 @@ def test_no_velocity_churn_and_no_zero_length_engine_notes():
 
 
 def test_the_heard_register_is_numpys_percentile_without_its_first_call_cost():
-    from musebridge.engine.sessions.hearing import percentile  # noqa: PLC0415
-
     rng = np.random.default_rng(3)
     for n in (1, 2, 5, 24):
         values = np.sort(rng.integers(21, 109, n).astype(float))
