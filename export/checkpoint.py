@@ -23,7 +23,7 @@ from musebridge.engine.tokens import vocab as V
 from .errors import CheckpointError
 from .model import GPT, GPTConfig
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "load_checkpoint", "load_weights", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | os.PathLike, model: GPT, train: dict | None = None, data: dict | None = None,
@@ -65,3 +65,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
     model.load_state_dict(state["model"])
     model.eval()
     return model, state
+
+
+def load_weights(path: str | os.PathLike) -> tuple[GPT, dict]:
+    """A model to start training from: a checkpoint (.pt) or a file written by `musebridge export` (.onnx, fp32
+    or int8, dequantized); returns (model in eval mode, its config, vocab, train and data summaries)."""
+    if Path(path).suffix.lower() == ".onnx":
+        from .onnx_export import model_from_onnx  # onnx is only needed here
+
+        return model_from_onnx(path)
+    return load_checkpoint(path)

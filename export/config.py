@@ -51,6 +51,7 @@ class TrainConfig:
 
     data: str = "data/corpus"
     out: str = "runs/default"
+    init: str | None = None  # start from these weights (.pt or exported .onnx) at step 0, with a new optimizer
     batch_size: int = 8
     grad_accum: int = 1
     max_steps: int = 5000

@@ -34,6 +34,7 @@ from musebridge.engine.files import atomic_write
 from musebridge.engine.inference import graph as G
 from musebridge.engine.inference.model_checksum import CHECKSUM_KEY, stamped
 from musebridge.engine.inference.runtime import Model, RuntimeOptions
+from musebridge.engine.tokens import vocab as V
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
@@ -232,6 +233,61 @@ def _quantized(src, dst, quantize) -> None:
         restore()
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def model_from_onnx(path: str | os.PathLike) -> tuple[GPT, dict]:
+    """Rebuild the torch model from a file written by this module (fp32 or int8): (model in eval mode, a
+    checkpoint-like dict with "config", "vocab", "train" and "data"). int8 weights are dequantized (scale x
+    (q - zero point)); the token table is stored summed, so a factorized model gets it whole in `wte` and zero
+    instrument and pitch parts: the same function as the file. What a fine-tune starts from (``train --init``)."""
+    path = Path(path)
+    try:
+        onnx_model = onnx.load(str(path))
+    except FileNotFoundError:
+        raise ExportError(f"{path}: no such model file; give an exported .onnx or a checkpoint .pt") from None
+    except Exception as exc:  # onnx raises DecodeError and others for a file that is not a model
+        raise ExportError(f"{path}: not a readable ONNX model ({exc}); export it again") from None
+    meta = {p.key: p.value for p in onnx_model.metadata_props}
+    if meta.get("musebridge.format") != G.FORMAT or "musebridge.config" not in meta:
+        raise ExportError(f"{path}: not a MuseBridge model of format {G.FORMAT}; export it with musebridge export")
+    vocab = json.loads(meta.get("musebridge.vocab", "{}"))
+    if vocab.get("sha256") != V.vocab_info().sha256:
+        raise ExportError(f"{path}: made for vocabulary v{vocab.get('version')}, this codec is v{V.VOCAB_VERSION}; "
+                          "train a model for this version")
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx_model.graph.initializer}
+    if any(n.op_type == "MatMulNBits" for n in onnx_model.graph.node):
+        raise ExportError(f"{path}: int4 weights cannot be trained from; start from the fp32 or int8 file")
+
+    def weight(name: str) -> np.ndarray:
+        """The (out, in) weight `name` of an nn.Linear, from its (in, out) initializer, dequantized if int8."""
+        if f"{name}_t" in inits:
+            return inits[f"{name}_t"].T
+        q, scale, zero = (inits.get(f"{name}_t_{part}") for part in ("quantized", "scale", "zero_point"))
+        if q is None:
+            raise ExportError(f"{path}: no weights for {name}; export the model again")
+        return ((q.astype(np.float32) - np.float32(zero)) * np.float32(scale)).T
+
+    state = {key: json.loads(meta[f"musebridge.{key}"]) for key in ("config", "vocab", "train", "data")
+             if f"musebridge.{key}" in meta}
+    model = GPT(GPTConfig(**state["config"]))
+    sd = model.state_dict()
+    for key in sd:
+        if key == "wte.weight":
+            value = inits["wte"]
+        elif key.endswith("_part.weight"):
+            value = np.zeros(tuple(sd[key].shape), np.float32)  # the table above already holds them
+        elif key == "lm_head.weight":
+            continue  # tied to wte
+        elif key.endswith(".weight") and sd[key].dim() == 2:
+            value = weight(key)
+        elif key in inits:
+            value = inits[key]
+        else:
+            raise ExportError(f"{path}: no tensor for {key}; export the model again")
+        sd[key] = torch.tensor(value, dtype=torch.float32)
+    model.load_state_dict(sd)
+    model.eval()
+    return model, state
 
 
 def parity(model, path: str | Path, tokens: list[int], steps: int = 20) -> float:

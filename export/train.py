@@ -27,7 +27,7 @@ import torch.distributed as dist
 from musebridge.engine.files import atomic_write
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .dataset import TokenData, WindowSampler, load_training, mix_weights, piece_source
 from .errors import CheckpointError
@@ -127,8 +127,12 @@ class Trainer:
             self.state.update(ckpt.get("train", {}).get("state", {}))
             if self.ddp.main:
                 log.info("resuming %s at step %d", self.out / "latest.pt", self.state["step"])
-        elif resume:
+        elif resume and not cfg.init:
             raise CheckpointError(f"{self.out / 'latest.pt'}: nothing to resume; drop --resume to start afresh")
+        elif cfg.init:
+            self.model, _ = load_weights(cfg.init)
+            if self.ddp.main:
+                log.info("starting from the weights of %s (its model config; the preset is not used)", cfg.init)
         else:
             torch.manual_seed(cfg.seed)
             self.model = GPT(model_cfg)

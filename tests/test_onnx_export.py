@@ -165,3 +165,36 @@ def test_export_command_writes_a_loadable_model_and_fails_cleanly(tmp_path, caps
     assert main(["export", str(tmp_path / "none.pt"), "-o", str(tmp_path / "x.onnx")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "none.pt" in err and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("bits", [32, 8])
+def test_model_read_back_from_its_file_computes_the_same(exported, tmp_path, bits):
+    """What `train --init` starts from: the fp32 file gives back the model's function exactly, the int8 file
+    within its rounding (the summed token table goes into wte, the note parts are zero)."""
+    from musebridge.export.onnx_export import model_from_onnx, quantize_int8
+
+    model, path, _ = exported
+    if bits == 8:
+        quantize_int8(path, tmp_path / "q.onnx")
+        path = tmp_path / "q.onnx"
+    back, state = model_from_onnx(path)
+    assert back.config == model.config and state["train"] == {"step": 0}
+    x = torch.tensor([tokens(60, seed=4)])
+    with torch.no_grad():
+        a, b = model(x)[0], back(x)[0]
+    tol = 1e-4 if bits == 32 else 0.05 * float(a.abs().max())
+    assert float((a - b).abs().max()) <= tol
+
+
+def test_model_read_back_refuses_int4_and_foreign_files(exported, tmp_path):
+    from musebridge.export.errors import ExportError
+    from musebridge.export.onnx_export import model_from_onnx, quantize_int4
+
+    _, path, _ = exported
+    quantize_int4(path, tmp_path / "q4.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    for bad, words in ((tmp_path / "q4.onnx", "int4"), (tmp_path / "junk.onnx", "not a readable ONNX model"),
+                       (tmp_path / "none.onnx", "no such model file")):
+        with pytest.raises(ExportError) as err:
+            model_from_onnx(bad)
+        assert "\n" not in str(err.value) and words in str(err.value) and bad.name in str(err.value)

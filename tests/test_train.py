@@ -123,3 +123,22 @@ def _fresh_tiny() -> dict:
 
     torch.manual_seed(TrainConfig().seed)
     return GPT(PRESETS["tiny"]).state_dict()
+
+
+def test_init_starts_a_new_run_from_an_exported_model(corpus, tmp_path):
+    """`--init model.onnx` starts at step 0 from the file's weights (at learning rate 0 they come out as they
+    went in); with --resume it starts from them once and resumes its own checkpoint after that."""
+    from musebridge.export.onnx_export import export_model
+
+    assert train(corpus, tmp_path / "a", "--max-steps", "6", "--eval-interval", "6") == 0
+    trained, state = load_checkpoint(tmp_path / "a" / "latest.pt")
+    export_model(trained, state, tmp_path / "a.onnx")
+    frozen = ["--lr", "0", "--min-lr", "0", "--warmup-steps", "1", "--eval-interval", "2"]
+    init = ["--init", str(tmp_path / "a.onnx"), "--resume", *frozen]
+    assert train(corpus, tmp_path / "b", "--max-steps", "2", *init) == 0
+    tuned, state = load_checkpoint(tmp_path / "b" / "latest.pt")
+    assert state["train"]["state"]["step"] == 2 and state["train"]["config"]["init"] == str(tmp_path / "a.onnx")
+    assert torch.allclose(tuned.token_table(), trained.token_table(), atol=1e-6)
+    assert torch.equal(tuned.state_dict()["blocks.0.mlp.0.weight"], trained.state_dict()["blocks.0.mlp.0.weight"])
+    assert train(corpus, tmp_path / "b", "--max-steps", "4", *init) == 0  # resumes b, not a fresh start
+    assert [h["step"] for h in json.loads((tmp_path / "b" / "history.json").read_text())] == [2, 4]
