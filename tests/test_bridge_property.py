@@ -13,7 +13,7 @@ from pathlib import Path
 import mido
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from musebridge.bridge.config import ModeConfig
+from musebridge.bridge.config import CC_ACTIONS, CCMap, ModeConfig
 from musebridge.bridge.midiclock import GRIDS, ClockConfig
 from musebridge.bridge.scheduler import SchedulerConfig
 from musebridge.engine.server.protocol import MODES
@@ -25,13 +25,14 @@ PLAYER_CHANNEL = 0  # tests/bridge_fakes.py plays on channel 1; the fake engine 
 TICK_S = 0.005  # Rig.run's clock step: a note-off is sent at the first pump at or after its due time
 
 PITCHES = st.integers(min_value=55, max_value=60)  # few pitches: repeated and overlapping keys
-PANICS = {("cc", 123, 0), ("cc", 123, 127), ("cc", 108, 127), ("transport", "stop"),  # silence at once
+CCS = CCMap()  # the bridge's default CC numbers (modes, trigger, stop, temperature)
+PANICS = {("cc", 123, 0), ("cc", 123, 127), ("cc", CCS.stop, 127), ("transport", "stop"),  # silence at once
           ("engine_stopping",)}
 ACTIONS = st.one_of(
     st.tuples(st.just("on"), PITCHES, st.integers(min_value=1, max_value=127)),
     st.tuples(st.just("off"), PITCHES),
-    # mode CCs 102-106, trigger 107, stop 108, temperature 109, pedal 64, all sound off 120, all notes off 123
-    st.tuples(st.just("cc"), st.sampled_from([64, 102, 103, 104, 105, 106, 107, 108, 109, 120, 123]),
+    # the mapped CCs, pedal 64, all sound off 120, all notes off 123
+    st.tuples(st.just("cc"), st.sampled_from(sorted({64, 120, 123, *(getattr(CCS, a) for a in CC_ACTIONS)})),
               st.sampled_from([0, 127])),
     st.tuples(st.just("transport"), st.sampled_from(["start", "stop", "continue"])),
     st.tuples(st.just("clock"), st.integers(min_value=1, max_value=24)),
