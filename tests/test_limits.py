@@ -104,7 +104,7 @@ def test_the_three_commands_refuse_the_same_values_with_exit_2(tmp_path, command
 
 def test_generate_help_shows_each_sampling_options_description_and_default():
     help_text = " ".join(command_parser("generate").format_help().split())
-    for flag, default in (("--temperature X", "default 1.0"), ("--top-p X", "default 0.98"),
+    for flag, default in (("--temperature X", "default 1.0"), ("--top-p X", "default 1.0"),
                           ("--seed N", "default random"), ("--top-k N", "default 0")):
         described = help_text.rsplit(flag, 1)[1].split(" --", 1)[0]
         assert default in described and len(described.split()) > 5, (flag, described)

@@ -56,7 +56,7 @@ class GenerateConfig:
     style: str = "unknown"
     instruments: tuple[int, ...] | None = None
     seconds: float = 20.0
-    sampling: SamplingConfig = SamplingConfig(temperature=1.0, top_p=0.98)
+    sampling: SamplingConfig = SamplingConfig()  # the engine's defaults, as `play` and the server use
     scale: tuple[int, ...] | None = None
     pitch_range: tuple[int, int] | None = None
     max_polyphony: int | None = None

@@ -48,7 +48,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 class JudgeConfig:
     """How much to generate and how. Seconds throughout; `prompts` pieces per rendering and mode."""
 
-    prompts: int = 24
+    prompts: int = 96  # the IOI overlap of 24 prompts moved by 0.02 with the machine (docs/quality.md)
     prompt_s: float = 15.0
     continuation_s: float = 15.0
     phrase_s: float = 8.0
@@ -63,7 +63,7 @@ class JudgeConfig:
     style_pieces: int = 4
     style_seconds: float = S.WINDOW_S  # as long as the span of a real piece the style classifier reads
     style_train: int = 150  # real train-split pieces per style the classifier is fitted on
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.98))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # what `play` and the server sample with
     follow: FollowConfig = field(default_factory=FollowConfig)
     best_of: int = 1  # continue, respond and accompany plan each chunk as the best of this many candidates
     seed: int = 0

@@ -55,8 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue, respond and accompany plan each chunk as the likeliest of N candidates "
                         "under the engine's constraints and following (default: %(default)s, at most 16)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same figures (default: %(default)s)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
-    parser.add_argument("--top-p", type=float, default=0.98, help="nucleus sampling mass (default: 0.98)")
+    parser.add_argument("--temperature", type=float, default=SamplingConfig.temperature,
+                        help="sampling temperature (default: %(default)s)")
+    parser.add_argument("--top-p", type=float, default=SamplingConfig.top_p,
+                        help=f"nucleus sampling mass (default: {SamplingConfig.top_p}: off, as in play)")
     parser.add_argument("--json", metavar="OUT.json", default="judge.json", help="write every figure here "
                         "(default: %(default)s)")
     parser.add_argument("--png", metavar="OUT.png", default="judge.png", help="write the picture here "
