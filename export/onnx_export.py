@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from google.protobuf.message import DecodeError
 from musebridge.engine.files import atomic_write
 from musebridge.engine.inference import graph as G
 from musebridge.engine.inference.model_checksum import CHECKSUM_KEY, stamped
@@ -245,15 +246,15 @@ def model_from_onnx(path: str | os.PathLike) -> tuple[GPT, dict]:
         onnx_model = onnx.load(str(path))
     except FileNotFoundError:
         raise ExportError(f"{path}: no such model file; give an exported .onnx or a checkpoint .pt") from None
-    except Exception as exc:  # onnx raises DecodeError and others for a file that is not a model
+    except (OSError, ValueError, DecodeError) as exc:
         raise ExportError(f"{path}: not a readable ONNX model ({exc}); export it again") from None
     meta = {p.key: p.value for p in onnx_model.metadata_props}
     if meta.get("musebridge.format") != G.FORMAT or "musebridge.config" not in meta:
         raise ExportError(f"{path}: not a MuseBridge model of format {G.FORMAT}; export it with musebridge export")
     vocab = json.loads(meta.get("musebridge.vocab", "{}"))
     if vocab.get("sha256") != V.vocab_info().sha256:
-        raise ExportError(f"{path}: made for vocabulary v{vocab.get('version')}, this codec is v{V.VOCAB_VERSION}; "
-                          "train a model for this version")
+        raise ExportError(f"{path}: made for vocabulary v{vocab.get('version')}, this codec is "
+                          f"v{V.VOCAB_VERSION}; train a model for this version")
     inits = {t.name: numpy_helper.to_array(t) for t in onnx_model.graph.initializer}
     if any(n.op_type == "MatMulNBits" for n in onnx_model.graph.node):
         raise ExportError(f"{path}: int4 weights cannot be trained from; start from the fp32 or int8 file")

@@ -35,13 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help=_MODEL_HELP[name])
     parser.add_argument("--data", default=d.data, help="corpus folder holding tokens/train.npy, valid.npy")
     parser.add_argument("--out", default=d.out, help="folder for latest.pt, best.pt, loss.png, history.json")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/latest.pt (model and optimizer); with --init, start from INIT "
-                             "while OUT has nothing to resume")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt (model and optimizer)")
     parser.add_argument("--init", metavar="MODEL", default=None,
                         help="start from these weights (a checkpoint .pt or an exported .onnx, e.g. the bundled "
-                             "engine/models/default.onnx) with a new optimizer: fine-tuning; the model flags "
-                             "and preset are not used")
+                             "engine/models/default.onnx) with a new optimizer, unless --resume finds "
+                             "OUT/latest.pt; the model flags and preset are not used")
     opt = parser.add_argument_group("optimisation (per process)")
     opt.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per micro-batch")
     opt.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
