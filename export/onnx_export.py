@@ -31,11 +31,12 @@ import numpy as np
 import onnx
 import torch
 from google.protobuf.message import DecodeError
+from musebridge.engine.errors import ModelError
 from musebridge.engine.files import atomic_write
 from musebridge.engine.inference import graph as G
 from musebridge.engine.inference.model_checksum import CHECKSUM_KEY, stamped
+from musebridge.engine.inference.model_file import check_metadata
 from musebridge.engine.inference.runtime import Model, RuntimeOptions
-from musebridge.engine.tokens import vocab as V
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
@@ -249,12 +250,10 @@ def model_from_onnx(path: str | os.PathLike) -> tuple[GPT, dict]:
     except (OSError, ValueError, DecodeError) as exc:
         raise ExportError(f"{path}: not a readable ONNX model ({exc}); export it again") from None
     meta = {p.key: p.value for p in onnx_model.metadata_props}
-    if meta.get("musebridge.format") != G.FORMAT or "musebridge.config" not in meta:
-        raise ExportError(f"{path}: not a MuseBridge model of format {G.FORMAT}; export it with musebridge export")
-    vocab = json.loads(meta.get("musebridge.vocab", "{}"))
-    if vocab.get("sha256") != V.vocab_info().sha256:
-        raise ExportError(f"{path}: made for vocabulary v{vocab.get('version')}, this codec is "
-                          f"v{V.VOCAB_VERSION}; train a model for this version")
+    try:
+        info = check_metadata(meta, str(path))  # the engine's checks: format, vocabulary, config
+    except ModelError as exc:
+        raise ExportError(str(exc)) from None
     inits = {t.name: numpy_helper.to_array(t) for t in onnx_model.graph.initializer}
     if any(n.op_type == "MatMulNBits" for n in onnx_model.graph.node):
         raise ExportError(f"{path}: int4 weights cannot be trained from; start from the fp32 or int8 file")
@@ -268,8 +267,8 @@ def model_from_onnx(path: str | os.PathLike) -> tuple[GPT, dict]:
             raise ExportError(f"{path}: no weights for {name}; export the model again")
         return ((q.astype(np.float32) - np.float32(zero)) * np.float32(scale)).T
 
-    state = {key: json.loads(meta[f"musebridge.{key}"]) for key in ("config", "vocab", "train", "data")
-             if f"musebridge.{key}" in meta}
+    state = {"config": json.loads(meta["musebridge.config"]), "vocab": info.vocab, "train": info.train,
+             "data": info.data}
     model = GPT(GPTConfig(**state["config"]))
     sd = model.state_dict()
     for key in sd:

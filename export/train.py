@@ -127,12 +127,12 @@ class Trainer:
             self.state.update(ckpt.get("train", {}).get("state", {}))
             if self.ddp.main:
                 log.info("resuming %s at step %d", self.out / "latest.pt", self.state["step"])
-        elif resume and not cfg.init:
-            raise CheckpointError(f"{self.out / 'latest.pt'}: nothing to resume; drop --resume to start afresh")
         elif cfg.init:
             self.model, _ = load_weights(cfg.init)
             if self.ddp.main:
                 log.info("starting from the weights of %s (its model config; the preset is not used)", cfg.init)
+        elif resume:
+            raise CheckpointError(f"{self.out / 'latest.pt'}: nothing to resume; drop --resume to start afresh")
         else:
             torch.manual_seed(cfg.seed)
             self.model = GPT(model_cfg)
