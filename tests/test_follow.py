@@ -150,6 +150,42 @@ def test_an_aged_note_gets_its_note_off_and_time_cannot_carry_it_past_its_limit(
     assert all(V.token_kind(t)[0] == "note_off" for t in allowed)
 
 
+def test_a_continuation_keeps_its_prompts_pulse_counted_from_its_own_last_onset():
+    """A prompt struck every 25 steps, then the engine's own note 7 steps after the prompt's beat: off the pulse
+    (counted from that note) its note-ons lose weight and the shift that lands on the pulse gains; on the pulse,
+    and while a chord may still grow, nothing is added; with no prompt (the engine follows itself) nothing is."""
+    state = played([60, 62, 64, 65, 67, 65, 64, 62], player=False)
+    follower = Follower(FollowConfig(key="off", polyphony=False, density=False, register=False, dynamics=False,
+                                     pedal=False, lifetime=False), (PIANO,))
+    follower.prime(state)
+    state.apply(V.time_tokens(7)[0], False)
+    state.apply(V.note_on_token(PIANO, 60), False)
+    on, time0 = V.note_on_token(PIANO, 64), V.OFFSETS["time"]
+    assert follower.bias(state)[on] == 0  # 0 steps after the engine's onset: a chord may grow
+    state.apply(V.time_tokens(10)[0], False)
+    off_pulse = follower.bias(state)
+    assert off_pulse[on] < -1 and off_pulse[time0 + 15 - 1] > 1  # 15 more steps land on the pulse
+    state.apply(V.time_tokens(15)[0], False)
+    assert follower.bias(state)[on] == 0
+    unprimed = Follower(follower.config, (PIANO,))
+    assert unprimed.bias(state)[on] == 0 and unprimed.bias(state)[time0 + 9] == 0
+
+
+def test_between_a_players_notes_the_engine_keeps_to_the_players_pulse():
+    """A player striking every 25 steps, then silent: 10 steps past a beat the engine's note-ons lose weight and
+    the shift to the next beat gains it (not to a half-beat); on the beat nothing is added."""
+    state = played([60, 62, 64, 65, 67, 65, 64, 62])  # 25 steps each, the last note released at step 200
+    follower = Follower(FollowConfig(key="off", polyphony=False, density=False, register=False, dynamics=False,
+                                     pedal=False, lifetime=False, harmony=False, instruments=False),
+                        (STRINGS,))
+    on, time0 = V.note_on_token(STRINGS, 64), V.OFFSETS["time"]
+    state.apply(V.time_tokens(10)[0], True)  # the player's last onset was at step 175: 35 steps ago
+    off_pulse = follower.bias(state)
+    assert off_pulse[on] < -1 and off_pulse[time0 + 15 - 1] > 1
+    state.apply(V.time_tokens(15)[0], True)
+    assert follower.bias(state)[on] == 0
+
+
 def test_a_polyphony_cap_masks_note_ons_but_never_note_offs():
     state = played([60, 64, 67])
     for pitch in (48, 52, 55, 59, 62):  # the engine sounds five notes against a one-note line

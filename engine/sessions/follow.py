@@ -22,9 +22,9 @@ player's notes, or, in a session without a player (continuing a prompt), the pro
 - harmony: while the player sounds notes, engine note-ons a second, a tritone or a seventh away from any of them
   lose weight, and engine notes that clash with them are favoured to end;
 - onsets: right after a player's note-on the engine is favoured to strike with it rather than let time pass, and
-  between them its onsets keep to the player's pulse (the median inter-onset interval, counted from the last
-  onset; half of it while the player holds no note): time shifts that land on the pulse gain weight, note-ons
-  off it lose weight;
+  between them its onsets keep to the player's pulse (the median inter-onset interval, counted from the
+  player's last onset): time shifts that land on the pulse gain weight, note-ons off it lose weight; a
+  continuation keeps its prompt's pulse the same way, counted from its own last onset;
 - every instrument plays: an engine instrument gains weight the longer it stays silent;
 - pedal: the engine presses the sustain pedal about as often as the reference does (not at all when the
   reference never does): a press loses weight as the engine's presses per second exceed the reference's.
@@ -42,7 +42,7 @@ import numpy as np
 from ..tokens import vocab as V
 from ..tokens.instruments import DRUMS, INSTRUMENT_NAMES, INSTRUMENTS
 from ..tokens.tonality import key_scores, parse_key, scale_of
-from .hearing import MIN_PULSE_STEPS, PEDAL_WINDOW_S, Heard, hear, merged_onsets
+from .hearing import CHORD_STEPS, MIN_PULSE_STEPS, PEDAL_WINDOW_S, Heard, hear, merged_onsets
 from .lifetimes import DEFAULT_LIFETIMES
 from .timeline import Onset, State
 
@@ -73,7 +73,7 @@ class FollowConfig:
     harmony_strength: nats taken from note-ons that clash with a sounding player note (and added to the note-off
         of an engine note that clashes with one).
     onsets_strength: nats taken from time shifts at the step of a player's note-on, and from note-ons off the
-        player's pulse (added to the time shift that lands on it).
+        player's (or a continued prompt's) pulse (added to the time shift that lands on it).
     instrument_strength: nats per second of silence added to the note-ons of a silent engine instrument.
     pedal_strength: nats taken from a pedal press per unit of log(engine presses per second, the press included /
         the reference's).
@@ -319,11 +319,18 @@ class Follower:
         if last is not None and last.player and last.step == state.step:
             out[times] -= strength
             return
-        # while the player holds a note the engine accompanies it on its pulse; else on the pulse and its halves
-        period = heard.period if state.player_held else heard.period // 2
-        if period < MIN_PULSE_STEPS or state.step < heard.last or not self._player_heard:
+        # the pulse: the reference's median inter-onset interval, not its halves (they made the engine's rhythm
+        # busier than the reference's: docs/quality.md, "A continuation's rhythm")
+        if self._player_heard:
+            origin = heard.last if state.step >= heard.last else None
+        elif heard is self._prompt:
+            origin = self._own_origin(state)  # a continuation's tempo may drift as a player's does
+        else:
+            return  # the engine following its own notes: a pulse from them would only entrench its own rhythm
+        period = heard.period
+        if period < MIN_PULSE_STEPS or origin is None:
             return
-        phase = (state.step - heard.last) % period
+        phase = (state.step - origin) % period
         if min(phase, period - phase) <= PULSE_TOLERANCE_STEPS:
             return  # on the pulse: strike, or let time pass, as the model likes
         for inst in self.instruments:
@@ -332,6 +339,20 @@ class Follower:
         ahead = period - phase
         if ahead <= V.MAX_SHIFT_STEPS:
             out[times.start + ahead - 1] += strength
+
+    @staticmethod
+    def _own_origin(state: State) -> int | None:
+        """The step of the engine's last onset (a chord's first note), or None while that chord may still grow."""
+        last = None
+        for o in reversed(state.recent):
+            if o.player:
+                continue
+            if last is not None and last - o.step > CHORD_STEPS:
+                break
+            last = o.step
+            if state.step - last <= CHORD_STEPS:
+                return None
+        return last
 
     def _harmony(self, out: np.ndarray, state: State) -> None:
         """Note-ons clashing with a sounding player note lose weight; sounding engine notes that clash with one
