@@ -186,6 +186,26 @@ def test_between_a_players_notes_the_engine_keeps_to_the_players_pulse():
     assert follower.bias(state)[on] == 0
 
 
+def test_the_density_rule_follows_a_player_or_a_prompt_never_the_engine_itself():
+    """Alone, with no prompt, the engine's reference is its own notes: a density term comparing its rate with
+    its own last notes' fed back on itself (a drum part ran away to a hit every 10 ms), so none is added; the
+    same notes primed as a prompt are followed."""
+    def fast_then_slow() -> State:
+        state = played([60, 62, 64, 65, 67, 65, 64, 62] * 3, player=False, step=5)  # 20 onsets a second
+        state.apply(V.time_tokens(100)[0], False)
+        return state
+
+    config = FollowConfig(key="off", polyphony=False, register=False, dynamics=False, pedal=False,
+                          lifetime=False, onsets=False, instruments=False)
+    time0 = V.OFFSETS["time"]
+    alone = Follower(config, (PIANO,))
+    assert alone.bias(fast_then_slow())[time0 + 9] == 0
+    primed = Follower(config, (PIANO,))
+    state = fast_then_slow()
+    primed.prime(state)
+    assert primed.bias(state)[time0 + 9] < -0.5  # slower than the prompt now: time shifts lose weight
+
+
 def test_a_polyphony_cap_masks_note_ons_but_never_note_offs():
     state = played([60, 64, 67])
     for pitch in (48, 52, 55, 59, 62):  # the engine sounds five notes against a one-note line

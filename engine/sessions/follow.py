@@ -14,7 +14,8 @@ player's notes, or, in a session without a player (continuing a prompt), the pro
   so the further the engine's recent notes have drifted from that centre;
 - dynamics: velocity tokens are drawn toward the reference's recent velocity bin;
 - density: time shifts gain (or lose) weight as the engine plays more (or fewer) onsets per second than the
-  reference;
+  reference, when that is the player or a prompt (measured against its own last notes the engine's rate fed on
+  itself);
 - polyphony: note-ons lose weight once the engine sounds as many notes as the reference does, and are masked at
   POLYPHONY_CAP_FACTOR times that; a note-off is never masked;
 - lifetime: a note-off gains weight as its note ages, and no engine note outlives its instrument's limit: at the
@@ -191,7 +192,7 @@ class Follower:
                 self._centre(out, state, heard)
             if c.pedal:
                 self._pedal(out, state, heard)
-            if c.density and not now and heard.rate > 0:
+            if c.density and not now and heard.rate > 0 and self._external(heard):
                 out[V.OFFSETS["time"] : V.OFFSETS["time"] + V.MAX_SHIFT_STEPS] += (
                     c.density_strength * self._density_term(state, heard.rate))
         if c.harmony and state.player_held:
@@ -204,6 +205,10 @@ class Follower:
             self._lifetimes(out, state, now)
         self._no_empty_churn(out, state)
         return out
+
+    def _external(self, heard: Heard) -> bool:
+        """Whether `heard` is the player or a primed prompt, not the engine's own notes."""
+        return self._player_heard or heard is self._prompt
 
     @staticmethod
     def _no_empty_churn(out: np.ndarray, state: State) -> None:

@@ -60,7 +60,7 @@ class JudgeConfig:
     instrument_sets: tuple[tuple[str, ...], ...] = INSTRUMENT_SETS
     instrument_runs: int = 2
     instrument_seconds: float = 12.0
-    style_pieces: int = 4
+    style_pieces: int = 12  # a style's share moves in steps of 1/12 (docs/quality.md, "The figures")
     style_seconds: float = S.WINDOW_S  # as long as the span of a real piece the style classifier reads
     style_train: int = 150  # real train-split pieces per style the classifier is fitted on
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # what `play` and the server sample with
