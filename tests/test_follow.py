@@ -55,6 +55,21 @@ def test_the_key_does_not_flicker_on_one_foreign_note():
     assert key_name(follower.heard(state).key) == "C major"
 
 
+def test_a_long_answer_still_follows_the_player_after_its_own_notes_fill_the_timeline():
+    """The player's E-minor phrase around E4, then more engine notes than the timeline keeps (C major, two
+    octaves up): the engine still hears the player's key and register, not its own."""
+    state = played(E_MINOR_PHRASE)
+    follower = Follower(FollowConfig(), (STRINGS,))
+    follower.heard(state)
+    for pitch in [84, 86, 88, 89, 91, 93, 95, 96] * 8:
+        state.apply(V.note_on_token(STRINGS, pitch), False)
+        state.apply(V.time_tokens(10)[0], False)
+        state.apply(V.note_off_token(STRINGS, pitch), False)
+    assert not any(o.player for o in state.recent)  # the phrase has left the timeline's memory
+    heard = follower.heard(state)
+    assert key_name(heard.key) == "E minor" and abs(heard.centre - np.mean(E_MINOR_PHRASE)) < 1
+
+
 def test_out_of_key_note_ons_lose_weight_and_a_fixed_key_with_infinite_strength_masks_them():
     state = played(E_MINOR_PHRASE)
     bias = Follower(FollowConfig(register=False, polyphony=False), (STRINGS,)).bias(state)

@@ -4,7 +4,8 @@ The model hears the player only through its token stream; these rules add what i
 Each is an additive bias on the next token's logits (nats; -inf where a rule is a guarantee), computed from the
 timeline's state (engine/sessions/timeline.py `State`: the last note-ons of both parts, the engine's sounding notes
 and when each started), so a rollback rolls the rules back too. The reference is what the engine follows: the
-player's notes, or, in a session without a player (continuing a prompt), the prompt's and its own.
+player's notes (as last heard, once the engine's own have pushed them out of the state's recent note-ons), or,
+in a session without a player, a primed prompt's (a continuation), else the engine's own.
 
 - key: a Krumhansl-Kessler key profile correlated with the reference's recent pitch classes (weighted by
   velocity and recency), kept until another key fits clearly better (hysteresis); out-of-key note-ons lose
@@ -116,7 +117,8 @@ class FollowConfig:
 
 
 class Follower:
-    """One session's rules (FollowConfig) and the key it currently hears (the only state kept across steps)."""
+    """One session's rules (FollowConfig) and what it keeps across steps: the key it hears, and the descriptions
+    of a primed prompt and of the player's last notes."""
 
     def __init__(self, config: FollowConfig, instruments: tuple[int, ...]):
         self.config = config
@@ -126,7 +128,8 @@ class Follower:
         self._cache: tuple[Onset | None, Heard | None] = (None, None)
         self._base_cache: tuple[Heard | None, np.ndarray | None] = (None, None)
         self._centre_cache: tuple[tuple, np.ndarray | None] = ((None, None), None)  # ((last onset, heard), pull)
-        self._player_heard = False  # whether the last heard() found the player's notes
+        self._player: Heard | None = None  # the player's last description, kept after their notes leave
+        self._player_heard = False  # whether the last heard() followed the player
         self._limits = config.lifetime_steps()
         self._midi = np.arange(V.N_PITCHES)
         self._pitch_class = self._midi % 12
@@ -139,8 +142,8 @@ class Follower:
         return self.key if self.config.enabled and self.config.key != "off" else None
 
     def inherit(self, old: Follower) -> None:
-        """Keep what `old` heard (a primed prompt; the key, unless this follower's key is another one)."""
-        self._prompt = old._prompt
+        """Keep what `old` heard (a primed prompt, the player; the key, unless this follower's key is another)."""
+        self._prompt, self._player = old._prompt, old._player
         if self.config.key == old.config.key:
             self.key = old.key
 
@@ -152,18 +155,21 @@ class Follower:
         self._cache = (None, None)
 
     def heard(self, state: State) -> Heard | None:
-        """What the reference sounds like now: the player's last notes, else the prompt, else the engine's own.
+        """What the reference sounds like now: the player's last notes (as last heard, once the engine's own
+        notes have pushed them out of the timeline's recent note-ons), else the prompt, else the engine's own.
         Recomputed only when a reference note-on arrives."""
         played = [o for o in state.recent if o.player]
-        self._player_heard = bool(played)
-        if not played and self._prompt is not None:
-            return self._prompt
+        self._player_heard = bool(played) or self._player is not None
+        if not played and (self._player or self._prompt) is not None:
+            return self._player or self._prompt
         notes = (played or list(state.recent))[-REFERENCE_NOTES:]
         last = notes[-1] if notes else None
         if last is None or self._cache[0] is not last:
             pedals = tuple(p for p, player in state.pedals if player or not played)
             found = hear(notes, state.step, pedals) if notes else None
             self._cache = (last, self._with_key(*found) if found else None)
+        if played:
+            self._player = self._cache[1]
         return self._cache[1]
 
     def _with_key(self, heard: Heard, profile: np.ndarray) -> Heard:
