@@ -248,8 +248,10 @@ def test_a_sampled_token_runs_through_the_model_later_with_the_same_result(engin
     eager.timeline.append(lazy.tokens[len(eager.tokens):], player=False)  # the same tokens, run at once
     assert np.abs(lazy._next_logits() - eager._next_logits()).max() < 1e-4
     lazy.generate(n_tokens=1)
+    before = len(lazy.tokens)
     lazy.insert(lazy.time, mido.Message("note_on", note=62, velocity=70))  # pending token and player's together
-    assert lazy.pending == 0 and counter.tokens == 1 + 1 + 2
+    played = len(lazy.tokens) - before  # the note-on, after a velocity token unless its bin is the current one
+    assert lazy.pending == 0 and played in (1, 2) and counter.tokens == 1 + 1 + played
 
 
 def test_now_with_constraints_that_allow_no_note_adds_nothing(engine):
