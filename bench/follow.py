@@ -14,7 +14,7 @@ import time
 import mido
 import numpy as np
 from musebridge.engine.inference.sampler import SamplingConfig
-from musebridge.engine.sessions.follow import FollowConfig
+from musebridge.engine.sessions.follow_config import FollowConfig
 from musebridge.engine.sessions.session import Engine
 from musebridge.engine.sessions.session_config import SessionConfig
 from musebridge.engine.tokens.codec import Timed

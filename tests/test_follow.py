@@ -11,7 +11,8 @@ import mido
 import numpy as np
 import pytest
 from musebridge.engine.inference.sampler import SamplingConfig
-from musebridge.engine.sessions.follow import FollowConfig, Follower
+from musebridge.engine.sessions.follow import Follower
+from musebridge.engine.sessions.follow_config import FollowConfig
 from musebridge.engine.sessions.hearing import percentile
 from musebridge.engine.sessions.session import Engine
 from musebridge.engine.sessions.session_config import SessionConfig

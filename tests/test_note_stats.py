@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from model_fixtures import make_model
 from musebridge.engine.inference.runtime import Model, RuntimeOptions
-from musebridge.engine.sessions.follow import FollowConfig
+from musebridge.engine.sessions.follow_config import FollowConfig
 from musebridge.engine.sessions.lifetimes import DEFAULT_LIFETIMES, measured_lifetimes
 from musebridge.engine.sessions.session import Engine
 from musebridge.engine.sessions.session_config import SessionConfig

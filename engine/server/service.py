@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import EngineError
 from ..inference.catalog import style_of
 from ..inference.sampler import SamplingConfig, scale_pitch_classes
-from ..sessions.follow import FOLLOW_PARTS, FollowConfig
+from ..sessions.follow_config import FOLLOW_PARTS, FollowConfig
 from ..sessions.session import Engine, Session
 from ..sessions.session_config import SessionConfig
 from ..sessions.steps import at_once, finish

@@ -31,7 +31,7 @@ from ..tokens.midifile import (
     ticks_per_beat_for,
     write_midi,
 )
-from .follow import FollowConfig
+from .follow_config import FollowConfig
 from .session import Engine
 from .session_config import SessionConfig
 

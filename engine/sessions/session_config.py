@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..inference.sampler import Constraints, SamplingConfig
 from ..tokens import vocab as V
-from .follow import FollowConfig
+from .follow_config import FollowConfig
 
 
 @dataclass(frozen=True)

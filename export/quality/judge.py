@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from musebridge.engine.inference.sampler import SamplingConfig
-from musebridge.engine.sessions.follow import FollowConfig
+from musebridge.engine.sessions.follow_config import FollowConfig
 from musebridge.engine.sessions.session import Engine
 from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, instrument_index
 from musebridge.engine.tokens.midifile import Note, notes_from_events

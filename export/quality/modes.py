@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import mido
 from musebridge.engine.inference.sampler import SamplingConfig
-from musebridge.engine.sessions.follow import FollowConfig
+from musebridge.engine.sessions.follow_config import FollowConfig
 from musebridge.engine.sessions.generate import advance, melody_instrument
 from musebridge.engine.sessions.session import Engine, Session
 from musebridge.engine.sessions.session_config import SessionConfig

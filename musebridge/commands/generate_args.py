@@ -16,7 +16,7 @@ from musebridge.engine.inference.catalog import style_of
 from musebridge.engine.server.protocol import PARAMS, ProtocolError
 from musebridge.engine.server.service import session_config
 from musebridge.engine.sessions import generate as G
-from musebridge.engine.sessions.follow import FOLLOW_PARTS
+from musebridge.engine.sessions.follow_config import FOLLOW_PARTS
 from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, instrument_index
 from musebridge.engine.tokens.midifile import Conductor, MetreChange, TempoChange
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from musebridge.engine.errors import EngineError, MidiFileError
 from musebridge.engine.files import atomic_write
 from musebridge.engine.inference.sampler import SamplingConfig
-from musebridge.engine.sessions.follow import FOLLOW_PARTS, FollowConfig
+from musebridge.engine.sessions.follow_config import FOLLOW_PARTS, FollowConfig
 from musebridge.engine.tokens import vocab as V
 from musebridge.engine.tokens.midifile import read_midi
 from musebridge.export.errors import ExportError

@@ -33,7 +33,7 @@ from musebridge.engine.inference.catalog import style_of
 from musebridge.engine.server.client import DEFAULT_PORT, DEFAULT_PUB_PORT
 from musebridge.engine.server.protocol import MODES, ProtocolError
 from musebridge.engine.server.service import session_config
-from musebridge.engine.sessions.follow import FOLLOW_PARTS
+from musebridge.engine.sessions.follow_config import FOLLOW_PARTS
 from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, instrument_index
 
 # Session parameters `play` offers as options, checked against the protocol's table
