@@ -101,8 +101,9 @@ class Follower:
         Recomputed only when a reference note-on arrives."""
         played = [o for o in state.recent if o.player]
         self._player_heard = bool(played) or self._player is not None
-        if not played and (self._player or self._prompt) is not None:
-            return self._player or self._prompt
+        remembered = self._player if self._player is not None else self._prompt
+        if not played and remembered is not None:
+            return remembered
         notes = (played or list(state.recent))[-REFERENCE_NOTES:]
         last = notes[-1] if notes else None
         if last is None or self._cache[0] is not last:
