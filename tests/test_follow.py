@@ -222,6 +222,19 @@ def test_the_density_rule_follows_a_player_or_a_prompt_never_the_engine_itself()
     assert primed.bias(state)[time0 + 9] < -0.5  # slower than the prompt now: time shifts lose weight
 
 
+def test_an_answer_that_has_just_begun_is_not_taken_for_a_slow_one():
+    """A player at 4 onsets a second for 4 s, then an engine answer of 3 onsets in its first 0.9 s: its rate is
+    counted since it began (3 a second), so time shifts lose little weight, not as if it had played 3 in 4 s."""
+    state = played([60, 62, 64, 65, 67, 65, 64, 62] * 2)
+    for pitch in (67, 69, 71):
+        state.apply(V.note_on_token(STRINGS, pitch), False)
+        state.apply(V.time_tokens(30)[0], False)
+        state.apply(V.note_off_token(STRINGS, pitch), False)
+    follower = Follower(FollowConfig(key="off", polyphony=False, register=False, dynamics=False, pedal=False,
+                                     lifetime=False, onsets=False, instruments=False), (STRINGS,))
+    assert -1.0 < follower.bias(state)[V.OFFSETS["time"] + 9] < 0
+
+
 def test_a_polyphony_cap_masks_note_ons_but_never_note_offs():
     state = played([60, 64, 67])
     for pitch in (48, 52, 55, 59, 62):  # the engine sounds five notes against a one-note line

@@ -51,6 +51,7 @@ from .timeline import Onset, State
 KEY_MARGIN = 0.08  # another key must correlate this much better to replace the current one
 REFERENCE_NOTES = 24  # the reference's last this many note-ons describe it
 ENGINE_WINDOW_S = 4.0  # the engine's own density is measured over this many seconds
+MIN_RATE_SPAN_S = 1.0  # ... or since its first onset in them, but over at least this long
 POLYPHONY_CAP_FACTOR = 1.5
 PULSE_TOLERANCE_STEPS = 3  # an onset this close to the pulse is on it
 BASS = INSTRUMENT_NAMES.index("bass")
@@ -258,10 +259,16 @@ class Follower:
             out[V.pedal_token(inst, True)] -= self.config.pedal_strength * term
 
     def _density_term(self, state: State, reference_rate: float) -> float:
-        """log(engine onsets per second / the reference's), clipped to +-2: positive favours time shifts."""
+        """log(engine onsets per second / the reference's), clipped to +-2: positive favours time shifts. The
+        engine's rate is over the last ENGINE_WINDOW_S, or since its first onset in them (MIN_RATE_SPAN_S at
+        least): an answer that has just begun is not taken for a slow one and pushed to crowd its first
+        seconds."""
         window = V.grid_step(ENGINE_WINDOW_S)
         mine = [o for o in state.recent if not o.player and state.step - o.step < window]
-        rate = len(merged_onsets(mine)) / ENGINE_WINDOW_S
+        onsets = merged_onsets(mine)
+        since = (state.step - onsets[0]) * V.GRID_S if onsets else ENGINE_WINDOW_S
+        span = min(ENGINE_WINDOW_S, max(MIN_RATE_SPAN_S, since))
+        rate = len(onsets) / span
         return min(2.0, max(-2.0, math.log((rate + 0.25) / (reference_rate + 0.25))))
 
     def _onsets(self, out: np.ndarray, state: State, heard: Heard) -> None:
