@@ -70,6 +70,7 @@ class Follower:
         self._cache: tuple[Onset | None, Heard | None] = (None, None)
         self._base_cache: tuple[Heard | None, np.ndarray | None] = (None, None)
         self._centre_cache: tuple[tuple, np.ndarray | None] = ((None, None), None)  # ((last onset, heard), pull)
+        self._origin_cache: tuple[Onset | None, int | None] = (None, None)  # (last onset, its chord's start)
         self._player: Heard | None = None  # the player's last description, kept after their notes leave
         self._player_heard = False  # whether the last heard() followed the player
         self._limits = config.lifetime_steps()
@@ -300,19 +301,17 @@ class Follower:
         if ahead <= V.MAX_SHIFT_STEPS:
             out[times.start + ahead - 1] += strength
 
-    @staticmethod
-    def _own_origin(state: State) -> int | None:
-        """The step of the engine's last onset (a chord's first note), or None while that chord may still grow."""
-        last = None
-        for o in reversed(state.recent):
-            if o.player:
-                continue
-            if last is not None and last - o.step > CHORD_STEPS:
-                break
-            last = o.step
-            if state.step - last <= CHORD_STEPS:
-                return None
-        return last
+    def _own_origin(self, state: State) -> int | None:
+        """The step of the engine's last onset (a chord's spread counted once, as hearing.py counts it), or None
+        while that chord may still grow. Called only while the engine continues a prompt, when every recent
+        onset is its own; kept until the next note-on."""
+        last = state.recent[-1] if state.recent else None
+        if last is None or state.step - last.step <= CHORD_STEPS:
+            return None
+        if self._origin_cache[0] is not last:
+            mine = [o for o in state.recent if not o.player]
+            self._origin_cache = (last, merged_onsets(mine)[-1] if mine else None)
+        return self._origin_cache[1]
 
     def _harmony(self, out: np.ndarray, state: State) -> None:
         """Note-ons clashing with a sounding player note lose weight; sounding engine notes that clash with one
