@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from musebridge.engine.inference.sampler import SamplingConfig
 from musebridge.engine.sessions.follow import Follower
-from musebridge.engine.sessions.follow_config import FollowConfig
+from musebridge.engine.sessions.follow_config import FOLLOW_PARTS, FollowConfig
 from musebridge.engine.sessions.hearing import percentile
 from musebridge.engine.sessions.session import Engine
 from musebridge.engine.sessions.session_config import SessionConfig
@@ -35,6 +35,12 @@ def played(pitches, player=True, step=25, cls=PIANO, velocity_bin=20) -> State:
         state.apply(V.time_tokens(step)[0], player)
         state.apply(V.note_off_token(cls, pitch), player)
     return state
+
+
+def only(*parts: str) -> FollowConfig:
+    """Following with only these parts (FOLLOW_PARTS) on."""
+    return FollowConfig(key="auto" if "key" in parts else "off",
+                        **{part: part in parts for part in FOLLOW_PARTS if part != "key"})
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +177,7 @@ def test_a_continuation_keeps_its_prompts_pulse_counted_from_its_own_last_onset(
     (counted from that note) its note-ons lose weight and the shift that lands on the pulse gains; on the pulse,
     and while a chord may still grow, nothing is added; with no prompt (the engine follows itself) nothing is."""
     state = played([60, 62, 64, 65, 67, 65, 64, 62], player=False)
-    follower = Follower(FollowConfig(key="off", polyphony=False, density=False, register=False, dynamics=False,
-                                     pedal=False, lifetime=False), (PIANO,))
+    follower = Follower(only("onsets"), (PIANO,))
     follower.prime(state)
     state.apply(V.time_tokens(7)[0], False)
     state.apply(V.note_on_token(PIANO, 60), False)
@@ -191,9 +196,7 @@ def test_between_a_players_notes_the_engine_keeps_to_the_players_pulse():
     """A player striking every 25 steps, then silent: 10 steps past a beat the engine's note-ons lose weight and
     the shift to the next beat gains it (not to a half-beat); on the beat nothing is added."""
     state = played([60, 62, 64, 65, 67, 65, 64, 62])  # 25 steps each, the last note released at step 200
-    follower = Follower(FollowConfig(key="off", polyphony=False, density=False, register=False, dynamics=False,
-                                     pedal=False, lifetime=False, harmony=False, instruments=False),
-                        (STRINGS,))
+    follower = Follower(only("onsets"), (STRINGS,))
     on, time0 = V.note_on_token(STRINGS, 64), V.OFFSETS["time"]
     state.apply(V.time_tokens(10)[0], True)  # the player's last onset was at step 175: 35 steps ago
     off_pulse = follower.bias(state)
@@ -211,8 +214,7 @@ def test_the_density_rule_follows_a_player_or_a_prompt_never_the_engine_itself()
         state.apply(V.time_tokens(100)[0], False)
         return state
 
-    config = FollowConfig(key="off", polyphony=False, register=False, dynamics=False, pedal=False,
-                          lifetime=False, onsets=False, instruments=False)
+    config = only("density")
     time0 = V.OFFSETS["time"]
     alone = Follower(config, (PIANO,))
     assert alone.bias(fast_then_slow())[time0 + 9] == 0
@@ -230,8 +232,7 @@ def test_an_answer_that_has_just_begun_is_not_taken_for_a_slow_one():
         state.apply(V.note_on_token(STRINGS, pitch), False)
         state.apply(V.time_tokens(30)[0], False)
         state.apply(V.note_off_token(STRINGS, pitch), False)
-    follower = Follower(FollowConfig(key="off", polyphony=False, register=False, dynamics=False, pedal=False,
-                                     lifetime=False, onsets=False, instruments=False), (STRINGS,))
+    follower = Follower(only("density"), (STRINGS,))
     assert -1.0 < follower.bias(state)[V.OFFSETS["time"] + 9] < 0
 
 
