@@ -34,6 +34,7 @@ _VEL_LO, _VEL_HI = _O["velocity"], _O["velocity"] + V.VELOCITY_BINS
 _PEDAL_LO, _PEDAL_HI = _O["pedal_on"], _O["pedal_off"] + V.N_INSTRUMENTS
 _SET_LO, _SET_HI = _O["set"], _O["set"] + V.N_INSTRUMENTS
 _PREFIX_LO, _PREFIX_HI = V.BOS, _SET_HI  # BOS, EOS, STYLE_*, SET_* are contiguous; EOS never starts a prefix
+_UNKNOWN_STYLE = V.style_token("unknown")
 
 # Instruments that can stand in for one another (sustained melodic lines; plucked or struck keys).
 REVOICE_GROUPS: tuple[tuple[str, ...], ...] = (
@@ -48,7 +49,9 @@ class AugmentConfig:
     humanize: +-grid steps (10 ms each) per event, applied with probability humanize_prob; revoice_prob: chance
     to move the piece onto other instruments of its REVOICE_GROUPS group. prob: chance that a window is augmented
     at all; the others train on the corpus as it is (in its written keys and tempos, which is what evaluation
-    and most players' phrases look like), so the model learns both the augmented spread and the clean priors."""
+    and most players' phrases look like), so the model learns both the augmented spread and the clean priors.
+    style_drop: chance, drawn apart from `prob`, that a piece's STYLE token is replaced by STYLE_unknown, so
+    the model also learns the music without its style (what style guidance contrasts with: docs/training.md)."""
 
     transpose: int = 5
     tempo: tuple[float, float] = (0.9, 1.1)
@@ -57,6 +60,7 @@ class AugmentConfig:
     humanize_prob: float = 0.5
     revoice_prob: float = 0.25
     prob: float = 1.0
+    style_drop: float = 0.0
 
 
 def prefix_length(tokens) -> int:
@@ -68,6 +72,15 @@ def prefix_length(tokens) -> int:
             break
         n += 1
     return n
+
+
+def drop_style(tokens) -> list[int]:
+    """The tokens with their prefix's STYLE token (if any) replaced by STYLE_unknown."""
+    out = list(int(t) for t in tokens)
+    for i in range(prefix_length(out)):
+        if V.token_kind(out[i])[0] == "style":
+            out[i] = _UNKNOWN_STYLE
+    return out
 
 
 def _split(tokens) -> tuple[list[int], np.ndarray]:
@@ -229,9 +242,11 @@ def revoice_mapping(tokens, rng: np.random.Generator) -> dict[int, int]:
 
 def augment(tokens, config: AugmentConfig, rng: np.random.Generator) -> list[int]:
     """Apply one random draw of every augmentation allowed by `config` (revoice, transpose, tempo, velocity,
-    humanize), in that order, or none of them with probability 1 - config.prob. Deterministic for a given rng
-    state."""
+    humanize), in that order, or none of them with probability 1 - config.prob; before them, the style drop.
+    Deterministic for a given rng state."""
     out = list(int(t) for t in tokens)
+    if config.style_drop > 0 and rng.random() < config.style_drop:
+        out = drop_style(out)
     if config.prob < 1.0 and rng.random() >= config.prob:
         return out
     if config.revoice_prob > 0 and rng.random() < config.revoice_prob:

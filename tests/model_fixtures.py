@@ -17,14 +17,14 @@ def make_model(seed: int = 0, **overrides):
     return GPT(GPTConfig(**{**SMALL, **overrides})).eval()
 
 
-def export_small(folder: Path, seed: int = 0, **overrides) -> tuple[object, Path]:
-    """(torch model, path of its fp32 ONNX export with full metadata)."""
+def export_small(folder: Path, seed: int = 0, train: dict | None = None, **overrides) -> tuple[object, Path]:
+    """(torch model, path of its fp32 ONNX export with full metadata; `train`: its training summary)."""
     from musebridge.engine.tokens import vocab as V
     from musebridge.export.onnx_export import export_model
 
     model = make_model(seed, **overrides)
     state = {"config": model.config.to_dict(), "vocab": asdict(V.vocab_info()),
-             "train": {"step": 0}, "data": {"corpus": "random test model"}}
-    path = Path(folder) / f"small_{seed}.onnx"
+             "train": train or {"step": 0}, "data": {"corpus": "random test model"}}
+    path = Path(folder) / f"small_{seed}{'_trained' if train else ''}.onnx"
     export_model(model, state, path)
     return model, path

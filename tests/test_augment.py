@@ -157,3 +157,15 @@ def test_augment_prob_leaves_that_share_of_windows_as_written():
     # 70% untouched, plus the few augmented draws that happen to be the identity (shift 0, factor 1)
     assert 0.62 * 400 < clean < 0.8 * 400
     assert A.augment(piece, A.AugmentConfig(prob=0.0), rng) == list(piece)
+
+
+def test_style_drop_replaces_only_the_style_in_that_share_of_pieces():
+    piece = synth_piece("bach", [0, 6], seed=4)
+    cfg = A.AugmentConfig(prob=0.0, style_drop=0.25)
+    rng = np.random.default_rng(5)
+    outs = [A.augment(piece, cfg, rng) for _ in range(400)]
+    dropped = [o for o in outs if o != list(piece)]
+    assert 0.18 * 400 < len(dropped) < 0.32 * 400
+    assert all(o == A.drop_style(piece) for o in dropped)
+    assert A.drop_style(piece) == V.conditioning("unknown", [0, 6]) + list(piece[4:])
+

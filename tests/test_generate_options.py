@@ -137,6 +137,19 @@ def test_bad_option_combinations_one_line_exit_2_nothing_written(model, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+
+def test_style_guidance_needs_a_model_trained_for_it(tmp_path):
+    plain = export_small(tmp_path)[1]
+    trained = export_small(tmp_path, train={"config": {"augment": {"style_drop": 0.15}}})[1]
+    out = tmp_path / "guided.mid"
+    proc = generate(str(plain), str(out), "--style", "folk", "--style-guidance", "2", "--seconds", "3")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--style-drop" in proc.stderr
+    assert not out.exists()
+    proc = generate(str(trained), str(out), "--style", "folk", "--style-guidance", "2", "--seconds", "3",
+                    "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert every_note_released(out)
+
 # ---------------------------------------------------------------- engine/tokens/retime.py
 
 

@@ -142,3 +142,21 @@ def test_init_starts_a_new_run_from_an_exported_model(corpus, tmp_path):
     assert torch.equal(tuned.state_dict()["blocks.0.mlp.0.weight"], trained.state_dict()["blocks.0.mlp.0.weight"])
     assert train(corpus, tmp_path / "b", "--max-steps", "4", *init) == 0  # resumes b, not a fresh start
     assert [h["step"] for h in json.loads((tmp_path / "b" / "history.json").read_text())] == [2, 4]
+
+
+def test_a_model_trained_with_style_drop_takes_style_guidance(corpus, tmp_path):
+    """--style-drop reaches the exported file's training config, which is what the engine checks before it
+    builds the second (unconditional) stream of style guidance."""
+    from musebridge.engine.errors import EngineError
+    from musebridge.engine.inference.guidance import GuidedCache
+    from musebridge.engine.sessions.session import Engine
+    from musebridge.engine.sessions.session_config import SessionConfig
+    from musebridge.export.onnx_export import export_model
+
+    for drop in ("0.3", "0"):
+        assert train(corpus, tmp_path / drop, "--max-steps", "2", "--eval-interval", "2", "--style-drop", drop) == 0
+        export_model(*load_checkpoint(tmp_path / drop / "latest.pt"), tmp_path / f"{drop}.onnx")
+    guided = SessionConfig(style="bach", style_guidance=2.0)
+    assert isinstance(Engine.load(tmp_path / "0.3.onnx").new_session(guided).cache, GuidedCache)
+    with pytest.raises(EngineError, match="--style-drop"):
+        Engine.load(tmp_path / "0.onnx").new_session(guided)

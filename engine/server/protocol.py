@@ -128,6 +128,9 @@ PARAMS: dict[str, Arg] = {
     "context": Arg(INT, low=MIN_CONTEXT, high=100_000,
                    help="tokens of the past the model sees, at most its block size (1024 for the bundled "
                         "model): shorter answers faster and remembers less", unset="all"),  # session.create only
+    "style_guidance": Arg(NUM, low=1.0, high=8.0, default=1.0,
+                          help="play the style more strongly: 1 is the model as it is; above 1 takes twice the "
+                          "time per token and a model trained with --style-drop"),  # session.create only
     "mode": Arg(STR, choices=MODES, default="respond", help="what the bridge does with the session"),
 }
 

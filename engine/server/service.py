@@ -102,7 +102,8 @@ def session_config(params: dict, data: dict | None = None) -> SessionConfig:
     ranges = tuple((i, low, high) for i in instruments) if ranged else ()
     return SessionConfig(style=style, instruments=instruments, player_instrument=player, sampling=sampling,
                          scale=scale, pitch_ranges=ranges, max_polyphony=params.get("polyphony"),
-                         context=params.get("context"), follow=follow_config(params))
+                         context=params.get("context"), follow=follow_config(params),
+                         style_guidance=params.get("style_guidance", 1.0))
 
 
 def follow_config(params: dict) -> FollowConfig:

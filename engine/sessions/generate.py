@@ -51,7 +51,8 @@ class GenerateConfig:
     scale: allowed pitch classes (None: all); pitch_range: (low, high) MIDI notes for every engine instrument
     (None: each instrument's own); max_polyphony: most engine notes at once (None: no cap); follow: how the
     engine follows the prompt or melody (engine/sessions/follow.py); best_of: candidate continuations sampled per
-    second of music, the most probable kept; context: tokens the model sees (None: its block size)."""
+    second of music, the most probable kept; context: tokens the model sees (None: its block size);
+    style_guidance: how strongly the style is played (engine/inference/guidance.py; 1: the model as it is)."""
 
     style: str = "unknown"
     instruments: tuple[int, ...] | None = None
@@ -63,13 +64,15 @@ class GenerateConfig:
     follow: FollowConfig = FollowConfig()
     best_of: int = 1
     context: int | None = None
+    style_guidance: float = 1.0
 
     def session_config(self, instruments: tuple[int, ...], player: int | None = None) -> SessionConfig:
         """The session that plays `instruments` (beside `player`'s class, when there is a player)."""
         ranges = tuple((i, *self.pitch_range) for i in instruments) if self.pitch_range else ()
         return SessionConfig(style=self.style, instruments=instruments, player_instrument=player,
                              sampling=self.sampling, scale=self.scale, pitch_ranges=ranges,
-                             max_polyphony=self.max_polyphony, context=self.context, follow=self.follow)
+                             max_polyphony=self.max_polyphony, context=self.context, follow=self.follow,
+                             style_guidance=self.style_guidance)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..inference.backend import Backend, Cache
+from ..inference.guidance import StyleGuidance, style_dropped
 from ..inference.runtime import Model, RuntimeOptions
 from ..inference.sampler import Sampler
 from ..tokens import vocab as V
@@ -63,6 +64,8 @@ class Session:
         self._lifetimes = lifetimes
         config = self._fitted(config)
         self.config = config
+        if config.style_guidance != 1.0:
+            backend = StyleGuidance(backend, config.style_guidance)
         self.timeline = Timeline(backend, config.prefix(), config.context, config.slide_tokens)
         self.generator = TokenGenerator(self.timeline, config)
 
@@ -224,6 +227,8 @@ class Session:
         precompute() in chunks."""
         if config.context != self.config.context:
             raise EngineError("the context length is fixed when a session is created; create a new session")
+        if config.style_guidance != self.config.style_guidance:
+            raise EngineError("style guidance is fixed when a session is created; create a new session")
         self.timeline.drop_tentative()
         old, self.config = self.config, self._fitted(config)
         config = self.config
@@ -251,6 +256,10 @@ class Engine:
         return cls(Model.load(path, RuntimeOptions(threads=threads, provider=provider, optimization=optimization)))
 
     def new_session(self, config: SessionConfig | None = None) -> Session:
-        """A new session on this model (its own cache; the default config: no player, style unknown)."""
+        """A new session on this model (its own cache; the default config: no player, style unknown). Style
+        guidance is refused on a model trained without the style ever dropped: it has no unconditional stream."""
+        if config is not None and config.style_guidance != 1.0 and not style_dropped(self.model.info):
+            raise EngineError(f"{self.model.info.path}: style guidance needs a model trained with --style-drop "
+                              "(musebridge train); use style guidance 1 with this one")
         return Session(self.model, config or SessionConfig(), measured_lifetimes(self.model.info.data))
 

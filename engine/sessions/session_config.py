@@ -18,7 +18,9 @@ class SessionConfig:
     plays those other than player_instrument. scale/pitch_ranges/max_polyphony: see sampler.Constraints.
     slide_tokens: tokens dropped per window slide (default: a quarter of the cache). context: tokens the model
     sees (the window; default: the model's block size): shorter answers faster and remembers less. Fixed for the
-    session's life. follow: how the engine follows the player (engine/sessions/follow.py).
+    session's life. follow: how the engine follows the player (engine/sessions/follow.py). style_guidance: how
+    strongly the style is played (engine/inference/guidance.py): 1 is the model as it is; above 1 runs the model
+    twice per token (twice the time) and needs a model trained with `--style-drop`. Fixed for the session's life.
     """
 
     style: str = "unknown"
@@ -32,6 +34,7 @@ class SessionConfig:
     slide_tokens: int | None = None
     context: int | None = None
     follow: FollowConfig = field(default_factory=FollowConfig)
+    style_guidance: float = 1.0
 
     def constraints(self) -> Constraints:
         return Constraints(instruments=self.instruments, player_instrument=self.player_instrument,

@@ -63,6 +63,7 @@ class JudgeConfig:
     style_pieces: int = 12  # a style's share moves in steps of 1/12 (docs/quality.md, "The figures")
     style_seconds: float = S.WINDOW_S  # as long as the span of a real piece the style classifier reads
     style_train: int = 150  # real train-split pieces per style the classifier is fitted on
+    style_guidance: float = 1.0  # the style mode's pieces from scratch (engine/inference/guidance.py)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # what `play` and the server sample with
     follow: FollowConfig = field(default_factory=FollowConfig)
     best_of: int = 1  # continue, respond and accompany plan each chunk as the best of this many candidates
@@ -195,7 +196,7 @@ def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[
         for run in range(config.style_pieces):
             sampling = modes.seeded(config.sampling, piece_seed(f"style:{style}:{run}", config.seed))
             events = modes.from_scratch(engine, style, _usual_instruments(usable[style]), config.style_seconds,
-                                        sampling, config.follow)
+                                        sampling, config.follow, config.style_guidance)
             made.append(S.features(notes_from_events(events)))
         result[style] = {"real": _share(classifier, real, style), "real_cv": ceiling.get(style),
                          "model": _share(classifier, made, style), "chance": 1.0 / len(classifier.styles),

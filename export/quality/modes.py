@@ -112,10 +112,12 @@ def harmonize(engine: Engine, duet: Duet, sampling: SamplingConfig, voices: int,
 
 
 def from_scratch(engine: Engine, style: str, instruments: tuple[int, ...], seconds: float,
-                 sampling: SamplingConfig, follow: FollowConfig = FOLLOW) -> list[Timed]:
-    """The engine alone for `seconds`, conditioned on a style and an instrument set."""
+                 sampling: SamplingConfig, follow: FollowConfig = FOLLOW,
+                 style_guidance: float = 1.0) -> list[Timed]:
+    """The engine alone for `seconds`, conditioned on a style and an instrument set (the style played with
+    `style_guidance`, engine/inference/guidance.py)."""
     session = engine.new_session(SessionConfig(style=style, instruments=instruments, sampling=sampling,
-                                               follow=follow))
+                                               follow=follow, style_guidance=style_guidance))
     return advance(session, 0.0, seconds)
 
 

@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     music.add_argument("--metre", metavar="N/D", help="from scratch: the file's time signature (default 4/4; a "
                        "prompt or melody keeps its own)")
     add_param(music, "context")
+    add_param(music, "style_guidance")
     sampling = parser.add_argument_group("sampling (the same ranges as `play` and `ctl set`)")
     for name in SAMPLING:
         add_param(sampling, name, DEFAULTS.get(name))
@@ -91,7 +92,7 @@ def _add_output(group) -> None:
 
 def _params(args) -> dict:
     """The session parameters given on the command line, by their protocol names."""
-    params = {name: getattr(args, name) for name in (*SAMPLING, *SHAPE, *FOLLOWING, "context")
+    params = {name: getattr(args, name) for name in (*SAMPLING, *SHAPE, *FOLLOWING, "context", "style_guidance")
               if getattr(args, name) is not None and name != "best_of"}
     if args.no_follow:
         params["follow"] = False
@@ -119,7 +120,8 @@ def build_config(args) -> tuple[G.GenerateConfig, Conductor | None]:
     config = G.GenerateConfig(style=style, instruments=instruments, seconds=args.seconds,
                               sampling=session.sampling,
                               scale=session.scale, pitch_range=pitch_range, max_polyphony=session.max_polyphony,
-                              follow=session.follow, best_of=args.best_of, context=session.context)
+                              follow=session.follow, best_of=args.best_of, context=session.context,
+                              style_guidance=session.style_guidance)
     return config, _conductor(args)
 
 

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--best-of", type=int, default=1, metavar="N",
                         help="continue, respond and accompany plan each chunk as the likeliest of N candidates "
                         "under the engine's constraints and following (default: %(default)s, at most 16)")
+    parser.add_argument("--style-guidance", type=float, default=JudgeConfig.style_guidance, metavar="S",
+                        help="the style mode's pieces with this style guidance (1: none; a model trained with "
+                        "--style-drop; default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same figures (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=SamplingConfig.temperature,
                         help="sampling temperature (default: %(default)s)")
@@ -80,7 +83,8 @@ def _config(args) -> JudgeConfig:
     follow = FollowConfig(enabled=not args.no_follow,
                           **{part: (False if part != "key" else "off") for part in args.follow_off})
     return JudgeConfig(prompts=args.prompts, modes=tuple(args.modes), renderings=tuple(args.renderings),
-                       sampling=sampling, follow=follow, best_of=args.best_of, seed=args.seed)
+                       sampling=sampling, follow=follow, best_of=args.best_of, seed=args.seed,
+                       style_guidance=args.style_guidance)
 
 
 def _sources(args):

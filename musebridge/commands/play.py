@@ -39,7 +39,7 @@ from musebridge.engine.tokens.instruments import INSTRUMENT_NAMES, instrument_in
 # Session parameters `play` offers as options, checked against the protocol's table
 # (musebridge/commands/limits.py).
 ENGINE_PARAMS = ("temperature", "top_k", "top_p", "min_p", "seed", "best_of", "key", "pitch_low", "pitch_high",
-                 "polyphony", "context", "follow_key", "key_strength")
+                 "polyphony", "context", "style_guidance", "follow_key", "key_strength")
 SHOWN = {"context": f"{LIVE_CONTEXT}, or the model's block size when smaller"}  # play's own defaults
 
 

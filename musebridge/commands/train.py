@@ -57,16 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--eval-windows", type=int, default=d.eval_windows, help="validation windows")
     opt.add_argument("--seed", type=int, default=d.seed,
                      help="seed of the weights and of the batches (default %(default)s)")
-    opt.add_argument("--no-augment", action="store_true", help="train on the corpus as it is")
-    opt.add_argument("--augment-prob", type=float, default=AugmentConfig.prob,
-                     help="chance that a training window is augmented at all (the rest stay as written)")
-    opt.add_argument("--transpose", type=int, default=AugmentConfig.transpose, help="max transposition, semitones")
-    opt.add_argument("--revoice-prob", type=float, default=AugmentConfig.revoice_prob,
-                     help="chance to move a window onto other instruments of its group")
-    opt.add_argument("--tempo", type=float, nargs=2, default=AugmentConfig.tempo, metavar=("MIN", "MAX"),
-                     help="tempo stretch factor range")
-    opt.add_argument("--humanize-prob", type=float, default=AugmentConfig.humanize_prob,
-                     help="chance to jitter a window's event times by +-1 grid step (10 ms)")
+    _add_augment(parser.add_argument_group("augmentation (export/augment.py)"))
     opt.add_argument("--mix", type=_mix, default=None, metavar="SRC=SHARE,...",
                      help="share of training windows per source: notated, band, live (the performer's piano "
                      "renderings, `corpus build --perform`), e.g. live=0.6,band=0.2,notated=0.2 (default: in "
@@ -82,6 +73,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
     parser.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
                         help="no progress bar (logs only)")
+
+
+def _add_augment(group) -> None:
+    """The augmentation options (AugmentConfig's fields)."""
+    group.add_argument("--no-augment", action="store_true", help="train on the corpus as it is")
+    group.add_argument("--augment-prob", type=float, default=AugmentConfig.prob,
+                       help="chance that a training window is augmented at all (the rest stay as written)")
+    group.add_argument("--transpose", type=int, default=AugmentConfig.transpose,
+                       help="max transposition, semitones")
+    group.add_argument("--revoice-prob", type=float, default=AugmentConfig.revoice_prob,
+                       help="chance to move a window onto other instruments of its group")
+    group.add_argument("--tempo", type=float, nargs=2, default=AugmentConfig.tempo, metavar=("MIN", "MAX"),
+                       help="tempo stretch factor range")
+    group.add_argument("--humanize-prob", type=float, default=AugmentConfig.humanize_prob,
+                       help="chance to jitter a window's event times by +-1 grid step (10 ms)")
+    group.add_argument("--style-drop", type=_share, default=AugmentConfig.style_drop, metavar="P",
+                       help="chance that a piece's style token is replaced by 'unknown', so the model also learns "
+                       "the music without it (needed by style guidance, `play --style-guidance`; default: "
+                       "%(default)s)")
+
+
+def _share(text: str) -> float:
+    """A probability from the command line; argparse reports the error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a share from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not a share; give one from 0 to 1")
+    return value
 
 
 def _mix(text: str) -> tuple[tuple[str, float], ...]:
@@ -115,7 +136,7 @@ def configs_from_args(args: argparse.Namespace):
     model_cfg = dataclasses.replace(PRESETS[args.config], **overrides)
     augment = None if args.no_augment else AugmentConfig(
         transpose=args.transpose, tempo=tuple(args.tempo), revoice_prob=args.revoice_prob,
-        humanize_prob=args.humanize_prob, prob=args.augment_prob)
+        humanize_prob=args.humanize_prob, prob=args.augment_prob, style_drop=args.style_drop)
     cfg = TrainConfig(
         data=args.data, out=args.out, init=args.init, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_steps=args.max_steps, minutes=args.minutes, lr=args.lr, min_lr=args.min_lr,
