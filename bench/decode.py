@@ -7,9 +7,11 @@
 Per-token latency at a context of C tokens (128, 512, 1024): the cache holds C - 1 tokens and one token is
 decoded, `--steps` times (the engine and torch truncate back after each step; HF generate() decodes --steps
 tokens from a prompt of C - steps/2 tokens, timed per token by a stopping criterion; recompute runs the whole
-C-token forward per token). Prefill: one forward of 1024 tokens into an empty cache. All runs use the same
-weights (the checkpoint, or one random model of the default size), except HF (a GPT-2 of the same width, depth
-and vocabulary, random weights), on the same machine with the same thread count. Needs the bench extra.
+C-token forward per token; guided is the engine with style guidance, engine/inference/guidance.py: two
+streams, the session's and its style-free twin, per token). Prefill: one forward of 1024 tokens into an empty
+cache. All runs use the same weights (the checkpoint, or one random model of the default size), except HF (a
+GPT-2 of the same width, depth and vocabulary, random weights), on the same machine with the same thread count.
+Needs the bench extra.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true", help="export the engine model with int8 weights")
     parser.add_argument("--threads", type=int, default=1, help="threads for every runtime (default 1)")
     parser.add_argument("--steps", type=int, default=200, help="timed tokens per context (default 200)")
-    parser.add_argument("--skip", default="", help="comma-separated runtimes to skip: torch,hf,recompute")
+    parser.add_argument("--skip", default="", help="comma-separated runtimes to skip: guided,torch,hf,recompute")
     parser.add_argument("--long", type=int, default=0, metavar="TOKENS",
                         help="instead: one session of this many generated tokens (window slides included)")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
@@ -107,6 +109,30 @@ def bench_engine(path: Path, threads: int, steps: int, rng) -> dict:
         out[str(ctx)] = stats(times[10:])
     prompt = rng.integers(0, 3000, 1024).tolist()
     out["prefill_1024_ms"] = _median_ms(lambda: (cache.truncate(0), cache.forward(prompt)), 5)
+    return out
+
+
+def bench_guided(path: Path, threads: int, steps: int, rng) -> dict:
+    """The engine's step with style guidance: both streams of a GuidedCache through StyleGuidance.logits."""
+    from musebridge.engine.inference.backend import LogitsRequest
+    from musebridge.engine.inference.guidance import StyleGuidance
+    from musebridge.engine.inference.runtime import Model, RuntimeOptions
+    from musebridge.engine.tokens import vocab as V
+
+    guided = StyleGuidance(Model.load(path, RuntimeOptions(threads=threads, provider="cpu")), 2.0)
+    cache = guided.new_cache()
+    out = {}
+    for ctx in CONTEXTS:
+        cache.truncate(0)
+        prefix = V.conditioning("jazz", (0,))
+        guided.logits([LogitsRequest(cache, prefix + rng.integers(0, 3000, ctx - 1 - len(prefix)).tolist())])
+        times = []
+        for i in range(steps + 10):
+            t0 = time.perf_counter()
+            guided.logits([LogitsRequest(cache, [int(i % 3000)])])
+            times.append(time.perf_counter() - t0)
+            cache.truncate(ctx - 1)
+        out[str(ctx)] = stats(times[10:])
     return out
 
 
@@ -249,6 +275,8 @@ def _run(args: argparse.Namespace) -> int:
             _report(result, args.json)
             return 0
         result = {"engine": bench_engine(path, args.threads, args.steps, rng)}
+        if "guided" not in skip:
+            result["guided"] = bench_guided(path, args.threads, args.steps, rng)
         if "torch" not in skip:
             result["torch"] = bench_torch(model, args.steps, rng)
         if "hf" not in skip:
@@ -267,6 +295,9 @@ def _report(result: dict, as_json: bool) -> None:
         print(f"{name:10} {figures}")
     if "engine" in result:
         e = result["engine"]["1024"]["p50_ms"]
+        if "guided" in result:
+            print(f"guided vs engine   : {result['guided']['1024']['p50_ms'] / e:.1f}x the time per token at 1024 "
+                  "(style guidance: two streams)")
         for other in ("torch", "hf", "recompute"):
             if other in result:
                 print(f"engine vs {other:9}: {result[other]['1024']['p50_ms'] / e:.1f}x faster per token at 1024")

@@ -154,7 +154,8 @@ def test_a_model_trained_with_style_drop_takes_style_guidance(corpus, tmp_path):
     from musebridge.export.onnx_export import export_model
 
     for drop in ("0.3", "0"):
-        assert train(corpus, tmp_path / drop, "--max-steps", "2", "--eval-interval", "2", "--style-drop", drop) == 0
+        run = ("--max-steps", "2", "--eval-interval", "2", "--style-drop", drop)
+        assert train(corpus, tmp_path / drop, *run) == 0
         export_model(*load_checkpoint(tmp_path / drop / "latest.pt"), tmp_path / f"{drop}.onnx")
     guided = SessionConfig(style="bach", style_guidance=2.0)
     assert isinstance(Engine.load(tmp_path / "0.3.onnx").new_session(guided).cache, GuidedCache)
