@@ -3,6 +3,7 @@ command; and engine/tokens/retime.py, which crops and retimes a prompt."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -149,6 +150,25 @@ def test_style_guidance_needs_a_model_trained_for_it(tmp_path):
                     "--seed", "1")
     assert proc.returncode == 0, proc.stderr
     assert every_note_released(out)
+
+
+def test_from_scratch_in_a_style_a_model_trained_for_it_is_guided_by_default(tmp_path):
+    from dataclasses import replace
+
+    from musebridge.engine.inference.runtime import Model
+
+    from musebridge.commands import generate_args
+
+    parser = argparse.ArgumentParser()
+    generate_args.add_arguments(parser)
+    plain = Model.load(export_small(tmp_path)[1]).info
+    trained = replace(plain, train={"config": {"augment": {"style_drop": 0.15}}})
+    cases = [(["--style", "folk"], trained, 2.0), (["--style", "folk"], plain, 1.0), ([], trained, 1.0),
+             (["--style", "folk", "--prompt", CHORALE], trained, 1.0),
+             (["--style", "folk", "--style-guidance", "1.5"], trained, 1.5)]
+    for argv, info, want in cases:
+        assert generate_args.style_guidance(parser.parse_args(["x.mid", *argv]), info) == want, argv
+
 
 # ---------------------------------------------------------------- engine/tokens/retime.py
 
