@@ -153,7 +153,8 @@ def test_parameter_changes_are_published(server):
 def test_bad_arguments_and_overload(server):
     with server.client() as c:
         for args, code in [({"style": "polka"}, "bad_argument"), ({"instruments": ["kazoo"]}, "bad_argument"),
-                           ({"key": "H major"}, "bad_argument"), ({"temperature": "hot"}, "bad_argument")]:
+                           ({"key": "H major"}, "bad_argument"), ({"temperature": "hot"}, "bad_argument"),
+                           ({"style": "bach", "style_guidance": 2.0}, "bad_argument")]:  # not trained for it
             with pytest.raises(ClientError) as info:
                 c.call("session.create", **args)
             assert info.value.code == code
