@@ -96,17 +96,7 @@ def bench_engine(path: Path, threads: int, steps: int, rng) -> dict:
 
     model = Model.load(path, RuntimeOptions(threads=threads, provider="cpu"))
     cache = model.new_cache()
-    out = {}
-    for ctx in CONTEXTS:
-        cache.truncate(0)
-        cache.forward(rng.integers(0, 3000, ctx - 1).tolist())
-        times = []
-        for i in range(steps + 10):
-            t0 = time.perf_counter()
-            cache.forward([int(i % 3000)])
-            times.append(time.perf_counter() - t0)
-            cache.truncate(ctx - 1)
-        out[str(ctx)] = stats(times[10:])
+    out = _per_context(cache, cache.forward, steps, rng)
     prompt = rng.integers(0, 3000, 1024).tolist()
     out["prefill_1024_ms"] = _median_ms(lambda: (cache.truncate(0), cache.forward(prompt)), 5)
     return out
@@ -121,15 +111,21 @@ def bench_guided(path: Path, threads: int, steps: int, rng) -> dict:
 
     guided = StyleGuidance(Model.load(path, RuntimeOptions(threads=threads, provider="cpu")), 2.0)
     cache = guided.new_cache()
+    return _per_context(cache, lambda tokens: guided.logits([LogitsRequest(cache, tokens)]), steps, rng,
+                        V.conditioning("jazz", (0,)))
+
+
+def _per_context(cache, run, steps: int, rng, prefix=()) -> dict:
+    """Per-token stats at each of CONTEXTS: the cache filled with C - 1 tokens (`prefix`, then random ones) by
+    `run(tokens)`, then one token run and truncated back, `steps` times after 10 untimed."""
     out = {}
     for ctx in CONTEXTS:
         cache.truncate(0)
-        prefix = V.conditioning("jazz", (0,))
-        guided.logits([LogitsRequest(cache, prefix + rng.integers(0, 3000, ctx - 1 - len(prefix)).tolist())])
+        run(list(prefix) + rng.integers(0, 3000, ctx - 1 - len(prefix)).tolist())
         times = []
         for i in range(steps + 10):
             t0 = time.perf_counter()
-            guided.logits([LogitsRequest(cache, [int(i % 3000)])])
+            run([int(i % 3000)])
             times.append(time.perf_counter() - t0)
             cache.truncate(ctx - 1)
         out[str(ctx)] = stats(times[10:])
