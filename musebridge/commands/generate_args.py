@@ -95,7 +95,7 @@ def _add_output(group) -> None:
 
 def _params(args) -> dict:
     """The session parameters given on the command line, by their protocol names."""
-    params = {name: getattr(args, name) for name in (*SAMPLING, *SHAPE, *FOLLOWING, "context", "style_guidance")
+    params = {name: getattr(args, name) for name in (*SAMPLING, *SHAPE, *FOLLOWING, "context")
               if getattr(args, name) is not None and name != "best_of"}
     if args.no_follow:
         params["follow"] = False
@@ -114,8 +114,9 @@ def style_guidance(args, info: ModelInfo) -> float:
 
 
 def build_config(args) -> tuple[G.GenerateConfig, Conductor | None]:
-    """The GenerateConfig of the command line, and the tempo map a file from scratch is written with (None:
-    120 bpm, 4/4). EngineError (one line) on values that do not fit together."""
+    """The GenerateConfig of the command line (its style guidance depends on the model: `style_guidance`), and
+    the tempo map a file from scratch is written with (None: 120 bpm, 4/4). EngineError (one line) on values that
+    do not fit together."""
     style = style_of(args.style, None)  # any case; checked against the model's data once it is loaded
     if args.pitch_low is not None and args.pitch_high is not None and args.pitch_low > args.pitch_high:
         raise EngineError(f"--pitch-low {args.pitch_low} is above --pitch-high {args.pitch_high}; swap them")
@@ -132,8 +133,7 @@ def build_config(args) -> tuple[G.GenerateConfig, Conductor | None]:
     config = G.GenerateConfig(style=style, instruments=instruments, seconds=args.seconds,
                               sampling=session.sampling,
                               scale=session.scale, pitch_range=pitch_range, max_polyphony=session.max_polyphony,
-                              follow=session.follow, best_of=args.best_of, context=session.context,
-                              style_guidance=args.style_guidance or 1.0)
+                              follow=session.follow, best_of=args.best_of, context=session.context)
     return config, _conductor(args)
 
 

@@ -86,8 +86,7 @@ def _config(args) -> JudgeConfig:
     follow = FollowConfig(enabled=not args.no_follow,
                           **{part: (False if part != "key" else "off") for part in args.follow_off})
     return JudgeConfig(prompts=args.prompts, modes=tuple(args.modes), renderings=tuple(args.renderings),
-                       sampling=sampling, follow=follow, best_of=args.best_of, seed=args.seed,
-                       style_guidance=args.style_guidance or 1.0)
+                       sampling=sampling, follow=follow, best_of=args.best_of, seed=args.seed)
 
 
 def _sources(args):
@@ -175,8 +174,8 @@ def run(args: argparse.Namespace) -> int:
             matplotlib_or_error()
         test, train = _sources(args)
         engine = Engine.load(args.model)
-        if args.style_guidance is None:
-            config = replace(config, style_guidance=scratch_scale(engine.model.info))
+        guidance = args.style_guidance if args.style_guidance is not None else scratch_scale(engine.model.info)
+        config = replace(config, style_guidance=guidance)
         result = judge(engine, test, config, train, cache_dir=Path(args.data) / "cache" if train else None,
                        progress=_progress(args.quiet))
         result["model"] = args.model or "bundled"
