@@ -152,22 +152,16 @@ def test_style_guidance_needs_a_model_trained_for_it(tmp_path):
     assert every_note_released(out)
 
 
-def test_from_scratch_in_a_style_a_model_trained_for_it_is_guided_by_default(tmp_path):
-    from dataclasses import replace
-
-    from musebridge.engine.inference.runtime import Model
-
+def test_style_guidance_is_off_unless_asked_for():
     from musebridge.commands import generate_args
 
     parser = argparse.ArgumentParser()
     generate_args.add_arguments(parser)
-    plain = Model.load(export_small(tmp_path)[1]).info
-    trained = replace(plain, train={"config": {"augment": {"style_drop": 0.15}}})
-    cases = [(["--style", "folk"], trained, 2.0), (["--style", "folk"], plain, 1.0), ([], trained, 1.0),
-             (["--style", "folk", "--prompt", CHORALE], trained, 1.0),
-             (["--style", "folk", "--style-guidance", "1.5"], trained, 1.5)]
-    for argv, info, want in cases:
-        assert generate_args.style_guidance(parser.parse_args(["x.mid", *argv]), info) == want, argv
+    cases = [(["--style", "folk"], 1.0), ([], 1.0), (["--style", "folk", "--style-guidance", "1.5"], 1.5),
+             (["--style", "folk", "--prompt", CHORALE, "--style-guidance", "3"], 3.0)]
+    for argv, want in cases:
+        config, _ = generate_args.build_config(parser.parse_args(["x.mid", *argv]))
+        assert config.style_guidance == want, argv
 
 
 # ---------------------------------------------------------------- engine/tokens/retime.py

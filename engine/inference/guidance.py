@@ -13,7 +13,8 @@ asked style makes more likely. The unconditional stream needs a model trained wi
 (`musebridge train --style-drop`); the model file's training config says whether it was (`style_dropped`).
 
 Cost: two forward passes per token (the pair goes to the backend as one request list, which a batching backend
-serves in one pass) and a second KV cache. The engine's live default is scale 1, which never builds the pair.
+serves in one pass) and a second KV cache. The default everywhere is scale 1, which never builds the pair: on the
+bundled model guidance did not make its styles recognised more often (docs/quality.md, "Style guidance").
 """
 
 from __future__ import annotations
@@ -29,20 +30,12 @@ from .model_file import ModelInfo
 
 UNKNOWN_STYLE = V.style_token("unknown")
 MAX_SCALE = 8.0  # beyond this the difference of two streams swamps the model's own distribution
-SCRATCH_SCALE = 2.0  # offline pieces from scratch in a style, on a model trained for it (docs/quality.md)
 
 
 def style_dropped(info: ModelInfo) -> float:
     """The share of training pieces whose style was dropped (0.0: the model never saw STYLE_unknown)."""
     augment = (info.train.get("config") or {}).get("augment") or {}
     return float(augment.get("style_drop") or 0.0)
-
-
-def scratch_scale(info: ModelInfo) -> float:
-    """The style guidance a piece from scratch in a style gets by default (`musebridge generate`, the judge's
-    style mode): SCRATCH_SCALE on a model trained with its style dropped, else 1. With nothing to continue, the
-    style token is all the model has; live sessions default to 1 (twice the time per token)."""
-    return SCRATCH_SCALE if style_dropped(info) > 0 else 1.0
 
 
 class GuidedCache:

@@ -32,7 +32,7 @@ from musebridge.engine.sessions.session import Engine
 from musebridge.engine.tokens.midifile import Conductor, MidiEvents, notes_from_events, read_midi
 from musebridge.engine.tokens.retime import at_tempo, crop
 
-from .generate_args import add_arguments, build_config, make_folder, outputs, style_guidance
+from .generate_args import add_arguments, build_config, make_folder, outputs
 
 __all__ = ["add_arguments", "run"]
 
@@ -103,7 +103,6 @@ def _write_takes(args, config: G.GenerateConfig, scratch: Conductor | None, path
     source = _source(args)
     engine = Engine.load(args.model)
     style_of(config.style, engine.model.info.data)  # a style the model has no data for is refused here
-    config = replace(config, style_guidance=style_guidance(args, engine.model.info))
     make_folder(paths)
     lines = []
     for path, seed in zip(paths, _seeds(args, len(paths)), strict=True):

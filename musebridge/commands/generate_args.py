@@ -13,8 +13,6 @@ from pathlib import Path
 
 from musebridge.engine.errors import EngineError
 from musebridge.engine.inference.catalog import style_of
-from musebridge.engine.inference.guidance import SCRATCH_SCALE, scratch_scale
-from musebridge.engine.inference.model_file import ModelInfo
 from musebridge.engine.server.protocol import PARAMS, ProtocolError
 from musebridge.engine.server.service import session_config
 from musebridge.engine.sessions import generate as G
@@ -53,8 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     music.add_argument("--metre", metavar="N/D", help="from scratch: the file's time signature (default 4/4; a "
                        "prompt or melody keeps its own)")
     add_param(music, "context")
-    add_param(music, "style_guidance", shown=f"{SCRATCH_SCALE:g} from scratch in a style on a model trained with "
-              "--style-drop, else 1")
+    add_param(music, "style_guidance")
     sampling = parser.add_argument_group("sampling (the same ranges as `play` and `ctl set`)")
     for name in SAMPLING:
         add_param(sampling, name, DEFAULTS.get(name))
@@ -95,7 +92,7 @@ def _add_output(group) -> None:
 
 def _params(args) -> dict:
     """The session parameters given on the command line, by their protocol names."""
-    params = {name: getattr(args, name) for name in (*SAMPLING, *SHAPE, *FOLLOWING, "context")
+    params = {name: getattr(args, name) for name in (*SAMPLING, *SHAPE, *FOLLOWING, "context", "style_guidance")
               if getattr(args, name) is not None and name != "best_of"}
     if args.no_follow:
         params["follow"] = False
@@ -104,19 +101,9 @@ def _params(args) -> dict:
     return {"style": args.style, **params}
 
 
-def style_guidance(args, info: ModelInfo) -> float:
-    """--style-guidance, or by default scratch_scale(info) for a piece from scratch in a style (with a prompt or
-    melody, the music sets the style) and 1 otherwise."""
-    if args.style_guidance is not None:
-        return args.style_guidance
-    scratch = not (args.prompt or args.melody) and style_of(args.style, None) != "unknown"
-    return scratch_scale(info) if scratch else 1.0
-
-
 def build_config(args) -> tuple[G.GenerateConfig, Conductor | None]:
-    """The GenerateConfig of the command line (its style guidance depends on the model: `style_guidance`), and
-    the tempo map a file from scratch is written with (None: 120 bpm, 4/4). EngineError (one line) on values that
-    do not fit together."""
+    """The GenerateConfig of the command line, and the tempo map a file from scratch is written with (None: 120
+    bpm, 4/4). EngineError (one line) on values that do not fit together."""
     style = style_of(args.style, None)  # any case; checked against the model's data once it is loaded
     if args.pitch_low is not None and args.pitch_high is not None and args.pitch_low > args.pitch_high:
         raise EngineError(f"--pitch-low {args.pitch_low} is above --pitch-high {args.pitch_high}; swap them")
@@ -133,7 +120,8 @@ def build_config(args) -> tuple[G.GenerateConfig, Conductor | None]:
     config = G.GenerateConfig(style=style, instruments=instruments, seconds=args.seconds,
                               sampling=session.sampling,
                               scale=session.scale, pitch_range=pitch_range, max_polyphony=session.max_polyphony,
-                              follow=session.follow, best_of=args.best_of, context=session.context)
+                              follow=session.follow, best_of=args.best_of, context=session.context,
+                              style_guidance=session.style_guidance)
     return config, _conductor(args)
 
 

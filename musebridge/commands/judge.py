@@ -13,12 +13,10 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from musebridge.engine.errors import EngineError, MidiFileError
 from musebridge.engine.files import atomic_write
-from musebridge.engine.inference.guidance import SCRATCH_SCALE, scratch_scale
 from musebridge.engine.inference.sampler import SamplingConfig
 from musebridge.engine.sessions.follow_config import FOLLOW_PARTS, FollowConfig
 from musebridge.engine.tokens import vocab as V
@@ -56,10 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--best-of", type=int, default=1, metavar="N",
                         help="continue, respond and accompany plan each chunk as the likeliest of N candidates "
                         "under the engine's constraints and following (default: %(default)s, at most 16)")
-    parser.add_argument("--style-guidance", type=float, default=None, metavar="S",
+    parser.add_argument("--style-guidance", type=float, default=1.0, metavar="S",
                         help="the style mode's pieces with this style guidance (1: none; above 1 needs a model "
-                        "trained with --style-drop; default: as `musebridge generate` from scratch, "
-                        f"{SCRATCH_SCALE:g} on such a model, else 1)")
+                        "trained with --style-drop; default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same figures (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=SamplingConfig.temperature,
                         help="sampling temperature (default: %(default)s)")
@@ -86,7 +83,8 @@ def _config(args) -> JudgeConfig:
     follow = FollowConfig(enabled=not args.no_follow,
                           **{part: (False if part != "key" else "off") for part in args.follow_off})
     return JudgeConfig(prompts=args.prompts, modes=tuple(args.modes), renderings=tuple(args.renderings),
-                       sampling=sampling, follow=follow, best_of=args.best_of, seed=args.seed)
+                       sampling=sampling, follow=follow, best_of=args.best_of, seed=args.seed,
+                       style_guidance=args.style_guidance)
 
 
 def _sources(args):
@@ -174,8 +172,6 @@ def run(args: argparse.Namespace) -> int:
             matplotlib_or_error()
         test, train = _sources(args)
         engine = Engine.load(args.model)
-        guidance = args.style_guidance if args.style_guidance is not None else scratch_scale(engine.model.info)
-        config = replace(config, style_guidance=guidance)
         result = judge(engine, test, config, train, cache_dir=Path(args.data) / "cache" if train else None,
                        progress=_progress(args.quiet))
         result["model"] = args.model or "bundled"
