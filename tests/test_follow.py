@@ -174,8 +174,9 @@ def test_an_aged_note_gets_its_note_off_and_time_cannot_carry_it_past_its_limit(
 
 def test_a_continuation_keeps_its_prompts_pulse_counted_from_its_own_last_onset():
     """A prompt struck every 25 steps, then the engine's own note 7 steps after the prompt's beat: off the pulse
-    (counted from that note) its note-ons lose weight and the shift that lands on the pulse gains; on the pulse,
-    and while a chord may still grow, nothing is added; with no prompt (the engine follows itself) nothing is."""
+    (counted from that note) its note-ons lose prompt_pulse_strength and the shift that lands on the pulse gains
+    it; on the pulse, and while a chord may still grow, nothing is added; with no prompt (the engine follows
+    itself) nothing is."""
     state = played([60, 62, 64, 65, 67, 65, 64, 62], player=False)
     follower = Follower(only("onsets"), (PIANO,))
     follower.prime(state)
@@ -185,7 +186,8 @@ def test_a_continuation_keeps_its_prompts_pulse_counted_from_its_own_last_onset(
     assert follower.bias(state)[on] == 0  # 0 steps after the engine's onset: a chord may grow
     state.apply(V.time_tokens(10)[0], False)
     off_pulse = follower.bias(state)
-    assert off_pulse[on] < -1 and off_pulse[time0 + 15 - 1] > 1  # 15 more steps land on the pulse
+    strength = follower.config.prompt_pulse_strength
+    assert off_pulse[on] == -strength and off_pulse[time0 + 15 - 1] == strength  # 15 more steps: on the pulse
     state.apply(V.time_tokens(15)[0], False)
     assert follower.bias(state)[on] == 0
     unprimed = Follower(follower.config, (PIANO,))
@@ -193,14 +195,16 @@ def test_a_continuation_keeps_its_prompts_pulse_counted_from_its_own_last_onset(
 
 
 def test_between_a_players_notes_the_engine_keeps_to_the_players_pulse():
-    """A player striking every 25 steps, then silent: 10 steps past a beat the engine's note-ons lose weight and
-    the shift to the next beat gains it (not to a half-beat); on the beat nothing is added."""
+    """A player striking every 25 steps, then silent: 10 steps past a beat the engine's note-ons lose
+    onsets_strength (not a continuation's prompt_pulse_strength) and the shift to the next beat gains it (not to
+    a half-beat); on the beat nothing is added."""
     state = played([60, 62, 64, 65, 67, 65, 64, 62])  # 25 steps each, the last note released at step 200
     follower = Follower(only("onsets"), (STRINGS,))
     on, time0 = V.note_on_token(STRINGS, 64), V.OFFSETS["time"]
     state.apply(V.time_tokens(10)[0], True)  # the player's last onset was at step 175: 35 steps ago
     off_pulse = follower.bias(state)
-    assert off_pulse[on] < -1 and off_pulse[time0 + 15 - 1] > 1
+    strength = follower.config.onsets_strength
+    assert off_pulse[on] == -strength and off_pulse[time0 + 15 - 1] == strength
     state.apply(V.time_tokens(15)[0], True)
     assert follower.bias(state)[on] == 0
 

@@ -275,7 +275,7 @@ class Follower:
     def _onsets(self, out: np.ndarray, state: State, heard: Heard) -> None:
         """Strike with the player's note-on; between them keep to the reference's pulse."""
         times = slice(V.OFFSETS["time"], V.OFFSETS["time"] + V.MAX_SHIFT_STEPS)
-        strength = self.config.onsets_strength
+        strength = self.config.onsets_strength if self._player_heard else self.config.prompt_pulse_strength
         last = state.recent[-1] if state.recent else None
         if last is not None and last.player and last.step == state.step:
             out[times] -= strength

@@ -32,7 +32,9 @@ class FollowConfig:
     harmony_strength: nats taken from note-ons that clash with a sounding player note (and added to the note-off
         of an engine note that clashes with one).
     onsets_strength: nats taken from time shifts at the step of a player's note-on, and from note-ons off the
-        player's (or a continued prompt's) pulse (added to the time shift that lands on it).
+        player's pulse (added to the time shift that lands on it).
+    prompt_pulse_strength: the same for a continuation, off its prompt's pulse counted from the engine's own last
+        onset (weaker: at the player's strength a continuation's rhythm moved away from its prompt's).
     instrument_strength: nats per second of silence added to the note-ons of a silent engine instrument.
     pedal_strength: nats taken from a pedal press per unit of log(engine presses per second, the press included /
         the reference's).
@@ -56,7 +58,8 @@ class FollowConfig:
     harmony: bool = True
     harmony_strength: float = 2.0
     onsets: bool = True
-    onsets_strength: float = 5.0
+    onsets_strength: float = 8.0
+    prompt_pulse_strength: float = 5.0
     instruments: bool = True
     instrument_strength: float = 2.0
     pedal: bool = True
