@@ -2,7 +2,9 @@
 
 Everything is explicit: a GPTConfig (model) and a TrainConfig (optimisation, data, output) go in, checkpoints
 come out of `<out>/latest.pt` (every evaluation, with the optimizer, for --resume) and `<out>/best.pt` (lowest
-validation loss), with `<out>/loss.png` (the loss curve) and `<out>/history.json` beside them.
+validation loss), with `<out>/loss.png` (the loss curve) and `<out>/history.json` beside them. A run started
+from another model (`--init`) carries that model's own training (its stages: config and history) in its
+checkpoints, so an exported file says how all of its weights were trained, and its loss curve shows every stage.
 
 Batches are a pure function of (seed, rank, step) (see export/dataset.py), so a resumed run sees the same data
 it would have seen. The learning rate follows linear warmup then a cosine decay to min_lr over the run, where the
@@ -121,14 +123,17 @@ class Trainer:
         self.out = Path(cfg.out)
         self.train_data, self.valid_data = load_training(cfg.data, "train"), load_training(cfg.data, "valid")
         self.state = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "best_val": float("inf"), "history": []}
+        self.stages: list[dict] = []  # the runs the starting weights came from, oldest first (`stages`)
         ckpt = None
         if resume and (self.out / "latest.pt").is_file():
             self.model, ckpt = load_checkpoint(self.out / "latest.pt")
             self.state.update(ckpt.get("train", {}).get("state", {}))
+            self.stages = ckpt.get("train", {}).get("stages", [])
             if self.ddp.main:
                 log.info("resuming %s at step %d", self.out / "latest.pt", self.state["step"])
         elif cfg.init:
-            self.model, _ = load_weights(cfg.init)
+            self.model, start = load_weights(cfg.init)
+            self.stages = stages(start.get("train") or {})
             if self.ddp.main:
                 log.info("starting from the weights of %s (its model config; the preset is not used)", cfg.init)
         elif resume:
@@ -211,13 +216,14 @@ class Trainer:
         if not self.ddp.main:
             return
         train = {"state": self.state, "config": _jsonable(asdict(self.cfg)), "world": self.ddp.world,
-                 "device": str(self.device), "amp": str(self.amp_dtype), "params": self.model.num_params()}
+                 "device": str(self.device), "amp": str(self.amp_dtype), "params": self.model.num_params(),
+                 "stages": self.stages}
         data = data_summary(self.cfg.data, self.train_data, self.valid_data)
         save_checkpoint(self.out / "latest.pt", self.model, train=train, data=data, optimizer=self.optimizer)
         if val <= self.state["best_val"]:
             save_checkpoint(self.out / "best.pt", self.model, train=train, data=data)
         (self.out / "history.json").write_text(json.dumps(self.state["history"], indent=1))
-        plot_history(self.state["history"], self.out / "loss.png")
+        plot_history(whole_history(self.stages, self.state["history"]), self.out / "loss.png")
 
     def _evaluate_and_save(self, step: int, train_loss: float) -> float:
         val = self.validate()
@@ -276,6 +282,27 @@ def _jsonable(value):
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def stages(train: dict) -> list[dict]:
+    """The training stages of a model whose training summary (a checkpoint's or an exported file's "train") is
+    `train`, oldest first: its own earlier stages, then its run itself. Each is {"config": the run's TrainConfig,
+    "state": its step, tokens, elapsed_s, best_val and history}. A summary without a run (a file from elsewhere)
+    has none."""
+    if "state" not in train:
+        return []
+    keep = ("step", "tokens", "elapsed_s", "best_val", "history")
+    return [*train.get("stages", []), {"config": train.get("config", {}),
+                                        "state": {k: train["state"][k] for k in keep if k in train["state"]}}]
+
+
+def whole_history(earlier: list[dict], history: list[dict]) -> list[dict]:
+    """The history of a run after its earlier stages': steps and tokens counted from the first stage's start."""
+    out: list[dict] = []
+    for part in [*(stage["state"].get("history", []) for stage in earlier), history]:
+        steps, tokens = (out[-1]["step"], out[-1]["tokens"]) if out else (0, 0)
+        out += [dict(h, step=h["step"] + steps, tokens=h["tokens"] + tokens) for h in part]
+    return out
 
 
 def plot_history(history: list[dict], path: Path) -> None:

@@ -144,6 +144,26 @@ def test_init_starts_a_new_run_from_an_exported_model(corpus, tmp_path):
     assert [h["step"] for h in json.loads((tmp_path / "b" / "history.json").read_text())] == [2, 4]
 
 
+def test_a_model_started_from_another_carries_its_stages(corpus, tmp_path):
+    """Each `--init` run records the runs its weights came from, oldest first (their config and history), through
+    checkpoints, --resume and exported files, so the last file says how all of its weights were trained."""
+    from musebridge.export.onnx_export import export_model
+    from musebridge.export.train import whole_history
+
+    assert train(corpus, tmp_path / "a", "--max-steps", "4", "--eval-interval", "2") == 0
+    export_model(*load_checkpoint(tmp_path / "a" / "latest.pt"), tmp_path / "a.onnx")
+    b = ("--eval-interval", "2", "--init", str(tmp_path / "a.onnx"), "--resume", "--lr", "7e-4")
+    assert train(corpus, tmp_path / "b", "--max-steps", "2", *b) == 0
+    assert train(corpus, tmp_path / "b", "--max-steps", "4", *b) == 0  # resumed: still one stage before it
+    assert train(corpus, tmp_path / "c", "--max-steps", "2", "--eval-interval", "2",
+                 "--init", str(tmp_path / "b" / "latest.pt")) == 0
+    _, state = load_checkpoint(tmp_path / "c" / "latest.pt")
+    stages = state["train"]["stages"]
+    assert [s["config"]["out"] for s in stages] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert [s["state"]["step"] for s in stages] == [4, 4] and stages[1]["config"]["lr"] == 7e-4
+    assert [h["step"] for h in whole_history(stages, state["train"]["state"]["history"])] == [2, 4, 6, 8, 10]
+
+
 def test_a_model_trained_with_style_drop_takes_style_guidance(corpus, tmp_path):
     """--style-drop reaches the exported file's training config, which is what the engine checks before it
     builds the second (unconditional) stream of style guidance."""
