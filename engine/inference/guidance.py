@@ -14,7 +14,7 @@ asked style makes more likely. The unconditional stream needs a model trained wi
 
 Cost: two forward passes per token (the pair goes to the backend as one request list, which a batching backend
 serves in one pass) and a second KV cache. The default everywhere is scale 1, which never builds the pair: on the
-bundled model guidance did not make its styles recognised more often (docs/quality.md, "Style guidance").
+bundled model's stage 2 guidance did not make its styles recognised more often (docs/quality.md, "Style guidance").
 """
 
 from __future__ import annotations
