@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--best-of", type=int, default=1, metavar="N",
                         help="continue, respond and accompany plan each chunk as the likeliest of N candidates "
                         "under the engine's constraints and following (default: %(default)s, at most 16)")
-    parser.add_argument("--style-guidance", type=float, default=1.0, metavar="S",
+    parser.add_argument("--style-guidance", type=float, default=JudgeConfig.style_guidance, metavar="S",
                         help="the style mode's pieces with this style guidance (1: none; above 1 needs a model "
                         "trained with --style-drop; default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same figures (default: %(default)s)")
