@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from musebridge.export.train import Trainer, lr_at
 from synth_corpus import write_corpus
 
 from musebridge.commands import train as train_cli
+from tests.net import free_port
 
 TINY = ["--config", "tiny", "--batch-size", "4", "--eval-windows", "8", "--threads", "1", "--no-progress"]
 
@@ -86,12 +86,6 @@ def test_schedule_warms_up_then_decays_to_min_lr():
     assert decay[0] == pytest.approx(1e-3) and decay[-1] == pytest.approx(1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, corpus: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
@@ -107,7 +101,15 @@ def _ddp_worker(rank: int, world: int, port: int, corpus: str, out: str) -> None
 
 
 def test_ddp_two_cpu_processes_on_gloo_agree(corpus, tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(corpus), str(tmp_path)), nprocs=2, join=True)
+    # The port is free when chosen but another process may take it before rank 0 listens on it: only that
+    # failure gets a fresh port and another try.
+    for attempt in range(3):
+        try:
+            mp.spawn(_ddp_worker, args=(2, free_port(), str(corpus), str(tmp_path)), nprocs=2, join=True)
+            break
+        except mp.ProcessRaisedException as e:
+            if "EADDRINUSE" not in str(e) or attempt == 2:
+                raise
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for name in w0:
