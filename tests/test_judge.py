@@ -104,3 +104,15 @@ def test_the_style_lines_say_what_the_models_pieces_were_taken_for():
     line = next(line for line in text.splitlines() if line.startswith("style bach"))
     assert "cross-validated 0.900" in line and "model 0.250" in line
     assert line.endswith("the model's pieces named: folk 3, bach 1")
+
+
+def test_the_style_lines_say_where_the_models_pieces_differ_most():
+    from musebridge.commands.judge import tables
+
+    row = {"real": 1.0, "real_cv": 0.9, "model": 0.0, "chance": 0.5, "model_named": {"folk": 4},
+           "furthest": [{"feature": "dissonant", "real": 0.111, "model": 0.351, "z": 8.43},
+                        {"feature": "range", "real": 26.15, "model": 16.25, "z": -3.74}]}
+    lines = tables({"modes": {}, "style": {"per_style": {"bach": row}}, "seconds": 1.0}).splitlines()
+    below = lines[next(i for i, line in enumerate(lines) if line.startswith("style bach")) + 1]
+    assert below == ("  furthest from the real pieces: dissonant 0.11 -> 0.35 (+8.4 sd), "
+                     "range 26.15 -> 16.25 (-3.7 sd)")

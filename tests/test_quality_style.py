@@ -87,3 +87,26 @@ def test_cross_validation_keeps_a_pieces_rows_in_one_fold():
     pieces = list(range(40)) + [40, 40]
     assert S.cross_validate(x, labels, pieces)["one"] == 0.0
     assert S.cross_validate(x, labels, range(42))["one"] == 1.0
+
+
+def test_the_feature_furthest_from_the_real_pieces_comes_first():
+    """Real rows spread 1 apart in every feature; the model's rows sit 3 sd off in one feature, 1 sd in
+    another and on the real mean elsewhere (one of them without notes: NaN)."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(0.0, 1.0, (400, len(S.FEATURES)))
+    real = (real - real.mean(axis=0)) / real.std(axis=0)
+    made = np.zeros((5, len(S.FEATURES)))
+    made[:, S.FEATURES.index("dissonant")] = 3.0
+    made[:, S.FEATURES.index("range")] = -1.0
+    made = np.vstack([made, np.full(len(S.FEATURES), np.nan)])
+    found = S.furthest(real, made, count=2)
+    assert [f["feature"] for f in found] == ["dissonant", "range"]
+    assert found[0]["z"] == pytest.approx(3.0) and found[1]["z"] == pytest.approx(-1.0)
+    assert found[0]["real"] == pytest.approx(0.0) and found[0]["model"] == pytest.approx(3.0)
+
+
+def test_a_feature_every_real_piece_shares_is_not_ranked():
+    real = np.ones((10, len(S.FEATURES)))
+    real[:, 0] = np.arange(10)
+    made = np.full((3, len(S.FEATURES)), 5.0)
+    assert [f["feature"] for f in S.furthest(real, made)] == [S.FEATURES[0]]

@@ -200,7 +200,8 @@ def _style(engine: Engine, test: dict[str, list[Source]], train: dict[str, list[
             made.append(S.features(notes_from_events(events)))
         result[style] = {"real": _share(classifier, real, style), "real_cv": ceiling.get(style),
                          "model": _share(classifier, made, style), "chance": 1.0 / len(classifier.styles),
-                         "model_named": dict(Counter(classifier.predict(np.array(made))).most_common())}
+                         "model_named": dict(Counter(classifier.predict(np.array(made))).most_common()),
+                         "furthest": S.furthest(x[np.array(labels) == style], np.array(made))}
     return {"styles": list(classifier.styles), "per_style": result, "train_pieces": len(labels)}
 
 

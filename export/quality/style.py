@@ -74,6 +74,18 @@ def features(notes: Sequence[Note], span: float = WINDOW_S) -> np.ndarray:
     ])
 
 
+def furthest(real: np.ndarray, made: np.ndarray, count: int = 4) -> list[dict]:
+    """The `count` FEATURES in which the mean of the rows `made` (n, features) lies furthest from the mean of the
+    rows `real`, in standard deviations of `real` (z): what keeps a style's generated pieces from being taken for
+    it. Rows may hold NaN (a piece without pitched notes); a feature constant in `real` is skipped."""
+    mean, spread = np.nanmean(real, axis=0), np.nanstd(real, axis=0)
+    made_mean = np.nanmean(made, axis=0)
+    z = np.where(spread > 1e-9, (made_mean - mean) / np.where(spread > 1e-9, spread, 1.0), np.nan)
+    order = [i for i in np.argsort(-np.abs(np.nan_to_num(z))) if np.isfinite(z[i])][:count]
+    return [{"feature": FEATURES[i], "real": float(mean[i]), "model": float(made_mean[i]), "z": float(z[i])}
+            for i in order]
+
+
 def _chords(notes: Sequence[Note]) -> list[list[int]]:
     """The pitches starting at each onset (CHORD_S apart), in time order."""
     by_onset: dict[int, list[int]] = {}

@@ -140,6 +140,9 @@ def tables(result: dict) -> str:
         lines.append(f"style {name:<14} recognised: real {_fmt(row['real'])} (train, cross-validated "
                      f"{_fmt(row.get('real_cv'))})  model {_fmt(row['model'])}  chance {_fmt(row['chance'])}; "
                      f"the model's pieces named: {named}")
+        if row.get("furthest"):
+            lines.append("  furthest from the real pieces: " + ", ".join(
+                f"{f['feature']} {f['real']:.2f} -> {f['model']:.2f} ({f['z']:+.1f} sd)" for f in row["furthest"]))
     lines.append(f"\njudged in {result['seconds']:.0f} s")
     return "\n".join(lines)
 
