@@ -39,6 +39,20 @@ def test_two_notes_a_fifth_apart_are_consonant_a_second_apart_dissonant():
     assert math.isnan(M.consonance(melody, [note(2, 3, 60)]))  # never together
 
 
+def test_a_cluster_is_dissonant_a_triad_is_not_and_a_line_has_no_intervals():
+    triad = [note(0, 2, p) for p in (60, 64, 67)]
+    assert M.dissonance(triad) == 0.0
+    cluster = [note(0, 2, p) for p in (60, 62, 64)]  # two seconds and a third
+    assert M.dissonance(cluster) == pytest.approx(2 / 3)
+    # a legato line: each note held 0.1 s into the next, a second above: all the overlap is dissonant
+    legato = [note(i * 0.5, i * 0.5 + 0.6, 60 + 2 * i) for i in range(4)]
+    assert M.dissonance(legato) == pytest.approx(1.0)
+    assert math.isnan(M.dissonance(C_MAJOR))  # a line played exactly, never two notes at once
+    # weighted by the time they overlap; drums are not pitched
+    assert M.dissonance([note(0, 4, 60), note(0, 3, 67), note(3, 4, 61), note(0, 4, 61, channel=9)]) == \
+        pytest.approx(0.25)
+
+
 def test_a_note_without_note_off_is_never_released():
     on = mido.Message("note_on", note=60, velocity=80)
     events = [Timed(0.0, on), Timed(1.0, on.copy(note=62)), Timed(1.5, mido.Message("note_off", note=62))]

@@ -40,6 +40,7 @@ def continuation_row(c: Continuation) -> dict[str, float]:
     prompt_density = M.density(c.prompt, c.prompt_end)
     return {
         "in_key": M.in_key_share(c.notes, c.prompt),
+        "dissonance": M.dissonance(c.notes),
         "polyphony": M.polyphony(c.notes, c.start, c.end),
         "polyphony_ratio": M.polyphony(c.notes, c.start, c.end) / prompt_poly if prompt_poly else np.nan,
         "long_share": M.long_share(c.notes),

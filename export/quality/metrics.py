@@ -14,7 +14,9 @@ real music on the same prompt (the ceiling) and for another piece's real music (
   whether a continuation follows its prompt;
 - consonance: of the pairs of a melody note and an accompaniment note sounding together, the share (weighted by
   the time they overlap) at a consonant interval (unison, thirds, fourth, fifth, sixths, octaves);
-- onset alignment: the share of accompaniment onsets within ALIGN_S of a melody onset.
+- onset alignment: the share of accompaniment onsets within ALIGN_S of a melody onset;
+- dissonance: of the pairs of a part's own notes sounding together, the share (weighted by the time they
+  overlap) at a dissonant interval (seconds, tritone, sevenths): clusters and clashes in what one player plays.
 Drum notes (MIDI channel 10) have no pitch class: they are left out of every pitch figure.
 """
 
@@ -181,6 +183,29 @@ def consonance(melody: Sequence[Note], accompaniment: Sequence[Note]) -> float:
                 total += shared
                 good += shared * (abs(m.pitch - a.pitch) % 12 in CONSONANT)
     return good / total if total else float("nan")
+
+
+def interval_classes(notes: Sequence[Note]) -> np.ndarray:
+    """(12,) share of the time pairs of the pitched notes sound together at each interval class (zeros when no
+    two notes overlap: a single line)."""
+    shares = np.zeros(12)
+    active: list[Note] = []
+    for n in sorted(pitched(notes), key=lambda n: n.start):
+        active = [a for a in active if a.end > n.start]
+        for a in active:
+            shares[abs(a.pitch - n.pitch) % 12] += min(a.end, n.end) - n.start
+        active.append(n)
+    total = shares.sum()
+    return shares / total if total > 0 else shares
+
+
+def dissonance(notes: Sequence[Note]) -> float:
+    """Share of the time pairs of the notes sound together at a dissonant interval class (not in CONSONANT); NaN
+    when no two notes overlap."""
+    shares = interval_classes(notes)
+    if not shares.any():
+        return float("nan")
+    return float(sum(shares[i] for i in range(12) if i not in CONSONANT))
 
 
 def onset_alignment(melody: Sequence[Note], accompaniment: Sequence[Note], tolerance: float = ALIGN_S) -> float:

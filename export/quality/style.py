@@ -57,7 +57,7 @@ def features(notes: Sequence[Note], span: float = WINDOW_S) -> np.ndarray:
     chords = _chords(notes)
     top, bass = [max(c) for c in chords], [min(c) for c in chords]  # the melody as heard, the bass line
     steps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(1)
-    vertical = _vertical(notes)
+    vertical = M.interval_classes(notes)
     profile = M.pitch_class_profile(notes)
     used = profile[profile > 0]
     return np.array([
@@ -97,19 +97,6 @@ def _chords(notes: Sequence[Note]) -> list[list[int]]:
 def _top_line(notes: Sequence[Note]) -> list[int]:
     """The highest pitch at each onset (the melody as a listener follows it)."""
     return [max(chord) for chord in _chords(notes)]
-
-
-def _vertical(notes: Sequence[Note]) -> np.ndarray:
-    """(12,) share of the time pairs of notes sound together at each interval class (zeros for a single line)."""
-    shares = np.zeros(12)
-    active: list[Note] = []
-    for n in sorted(notes, key=lambda n: n.start):
-        active = [a for a in active if a.end > n.start]
-        for a in active:
-            shares[abs(a.pitch - n.pitch) % 12] += min(a.end, n.end) - n.start
-        active.append(n)
-    total = shares.sum()
-    return shares / total if total > 0 else shares
 
 
 def _self_consonance(notes: Sequence[Note]) -> float:

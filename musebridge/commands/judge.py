@@ -26,7 +26,8 @@ from musebridge.export.quality.judge import MODES, JudgeConfig
 from musebridge.export.quality.prompts import RENDERINGS
 
 ROWS = {  # figure -> label in the printed table
-    "in_key": "in-key share", "polyphony": "polyphony (notes at once)", "polyphony_ratio": "polyphony / prompt's",
+    "in_key": "in-key share", "dissonance": "dissonance (own notes)", "polyphony": "polyphony (notes at once)",
+    "polyphony_ratio": "polyphony / prompt's",
     "long_share": "notes over 4 s", "never_released": "never released", "ioi_overlap": "IOI overlap with prompt",
     "silence": "silence share", "density_ratio": "density / prompt's", "centre_distance": "pitch centre distance",
     "pedal_per_min": "pedal presses per minute", "density_follow": "density follows (r)",
