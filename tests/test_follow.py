@@ -258,6 +258,18 @@ def test_note_ons_that_clash_with_a_held_player_note_lose_weight():
     assert bias[on + 64] > bias[on + 66]  # E (a third below) over F# (a second)
 
 
+def test_note_ons_that_clash_with_a_sounding_engine_note_lose_self_harmony_strength():
+    state = played([60], player=False)
+    state.apply(V.note_on_token(STRINGS, 67), False)  # the engine holds G
+    config = only("harmony")
+    bias = Follower(config, (STRINGS,)).bias(state)
+    on = V.note_on_token(STRINGS, 0)
+    assert bias[on + 64] - bias[on + 66] == pytest.approx(config.self_harmony_strength)  # E over F#
+    assert bias[on + 64] == bias[on + 55]  # a third and an octave alike
+    unguided = Follower(only(), (STRINGS,)).bias(state)
+    assert unguided[on + 64] == unguided[on + 66]
+
+
 def test_following_off_adds_nothing():
     assert Follower(FollowConfig(enabled=False), (STRINGS,)).bias(played(E_MINOR_PHRASE)) is None
 

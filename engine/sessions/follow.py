@@ -22,7 +22,8 @@ in a session without a player, a primed prompt's (a continuation), else the engi
 - lifetime: a note-off gains weight as its note ages, and no engine note outlives its instrument's limit: at the
   limit only note-offs may follow, and no time shift may jump past it;
 - harmony: while the player sounds notes, engine note-ons a second, a tritone or a seventh away from any of them
-  lose weight, and engine notes that clash with them are favoured to end;
+  lose weight, and engine notes that clash with them are favoured to end; note-ons that clash with the engine's
+  own sounding notes lose weight too, more gently;
 - onsets: right after a player's note-on the engine is favoured to strike with it rather than let time pass, and
   between them its onsets keep to the player's pulse (the median inter-onset interval, counted from the
   player's last onset): time shifts that land on the pulse gain weight, note-ons off it lose weight; a
@@ -147,6 +148,8 @@ class Follower:
                     c.density_strength * self._density_term(state, heard.rate))
         if c.harmony and state.player_held:
             self._harmony(out, state)
+        if c.harmony and state.started:
+            self._self_harmony(out, state)
         if c.onsets and not now and heard is not None:
             self._onsets(out, state, heard)
         if c.instruments:
@@ -327,6 +330,18 @@ class Follower:
         for cls, pitch in state.started:
             if cls != DRUMS and clash[pitch]:
                 out[V.note_off_token(cls, pitch)] += strength
+
+    def _self_harmony(self, out: np.ndarray, state: State) -> None:
+        """Note-ons clashing with a sounding engine note lose weight (at a model's unguided rate the engine's own
+        notes clashed half as often again as a performer's: docs/quality.md, "Clashes among its own notes")."""
+        clash = np.zeros(V.N_PITCHES, bool)
+        for cls, pitch in state.started:
+            if cls != DRUMS:
+                clash |= DISSONANT[(self._midi - pitch) % 12]
+        for inst in self.instruments:
+            if inst != DRUMS:
+                start = V.note_on_token(inst, 0)
+                out[start : start + V.N_PITCHES][clash] -= self.config.self_harmony_strength
 
     def _silent_instruments(self, out: np.ndarray, state: State) -> None:
         """An engine instrument silent for a while gains instrument_strength nats per second of its silence

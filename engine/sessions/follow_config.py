@@ -31,6 +31,8 @@ class FollowConfig:
     lifetime_strength: nats added to a note's note-off at its limit (quadratic in its age before).
     harmony_strength: nats taken from note-ons that clash with a sounding player note (and added to the note-off
         of an engine note that clashes with one).
+    self_harmony_strength: nats taken from note-ons that clash with a sounding engine note (the engine's own
+        clusters; weaker than with the player, since a performer's legato and chords hold some seconds).
     onsets_strength: nats taken from time shifts at the step of a player's note-on, and from note-ons off the
         player's pulse (added to the time shift that lands on it).
     prompt_pulse_strength: the same for a continuation, off its prompt's pulse counted from the engine's own last
@@ -57,6 +59,7 @@ class FollowConfig:
     lifetime_strength: float = 4.0
     harmony: bool = True
     harmony_strength: float = 2.0
+    self_harmony_strength: float = 1.0
     onsets: bool = True
     onsets_strength: float = 8.0
     prompt_pulse_strength: float = 5.0
