@@ -258,6 +258,24 @@ def test_note_ons_that_clash_with_a_held_player_note_lose_weight():
     assert bias[on + 64] > bias[on + 66]  # E (a third below) over F# (a second)
 
 
+def test_from_scratch_the_engine_keeps_its_first_key_until_the_player_plays():
+    follower = Follower(FollowConfig(), (STRINGS,))
+    c_major = [60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 65, 62, 60, 67, 64, 60]
+    f_sharp_major = [66, 68, 70, 71, 73, 75, 77, 78, 73, 70, 71, 68, 66, 73, 70, 66]
+    state = played(c_major, player=False)
+    assert key_name(follower.heard(state).key) == "C major"
+    for pitch in f_sharp_major * 2:  # the engine's own notes drift far away: its key stays
+        state.apply(V.note_on_token(STRINGS, pitch), False)
+        state.apply(V.time_tokens(25)[0], False)
+        state.apply(V.note_off_token(STRINGS, pitch), False)
+    assert key_name(follower.heard(state).key) == "C major"
+    for pitch in f_sharp_major:  # the player's notes move it
+        state.apply(V.note_on_token(PIANO, pitch), True)
+        state.apply(V.time_tokens(25)[0], True)
+        state.apply(V.note_off_token(PIANO, pitch), True)
+    assert key_name(follower.heard(state).key) == "F# major"
+
+
 def test_note_ons_that_clash_with_a_sounding_engine_note_lose_self_harmony_strength():
     state = played([60], player=False)
     state.apply(V.note_on_token(STRINGS, 67), False)  # the engine holds G
