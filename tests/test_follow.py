@@ -258,6 +258,19 @@ def test_note_ons_that_clash_with_a_held_player_note_lose_weight():
     assert bias[on + 64] > bias[on + 66]  # E (a third below) over F# (a second)
 
 
+def test_the_register_of_a_prompt_is_followed_and_the_engines_own_is_not():
+    """The same notes around middle C: primed as a prompt, a bass note-on two octaves up loses weight against
+    one below them; as the engine's own notes (from scratch), nothing is added to any note-on."""
+    state = played([60, 64, 67, 72, 67, 64, 60, 55], player=False)
+    on = V.note_on_token(BASS, 0)
+    primed = Follower(only("register"), (PIANO, BASS))
+    primed.prime(state)
+    bias = primed.bias(state)
+    assert bias[on + 84] < bias[on + 40]
+    own = Follower(only("register"), (PIANO, BASS)).bias(state)
+    assert not own[on : on + V.N_PITCHES].any() and not own[V.note_on_token(PIANO, 0) + 96]
+
+
 def test_from_scratch_the_engine_keeps_its_first_key_until_the_player_plays():
     follower = Follower(FollowConfig(), (STRINGS,))
     c_major = [60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 65, 62, 60, 67, 64, 60]

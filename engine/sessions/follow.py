@@ -13,7 +13,8 @@ in a session without a player, a primed prompt's (a continuation), else the engi
   `key_strength` nats, or are masked (`key_strength` = inf), or follow a key the musician fixes;
 - register: each engine instrument keeps its role's register relative to the reference: a bass below the
   reference's lowest notes, every other pitched part within its range and drawn to its pitch centre, the more
-  so the further the engine's recent notes have drifted from that centre;
+  so the further the engine's recent notes have drifted from that centre; only a player's or a prompt's
+  register is followed (against its own notes the bass sank below them, and every part after it);
 - dynamics: velocity tokens are drawn toward the reference's recent velocity bin;
 - density: time shifts gain (or lose) weight as the engine plays more (or fewer) onsets per second than the
   reference, when that is the player or a prompt (measured against its own last notes the engine's rate fed on
@@ -144,7 +145,7 @@ class Follower:
         out = self._base(heard).copy()
         if heard is not None:
             self._polyphony(out, heard, state)
-            if c.register:
+            if c.register and self._external(heard):
                 self._centre(out, state, heard)
             if c.pedal:
                 self._pedal(out, state, heard)
@@ -194,13 +195,14 @@ class Follower:
         out = np.zeros(V.VOCAB_SIZE, np.float32)
         if heard is not None:
             outside = None if heard.key is None else ~np.isin(self._pitch_class, scale_of(heard.key))
+            external = self._external(heard)
             for inst in self.instruments:
                 if inst == DRUMS:
                     continue
                 row = out[V.note_on_token(inst, 0) : V.note_on_token(inst, 0) + V.N_PITCHES]
                 if outside is not None and c.key_strength > 0:
                     row[outside] -= c.key_strength
-                if c.register:
+                if c.register and external:
                     row -= c.register_strength * self._register(inst, heard)
             if c.dynamics:
                 bins = np.arange(V.VELOCITY_BINS, dtype=np.float32)
