@@ -77,6 +77,7 @@ class Follower:
         self._base_cache: tuple[Heard | None, np.ndarray | None] = (None, None)
         self._centre_cache: tuple[tuple, np.ndarray | None] = ((None, None), None)  # ((last onset, heard), pull)
         self._origin_cache: tuple[Onset | None, int | None] = (None, None)  # (last onset, its chord's start)
+        self._clash_cache: tuple[frozenset, np.ndarray] = (frozenset(), np.zeros(V.N_PITCHES, np.float32))
         self._player: Heard | None = None  # the player's last description, kept after their notes leave
         self._player_heard = False  # whether the last heard() followed the player
         self._limits = config.lifetime_steps()
@@ -340,15 +341,21 @@ class Follower:
 
     def _self_harmony(self, out: np.ndarray, state: State) -> None:
         """Note-ons clashing with a sounding engine note lose weight (at a model's unguided rate the engine's own
-        notes clashed half as often again as a performer's: docs/quality.md, "Clashes among its own notes")."""
-        clash = np.zeros(V.N_PITCHES, bool)
-        for cls, pitch in state.started:
-            if cls != DRUMS:
-                clash |= DISSONANT[(self._midi - pitch) % 12]
+        notes clashed half as often again as a performer's: docs/quality.md, "Clashes among its own notes"). The
+        (pitches,) penalty changes only with the sounding pitch classes, so it is kept until they change."""
+        classes = frozenset(pitch % 12 for cls, pitch in state.started if cls != DRUMS)
+        if not classes:
+            return
+        if classes != self._clash_cache[0]:
+            clash = np.zeros(12, bool)
+            for pc in classes:
+                clash |= DISSONANT[(np.arange(12) - pc) % 12]
+            self._clash_cache = (classes, self.config.self_harmony_strength * clash[self._pitch_class]
+                                 .astype(np.float32))
         for inst in self.instruments:
             if inst != DRUMS:
                 start = V.note_on_token(inst, 0)
-                out[start : start + V.N_PITCHES][clash] -= self.config.self_harmony_strength
+                out[start : start + V.N_PITCHES] -= self._clash_cache[1]
 
     def _silent_instruments(self, out: np.ndarray, state: State) -> None:
         """An engine instrument silent for a while gains instrument_strength nats per second of its silence
