@@ -77,7 +77,7 @@ class Follower:
         self._base_cache: tuple[Heard | None, np.ndarray | None] = (None, None)
         self._centre_cache: tuple[tuple, np.ndarray | None] = ((None, None), None)  # ((last onset, heard), pull)
         self._origin_cache: tuple[Onset | None, int | None] = (None, None)  # (last onset, its chord's start)
-        self._clash_cache: tuple[frozenset, np.ndarray] = (frozenset(), np.zeros(V.N_PITCHES, np.float32))
+        self._clash_cache: dict[frozenset, np.ndarray] = {}  # pitch classes -> pitches clashing with them
         self._player: Heard | None = None  # the player's last description, kept after their notes leave
         self._player_heard = False  # whether the last heard() followed the player
         self._limits = config.lifetime_steps()
@@ -125,8 +125,8 @@ class Follower:
         return self._cache[1]
 
     def _with_key(self, heard: Heard, profile: np.ndarray, margin: float) -> Heard:
-        """`heard` with the key: a fixed one, or the best-fitting profile when it beats the current by
-        KEY_MARGIN ("auto"), or none ("off")."""
+        """`heard` with the key: a fixed one, or the best-fitting profile when it beats the current by `margin`
+        ("auto"), or none ("off")."""
         if self.config.key == "off":
             return heard
         if self.config.key == "auto":
@@ -327,35 +327,37 @@ class Follower:
     def _harmony(self, out: np.ndarray, state: State) -> None:
         """Note-ons clashing with a sounding player note lose weight; sounding engine notes that clash with one
         are favoured to end."""
-        clash = np.zeros(V.N_PITCHES, bool)
-        for pitch in state.player_held:
-            clash |= DISSONANT[(self._midi - pitch) % 12]
+        clash = self._clashing(frozenset(pitch % 12 for pitch in state.player_held))
         strength = self.config.harmony_strength
-        for inst in self.instruments:
-            if inst != DRUMS:
-                start = V.note_on_token(inst, 0)
-                out[start : start + V.N_PITCHES][clash] -= strength
+        self._lower_note_ons(out, strength * clash)
         for cls, pitch in state.started:
             if cls != DRUMS and clash[pitch]:
                 out[V.note_off_token(cls, pitch)] += strength
 
     def _self_harmony(self, out: np.ndarray, state: State) -> None:
         """Note-ons clashing with a sounding engine note lose weight (at a model's unguided rate the engine's own
-        notes clashed half as often again as a performer's: docs/quality.md, "Clashes among its own notes"). The
-        (pitches,) penalty changes only with the sounding pitch classes, so it is kept until they change."""
+        notes clashed half as often again as a performer's: docs/quality.md, "Clashes among its own notes")."""
         classes = frozenset(pitch % 12 for cls, pitch in state.started if cls != DRUMS)
-        if not classes:
-            return
-        if classes != self._clash_cache[0]:
-            clash = np.zeros(12, bool)
+        if classes:
+            self._lower_note_ons(out, self.config.self_harmony_strength * self._clashing(classes))
+
+    def _clashing(self, classes: frozenset) -> np.ndarray:
+        """(pitches,) float32 1.0 where a pitch is a second, tritone or seventh from one of the pitch classes;
+        kept per set of classes (they change only with a note-on or note-off, and this runs every step)."""
+        found = self._clash_cache.get(classes)
+        if found is None:
+            mask = np.zeros(12, bool)
             for pc in classes:
-                clash |= DISSONANT[(np.arange(12) - pc) % 12]
-            self._clash_cache = (classes, self.config.self_harmony_strength * clash[self._pitch_class]
-                                 .astype(np.float32))
+                mask |= DISSONANT[(np.arange(12) - pc) % 12]
+            found = self._clash_cache[classes] = mask[self._pitch_class].astype(np.float32)
+        return found
+
+    def _lower_note_ons(self, out: np.ndarray, penalty: np.ndarray) -> None:
+        """Subtract the (pitches,) penalty from every pitched engine instrument's note-ons."""
         for inst in self.instruments:
             if inst != DRUMS:
                 start = V.note_on_token(inst, 0)
-                out[start : start + V.N_PITCHES] -= self._clash_cache[1]
+                out[start : start + V.N_PITCHES] -= penalty
 
     def _silent_instruments(self, out: np.ndarray, state: State) -> None:
         """An engine instrument silent for a while gains instrument_strength nats per second of its silence

@@ -102,8 +102,8 @@ def _params(args) -> dict:
 
 
 def build_config(args) -> tuple[G.GenerateConfig, Conductor | None]:
-    """The GenerateConfig of the command line, and the tempo map a file from scratch is written with (None:
-    120 bpm, 4/4). EngineError (one line) on values that do not fit together."""
+    """The GenerateConfig of the command line, and the tempo map a file from scratch is written with (None: 120
+    bpm, 4/4). EngineError (one line) on values that do not fit together."""
     style = style_of(args.style, None)  # any case; checked against the model's data once it is loaded
     if args.pitch_low is not None and args.pitch_high is not None and args.pitch_low > args.pitch_high:
         raise EngineError(f"--pitch-low {args.pitch_low} is above --pitch-high {args.pitch_high}; swap them")
